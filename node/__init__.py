@@ -1,0 +1,1 @@
+"""Manager node of the replicated work queue."""

@@ -1,0 +1,43 @@
+"""`python -m node`: run one manager node until SIGINT or SIGTERM."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from .app import Node
+from .config import load_config
+from .errors import ConfigError
+
+
+async def serve(node: Node) -> None:
+    runner = await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logging.getLogger("node").info("stopping")
+    await node.stop(runner)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = load_config(argv)
+    except ConfigError as e:
+        print(f"python -m node: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
+    try:
+        node = Node(cfg)
+    except OSError as e:
+        print(f"python -m node: cannot open the data directory: {e}", file=sys.stderr)
+        return 1
+    asyncio.run(serve(node))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Public HTTP API (DESIGN.md section 4) and the middlewares every route goes through."""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import commands as c
+from .blobs import digest_of
+from .errors import InvalidInput, JobNotFound, NoQuorum, PayloadTooLarge, QueueError, QueueFull, \
+    Unauthorized
+
+if TYPE_CHECKING:
+    from .app import Node
+
+log = logging.getLogger(__name__)
+
+MAX_TOP = 1000
+DEFAULT_TOP = 10
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def json_error(status: int, message: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def make_error_middleware(request_timeout: float):
+    @web.middleware
+    async def errors(request: web.Request, handler):
+        try:
+            async with asyncio.timeout(request_timeout):
+                return await handler(request)
+        except QueueError as e:
+            return json_error(e.status, e.message, e.retry_after)
+        except TimeoutError:
+            return json_error(503, f"no answer within the request timeout ({request_timeout:g}s); "
+                                   "retry later", 1)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return json_error(e.status, _http_error_text(request, e))
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            return json_error(500, "internal error; see the node's log")
+    return errors
+
+
+def _http_error_text(request: web.Request, e: web.HTTPException) -> str:
+    if e.status == 404:
+        return f"no route {request.path}"
+    if e.status == 405:
+        return f"method {request.method} not allowed on {request.path}; allowed: " \
+               f"{', '.join(sorted(e.allowed_methods)) if hasattr(e, 'allowed_methods') else '?'}"
+    if e.status == 413:
+        return "body: too large"
+    return e.reason
+
+
+def make_auth_middleware(secret: str):
+    expected = f"Bearer {secret}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        if request.path.startswith("/internal/"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise Unauthorized("internal route: a valid 'Authorization: Bearer <cluster "
+                                   "secret>' header is required")
+        return await handler(request)
+    return auth
+
+
+def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | None = None) -> int:
+    """A decimal integer query parameter within [lo, hi]; InvalidInput names it otherwise."""
+    values = request.query.getall(name, [])
+    allowed = f"a decimal integer from {lo} to {hi}"
+    if not values:
+        if default is None:
+            raise InvalidInput(f"{name}: missing; {allowed} is required")
+        return default
+    if len(values) > 1:
+        raise InvalidInput(f"{name}: given {len(values)} times; give it once, {allowed}")
+    raw = values[0]
+    if not _DECIMAL.fullmatch(raw):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise InvalidInput(f"{name}: {shown!r} is not {allowed}")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name}: {value} is out of range; allowed {lo} to {hi}")
+    return value
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    too_large = PayloadTooLarge(f"body: larger than the limit of {limit} bytes; "
+                                f"send 1 to {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    chunks, total = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        total += len(chunk)
+        if total > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def routes(node: "Node") -> list[web.RouteDef]:
+    cfg = node.cfg
+
+    async def enqueue(request: web.Request) -> web.Response:
+        iterations = int_param(request, "iterations", 1, cfg.max_iterations)
+        data = await read_body(request, cfg.max_body_bytes)
+        if not data:
+            raise InvalidInput(f"body: empty; send the payload, 1 to {cfg.max_body_bytes} bytes")
+        counts = await node.run_db(node.store.counts)
+        if counts["queued"] >= cfg.max_queued:
+            raise QueueFull(f"queue: at its capacity of {cfg.max_queued} queued jobs; retry later")
+        job_id = uuid.uuid4().hex
+        digest = digest_of(data)
+        await node.blobs.replicate(job_id, data, digest)
+        await node.proposer.propose(c.Enqueue((c.NewJob(job_id, iterations, len(data), digest,
+                                                        time.time()),)))
+        log.info("job %s enqueued (%d bytes, %d iterations)", job_id, len(data), iterations)
+        return web.json_response({"id": job_id})
+
+    async def pull_completed(request: web.Request) -> web.Response:
+        top = int_param(request, "top", 1, MAX_TOP, DEFAULT_TOP)
+        return web.json_response(await node.run_db(node.store.completed, top))
+
+    async def work(request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        job = await node.run_db(node.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise JobNotFound(f"id: no job {job_id[:64]!r} on this node")
+        return web.json_response(job_view(job))
+
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(await node.status())
+
+    async def healthz(request: web.Request) -> web.Response:
+        healthy, why = node.health()
+        return web.json_response({"healthy": healthy, "reason": why}, status=200 if healthy else 503)
+
+    return [
+        web.put("/enqueue", enqueue),
+        web.post("/pullCompleted", pull_completed),
+        web.get("/work/{id}", work),
+        web.get("/status", status),
+        web.get("/healthz", healthz),
+    ]
+
+
+def job_view(job: dict) -> dict:
+    view = {k: job[k] for k in ("id", "status", "iterations", "size", "enqueued_at", "attempts")}
+    if job["status"] == "running":
+        view["worker"] = job["worker"]
+        view["leased_at"] = job["leased_at"]
+    if job["status"] == "completed":
+        view["result"] = job["result"]
+        view["completed_at"] = job["finished_at"]
+    if job["status"] == "failed":
+        view["error"] = job["error"]
+        view["failed_at"] = job["finished_at"]
+    return view

@@ -1,0 +1,182 @@
+"""One manager node: wires the store, Raft, data plane, scheduler, scaling and HTTP together."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import aiohttp
+from aiohttp import web
+
+from . import api, commands as c, internal
+from .blobs import Blobs
+from .config import NodeConfig
+from .errors import QueueError
+from .proposer import Proposer
+from .raft import RaftNode
+from .roster import Roster
+from .scaling.local import LocalBackend
+from .scaling.policy import desired_workers, workers_to_start
+from .scheduler import Scheduler
+from .state import StateMachine
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+DUTY_INTERVAL = 1.0
+PAYLOAD_GC_INTERVAL = 60.0
+# Healthy while this node's applied index is at most this far behind the leader's commit index.
+HEALTHY_LAG = 1000
+
+
+class Node:
+    def __init__(self, cfg: NodeConfig):
+        self.cfg = cfg
+        self.store = Store(cfg.data_dir)
+        self._executor = ThreadPoolExecutor(8, thread_name_prefix="db")
+        self._tasks: list[asyncio.Task] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._urls = {p.raft: p.url for p in cfg.peers} | {cfg.raft: cfg.url}
+        self.roster = Roster(ttl=max(cfg.lease_timeout, 15.0) + 5.0)
+        self.backend = None
+        if cfg.max_workers > 0:
+            self.backend = LocalBackend(sorted(self._urls.values()), cfg.secret, cfg.node_id,
+                                        cfg.worker_idle_timeout)
+
+    async def run_db(self, fn: Callable, *args: Any) -> Any:
+        """Run a blocking store call off the event loop."""
+        return await self.loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def start(self) -> web.AppRunner:
+        self.loop = asyncio.get_running_loop()
+        self.session = aiohttp.ClientSession()
+        self.machine = StateMachine(self.store, on_applied=self._on_applied)
+        self.raft = RaftNode(self.cfg, self.machine)
+        self.proposer = Proposer(self.raft, self.cfg.request_timeout)
+        self.blobs = Blobs(self.cfg, self.store, self.session, self.run_db)
+        self.scheduler = Scheduler(self.cfg, self.store, self.proposer, self.raft._isLeader,
+                                   self.run_db)
+        app = web.Application(
+            client_max_size=self.cfg.max_body_bytes + 1,
+            middlewares=[api.make_error_middleware(self.cfg.request_timeout),
+                         api.make_auth_middleware(self.cfg.secret)])
+        app.add_routes(api.routes(self) + internal.routes(self))
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port).start()
+        self._tasks = [asyncio.create_task(self._leader_duties()),
+                       asyncio.create_task(self._collect_payloads())]
+        log.info("node %s serving HTTP on %s, Raft on %s, %d peers", self.cfg.node_id,
+                 self.cfg.http, self.cfg.raft, len(self.cfg.peers))
+        return runner
+
+    async def stop(self, runner: web.AppRunner) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await runner.cleanup()
+        if self.backend is not None:
+            await self.loop.run_in_executor(None, self.backend.stop_all)
+        await self.blobs.close()
+        await self.session.close()
+        self.raft.destroy()
+        self._executor.shutdown(wait=True)
+        self.store.close()
+        log.info("node %s stopped", self.cfg.node_id)
+
+    def _on_applied(self, cmd: c.Command | None, result: Any) -> None:
+        """Called on pysyncobj's tick thread after each applied command."""
+        if cmd is None or isinstance(cmd, (c.Enqueue, c.Requeue)):
+            self.loop.call_soon_threadsafe(self.scheduler.work_arrived)
+
+    def leader_url(self) -> str | None:
+        leader = self.raft.leader
+        return self._urls.get(leader) if leader else None
+
+    # --- leader duties -------------------------------------------------------------------
+
+    async def _leader_duties(self) -> None:
+        was_leader = False
+        while True:
+            await asyncio.sleep(DUTY_INTERVAL)
+            leader = self.raft._isLeader()
+            try:
+                if leader and not was_leader:
+                    self.roster.adopt(await self.run_db(self.store.workers), time.time())
+                if was_leader and not leader:
+                    self.scheduler.step_down()
+                    self.roster.clear()
+                was_leader = leader
+                if not leader:
+                    continue
+                await self.scheduler.expire()
+                await self._scale()
+                changes = self.roster.changes(time.time())
+                if changes is not None:
+                    await self.proposer.propose(changes)
+            except QueueError as e:
+                log.warning("leader duties postponed: %s", e.message)
+            except Exception:
+                log.exception("leader duties failed; retrying")
+
+    async def _scale(self) -> None:
+        if self.backend is None:
+            return
+        counts = await self.run_db(self.store.counts)
+        live = self.roster.live(time.time())
+        starting = [w for w in self.backend.running() if w not in live]
+        desired = desired_workers(counts["queued"], counts["running"], self.cfg.min_workers,
+                                  self.cfg.max_workers)
+        count = workers_to_start(desired, len(live), len(starting))
+        if count:
+            log.info("scaling: %d queued, %d running, %d live and %d starting workers; "
+                     "starting %d", counts["queued"], counts["running"], len(live),
+                     len(starting), count)
+            self.backend.launch(count)
+
+    async def _collect_payloads(self) -> None:
+        while True:
+            await asyncio.sleep(PAYLOAD_GC_INTERVAL)
+            try:
+                # Orphans are payloads whose enqueue never committed; wait well past any
+                # request that could still commit them.
+                removed = await self.run_db(self.store.collect_payloads,
+                                            time.time() - 10 * self.cfg.request_timeout - 60)
+                if removed:
+                    log.info("removed %d payloads no job needs", removed)
+            except Exception:
+                log.exception("payload collection failed")
+
+    # --- status ------------------------------------------------------------------------
+
+    async def status(self) -> dict:
+        counts = await self.run_db(self.store.counts)
+        workers = await self.run_db(self.store.workers)
+        return {
+            "node": self.cfg.node_id,
+            "pid": os.getpid(),
+            "url": self.cfg.url,
+            "role": self.raft.role,
+            "leader": self.raft.leader,
+            "leader_url": self.leader_url(),
+            "raft": {"term": self.raft.raftCurrentTerm,
+                     "commit_index": self.raft.raftCommitIndex,
+                     "last_applied": self.raft.raftLastApplied,
+                     "leader_commit_index": self.raft.leader_commit_index},
+            "queue": {s: counts[s] for s in ("queued", "running", "completed", "failed")},
+            "apply_failures": counts["apply_failures"],
+            "workers": workers,
+        }
+
+    def health(self) -> tuple[bool, str]:
+        if self.raft.leader is None:
+            return False, "no leader known"
+        target = self.raft.leader_commit_index if not self.raft._isLeader() else None
+        target = target if target is not None else self.raft.raftCommitIndex
+        lag = target - self.raft.raftLastApplied
+        if lag > HEALTHY_LAG:
+            return False, f"catching up: {lag} log entries behind"
+        return True, "ok"

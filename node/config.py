@@ -1,0 +1,241 @@
+"""Manager node configuration: one frozen dataclass filled from flags and environment.
+
+Every option has a flag and a `WQ_*` environment variable; a flag wins over the variable.
+The cluster secret is read from `WQ_SECRET` or from a file (`--secret-file`), never from a
+flag, so it does not show up in `ps` or shell history.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+MIN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another manager: its Raft address (its identity in the group) and its HTTP base URL."""
+
+    raft: str
+    url: str
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    # Name shown in /status and logs; defaults to the Raft address.
+    node_id: str
+    # host:port this node's Raft transport binds to; also its identity in the Raft group.
+    raft: str
+    # host:port the HTTP API listens on.
+    http: str
+    # The other managers. A cluster of three tolerates one failure.
+    peers: tuple[Peer, ...]
+    # Directory holding the SQLite store, the Raft journal and the snapshot file.
+    data_dir: str
+    # Shared cluster secret: Raft encryption password and bearer token of internal routes.
+    secret: str = field(repr=False)
+    # URL peers and workers use to reach this node; defaults to http://<http>.
+    url: str = ""
+    # Largest accepted `iterations` (1..2**31-1).
+    max_iterations: int = 10_000_000
+    # Largest accepted payload in bytes (1..64 MiB).
+    max_body_bytes: int = 1 << 20
+    # Jobs that may wait in the queue before enqueue answers 429 (1..10**8).
+    max_queued: int = 1_000_000
+    # Finished jobs (completed or failed) kept for pullCompleted and /work (1..10**9).
+    max_finished: int = 1_000_000
+    # Seconds a request may take before it is answered 503 (0.5..300).
+    request_timeout: float = 10.0
+    # Seconds a lease lives without a heartbeat before its job returns to the queue (1..3600).
+    lease_timeout: float = 30.0
+    # Leases a job may get; when the last one expires the job is marked failed (1..100).
+    max_attempts: int = 3
+    # Local worker processes the leader keeps running at least / at most (0..256).
+    min_workers: int = 0
+    max_workers: int = 0
+    # Seconds a local worker waits without work before it exits (1..86400).
+    worker_idle_timeout: float = 60.0
+    # Raft log entries before the log is compacted into a snapshot (10..10**7).
+    log_compaction_entries: int = 5000
+    # Raft election timeout range in seconds.
+    raft_min_timeout: float = 0.4
+    raft_max_timeout: float = 1.4
+    # Python logging level name.
+    log_level: str = "INFO"
+
+    @property
+    def http_host(self) -> str:
+        return self.http.rsplit(":", 1)[0]
+
+    @property
+    def http_port(self) -> int:
+        return int(self.http.rsplit(":", 1)[1])
+
+    @property
+    def cluster_size(self) -> int:
+        return len(self.peers) + 1
+
+    @property
+    def majority(self) -> int:
+        return self.cluster_size // 2 + 1
+
+    def validate(self) -> "NodeConfig":
+        """Raise ConfigError naming the first bad field and what it allows."""
+        if len(self.secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"secret: a cluster secret of at least {MIN_SECRET_LENGTH} characters is required "
+                "(set WQ_SECRET or --secret-file)")
+        for name in ("raft", "http"):
+            _check_hostport(name, getattr(self, name))
+        for peer in self.peers:
+            _check_hostport("peers", peer.raft)
+            _check_url("peers", peer.url)
+            if peer.raft == self.raft:
+                raise ConfigError(f"peers: {peer.raft} is this node's own Raft address")
+        if len({p.raft for p in self.peers}) != len(self.peers):
+            raise ConfigError("peers: each peer Raft address may appear only once")
+        _check_url("url", self.url)
+        ranges = {
+            "max_iterations": (1, 2**31 - 1),
+            "max_body_bytes": (1, 64 << 20),
+            "max_queued": (1, 10**8),
+            "max_finished": (1, 10**9),
+            "request_timeout": (0.5, 300),
+            "lease_timeout": (1, 3600),
+            "max_attempts": (1, 100),
+            "min_workers": (0, 256),
+            "max_workers": (0, 256),
+            "worker_idle_timeout": (1, 86400),
+            "log_compaction_entries": (10, 10**7),
+            "raft_min_timeout": (0.05, 60),
+            "raft_max_timeout": (0.05, 60),
+        }
+        for name, (lo, hi) in ranges.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name}: {value} is out of range, allowed {lo} to {hi}")
+        if self.min_workers > self.max_workers:
+            raise ConfigError(
+                f"min_workers: {self.min_workers} exceeds max_workers ({self.max_workers})")
+        if self.raft_min_timeout >= self.raft_max_timeout:
+            raise ConfigError("raft_min_timeout: must be below raft_max_timeout")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("log_level: allowed DEBUG, INFO, WARNING, ERROR")
+        return self
+
+
+def _check_hostport(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{name}: {value!r} is not host:port with a port from 1 to 65535")
+
+
+def _check_url(name: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}: {value!r} is not an http(s) URL")
+
+
+def parse_peers(text: str) -> tuple[Peer, ...]:
+    """Parse `RAFT=URL,RAFT=URL` into peers."""
+    peers = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        raft, sep, url = item.partition("=")
+        if not sep:
+            raise ConfigError(f"peers: {item!r} is not RAFT_HOST:PORT=HTTP_URL")
+        peers.append(Peer(raft.strip(), url.strip().rstrip("/")))
+    return tuple(peers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m node",
+        description="Run one manager node of the replicated work queue. Every option can also "
+                    "be set through the environment variable named in brackets; the cluster "
+                    "secret only through WQ_SECRET or --secret-file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--id", dest="node_id", help="node name in /status and logs (WQ_NODE_ID); default: the Raft address")
+    a("--raft", help="host:port of this node's Raft transport, its identity in the group (WQ_RAFT)")
+    a("--http", help="host:port of the HTTP API (WQ_HTTP)")
+    a("--url", help="URL peers and workers use to reach this node (WQ_URL); default http://<--http>")
+    a("--peers", help="the other managers as RAFT_HOST:PORT=HTTP_URL, comma separated (WQ_PEERS)")
+    a("--data-dir", help="directory for the SQLite store, Raft journal and snapshot (WQ_DATA_DIR)")
+    a("--secret-file", help="file holding the cluster secret, at least 16 characters (WQ_SECRET_FILE); "
+                            "or set WQ_SECRET")
+    a("--max-iterations", type=int, help="largest accepted iterations (WQ_MAX_ITERATIONS)")
+    a("--max-body-bytes", type=int, help="largest accepted payload in bytes (WQ_MAX_BODY_BYTES)")
+    a("--max-queued", type=int, help="queued jobs before enqueue answers 429 (WQ_MAX_QUEUED)")
+    a("--max-finished", type=int, help="finished jobs retained, oldest dropped first (WQ_MAX_FINISHED)")
+    a("--request-timeout", type=float, help="seconds before a request is answered 503 (WQ_REQUEST_TIMEOUT)")
+    a("--lease-timeout", type=float, help="seconds a lease lives without heartbeat (WQ_LEASE_TIMEOUT)")
+    a("--max-attempts", type=int, help="leases a job may get before it is failed (WQ_MAX_ATTEMPTS)")
+    a("--min-workers", type=int, help="local worker processes kept at least (WQ_MIN_WORKERS)")
+    a("--max-workers", type=int, help="local worker processes at most; 0 disables them (WQ_MAX_WORKERS)")
+    a("--worker-idle-timeout", type=float, help="seconds a local worker idles before exiting "
+                                                "(WQ_WORKER_IDLE_TIMEOUT)")
+    a("--log-compaction-entries", type=int, help="Raft log entries between snapshots "
+                                                 "(WQ_LOG_COMPACTION_ENTRIES)")
+    a("--raft-min-timeout", type=float, help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)")
+    a("--raft-max-timeout", type=float, help="Raft election timeout maximum, seconds (WQ_RAFT_MAX_TIMEOUT)")
+    a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL)")
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Build and validate a NodeConfig from flags, then environment, then defaults."""
+    env = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+
+    def pick(name: str, convert=str):
+        value = args.get(name)
+        if value is None:
+            raw = env.get("WQ_" + name.upper())
+            if raw is None or raw == "":
+                return None
+            try:
+                value = convert(raw)
+            except ValueError:
+                raise ConfigError(f"{name}: {raw!r} is not a valid {convert.__name__}") from None
+        return value
+
+    raft = pick("raft")
+    http = pick("http")
+    data_dir = pick("data_dir")
+    for name, value in (("raft", raft), ("http", http), ("data_dir", data_dir)):
+        if not value:
+            raise ConfigError(f"{name}: required (--{name.replace('_', '-')} or WQ_{name.upper()})")
+    secret = env.get("WQ_SECRET", "")
+    secret_file = pick("secret_file")
+    if secret_file:
+        try:
+            with open(secret_file, encoding="utf-8") as f:
+                secret = f.read().strip()
+        except OSError as e:
+            raise ConfigError(f"secret_file: cannot read {secret_file}: {e.strerror}") from None
+
+    kwargs = {}
+    for f in NodeConfig.__dataclass_fields__.values():
+        if f.name in ("node_id", "raft", "http", "peers", "data_dir", "secret", "url"):
+            continue
+        convert = {"int": int, "float": float, "str": str}[f.type]
+        value = pick(f.name, convert)
+        if value is not None:
+            kwargs[f.name] = value
+    cfg = NodeConfig(
+        node_id=pick("node_id") or raft,
+        raft=raft,
+        http=http,
+        url=(pick("url") or f"http://{http}").rstrip("/"),
+        peers=parse_peers(pick("peers") or ""),
+        data_dir=data_dir,
+        secret=secret,
+        **kwargs,
+    )
+    return cfg.validate()

@@ -1,0 +1,174 @@
+"""Internal routes: the worker API and the peer API. All require the cluster secret.
+
+Workers may talk to any node: lease and heartbeat calls are forwarded to the leader (once),
+completions are proposed by whichever node receives them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from . import commands as c
+from .api import read_body
+from .blobs import DIGEST_HEADER, digest_of
+from .errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
+from .scaling.policy import idle_timeout_for
+
+if TYPE_CHECKING:
+    from .app import Node
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "X-WQ-Forwarded"
+MAX_LEASE_JOBS = 64
+MAX_WAIT = 30.0
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_RESULT = re.compile(r"[0-9a-f]{128}")
+_WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+async def json_body(request: web.Request, limit: int = 1 << 20) -> dict:
+    raw = await read_body(request, limit)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidInput("body: not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("body: a JSON object is required")
+    return body
+
+
+def worker_id(body: dict) -> str:
+    worker = body.get("worker")
+    if not isinstance(worker, str) or not _WORKER_ID.fullmatch(worker):
+        raise InvalidInput("worker: 1 to 128 characters of letters, digits and _.:- required")
+    return worker
+
+
+def bounded_number(body: dict, name: str, lo: float, hi: float, default: float) -> float:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise InvalidInput(f"{name}: a number from {lo:g} to {hi:g} is required")
+    return value
+
+
+def routes(node: "Node") -> list[web.RouteDef]:
+    cfg = node.cfg
+
+    async def to_leader(request: web.Request, body: dict, timeout: float) -> web.Response:
+        """Forward a leader-only call; a forwarded call that misses the leader is answered 503."""
+        if request.headers.get(FORWARDED):
+            raise NotLeader("this node is not the leader; retry")
+        url = node.leader_url()
+        if url is None:
+            raise NoQuorum("no leader is known right now; retry later")
+        try:
+            async with node.session.post(
+                    url + request.path, json=body,
+                    headers={"Authorization": request.headers["Authorization"], FORWARDED: "1"},
+                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                return web.json_response(await resp.json(), status=resp.status)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise NoQuorum(f"the leader did not answer ({type(e).__name__}); retry") from None
+
+    def worker_info(request: web.Request, body: dict) -> dict:
+        info = body.get("info") if isinstance(body.get("info"), dict) else {}
+        return {k: str(v)[:200] for k, v in info.items() if k in ("host", "pid", "backend")}
+
+    async def lease(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        worker = worker_id(body)
+        max_jobs = int(bounded_number(body, "max_jobs", 1, MAX_LEASE_JOBS, 1))
+        wait = bounded_number(body, "wait", 0, MAX_WAIT, 10)
+        wait = min(wait, cfg.request_timeout * 0.8)
+        if not node.raft._isLeader():
+            return await to_leader(request, body, wait + cfg.request_timeout)
+        now = time.time()
+        node.roster.touch(worker, worker_info(request, body), now)
+        jobs = await node.scheduler.lease(worker, max_jobs, wait)
+        live = len(node.roster.live(time.time()))
+        return web.json_response({
+            "jobs": jobs,
+            "lease_timeout": cfg.lease_timeout,
+            "idle_timeout": idle_timeout_for(live, cfg.min_workers, cfg.worker_idle_timeout),
+        })
+
+    async def heartbeat(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        worker = worker_id(body)
+        jobs = body.get("jobs", [])
+        if not isinstance(jobs, list) or len(jobs) > MAX_LEASE_JOBS or \
+                not all(isinstance(j, str) and _JOB_ID.fullmatch(j) for j in jobs):
+            raise InvalidInput(f"jobs: a list of up to {MAX_LEASE_JOBS} job ids is required")
+        if not node.raft._isLeader():
+            return await to_leader(request, body, cfg.request_timeout)
+        node.roster.touch(worker, worker_info(request, body), time.time())
+        held = await node.scheduler.heartbeat(worker, jobs)
+        return web.json_response({"jobs": held, "lease_timeout": cfg.lease_timeout})
+
+    async def complete(request: web.Request) -> web.Response:
+        body = await json_body(request)
+        worker = worker_id(body)
+        results = body.get("results")
+        if not isinstance(results, list) or not 1 <= len(results) <= MAX_LEASE_JOBS:
+            raise InvalidInput(f"results: a list of 1 to {MAX_LEASE_JOBS} results is required")
+        pairs = []
+        for r in results:
+            if not isinstance(r, dict) or not isinstance(r.get("id"), str) or \
+                    not _JOB_ID.fullmatch(r["id"]) or not isinstance(r.get("result"), str) or \
+                    not _RESULT.fullmatch(r["result"]):
+                raise InvalidInput("results: each needs an 'id' (32 hex) and a 'result' "
+                                   "(128 lowercase hex)")
+            pairs.append((r["id"], r["result"]))
+        accepted = await node.proposer.propose(c.Complete(tuple(pairs), time.time(),
+                                                          cfg.max_finished))
+        for job_id in accepted:
+            log.info("job %s completed by %s", job_id, worker)
+        return web.json_response({"accepted": accepted})
+
+    async def put_payload(request: web.Request) -> web.Response:
+        job_id = request.match_info["id"]
+        if not _JOB_ID.fullmatch(job_id):
+            raise InvalidInput("id: 32 lowercase hex characters required")
+        data = await read_body(request, cfg.max_body_bytes)
+        if not data or digest_of(data) != request.headers.get(DIGEST_HEADER):
+            raise InvalidInput(f"body: empty, or its sha256 does not match {DIGEST_HEADER}")
+        await node.blobs.store_local(job_id, data)
+        return web.json_response({"stored": len(data)})
+
+    async def get_payload(request: web.Request) -> web.StreamResponse:
+        job_id = request.match_info["id"]
+        if not _JOB_ID.fullmatch(job_id):
+            raise JobNotFound(f"id: no payload {job_id[:64]!r}")
+        local_only = request.query.get("local") == "1"
+        digest = None
+        if not local_only:
+            job = await node.run_db(node.store.job, job_id)
+            if job is None:
+                raise JobNotFound(f"id: no job {job_id!r} on this node")
+            if job["status"] not in ("queued", "running"):
+                raise JobNotFound(f"id: job {job_id} is {job['status']}; its payload is gone")
+            digest = job["digest"]
+        data = await node.blobs.fetch(job_id, digest, from_peers=not local_only)
+        if data is None:
+            raise JobNotFound(f"id: no node holds the payload of {job_id} right now")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def compact(request: web.Request) -> web.Response:
+        node.raft.forceLogCompaction()
+        return web.json_response({"compaction": "requested"})
+
+    return [
+        web.post("/internal/lease", lease),
+        web.post("/internal/heartbeat", heartbeat),
+        web.post("/internal/complete", complete),
+        web.put("/internal/payloads/{id}", put_payload),
+        web.get("/internal/payloads/{id}", get_payload),
+        web.post("/internal/compact", compact),
+    ]

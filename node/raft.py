@@ -1,0 +1,111 @@
+"""The pysyncobj adapter: the Raft group, its snapshot format, and nothing else.
+
+A snapshot is a copy of `state.db` made with SQLite's backup API, with pysyncobj's own
+bookkeeping (the last two log entries and the member set) stored in a table inside it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import pickle
+import sqlite3
+from typing import Any, Callable
+
+from pysyncobj import SyncObj, SyncObjConf, replicated
+
+from .config import NodeConfig
+from .state import StateMachine
+
+log = logging.getLogger(__name__)
+
+_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+def raft_password(secret: str) -> str:
+    """The Raft encryption password, derived so it differs from the internal bearer token."""
+    return hmac.new(secret.encode(), b"raft-transport", hashlib.sha256).hexdigest()
+
+
+class RaftNode(SyncObj):
+    def __init__(self, cfg: NodeConfig, machine: StateMachine,
+                 on_role_change: Callable[[str], None] | None = None):
+        self._machine = machine
+        self._on_role_change = on_role_change
+        conf = SyncObjConf(
+            password=raft_password(cfg.secret),
+            journalFile=os.path.join(cfg.data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(cfg.data_dir, "raft.snapshot"),
+            serializer=self._dump,
+            deserializer=self._load,
+            # Send entries as soon as they are proposed instead of every appendEntriesPeriod.
+            appendEntriesUseBatch=False,
+            commandsWaitLeader=True,
+            logCompactionMinEntries=cfg.log_compaction_entries,
+            raftMinTimeout=cfg.raft_min_timeout,
+            raftMaxTimeout=cfg.raft_max_timeout,
+            onStateChanged=self._state_changed,
+        )
+        super().__init__(cfg.raft, [p.raft for p in cfg.peers], conf)
+
+    @replicated
+    def apply_batch(self, batch: list) -> Any:
+        # pysyncobj increments raftLastApplied after this returns: this entry's index is +1.
+        return self._machine.apply(self.raftLastApplied + 1, batch)
+
+    # --- status, read without locks from other threads (plain attribute reads) ---------
+
+    @property
+    def role(self) -> str:
+        return _ROLES.get(getattr(self, "_SyncObj__raftState", 0), "unknown")
+
+    @property
+    def leader(self) -> str | None:
+        node = self._getLeader()
+        return node.id if node is not None else None
+
+    @property
+    def leader_commit_index(self) -> int | None:
+        return getattr(self, "_SyncObj__leaderCommitIndex", None)
+
+    def _state_changed(self, old: int, new: int) -> None:
+        log.info("raft role %s -> %s (term %d)", _ROLES.get(old), _ROLES.get(new),
+                 self.raftCurrentTerm)
+        if self._on_role_change is not None:
+            self._on_role_change(_ROLES.get(new, "unknown"))
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def _dump(self, path: str, raft_meta: tuple) -> None:
+        """Write a snapshot (called on the tick thread, between applies)."""
+        store = self._machine.store
+        if os.path.exists(path):
+            os.remove(path)
+        store.backup_to(path)
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE raft_snapshot (meta BLOB NOT NULL)")
+            db.execute("INSERT INTO raft_snapshot VALUES (?)", (pickle.dumps(raft_meta),))
+        db.close()
+        log.info("wrote Raft snapshot at applied index %d", store.last_applied())
+
+    def _load(self, path: str) -> tuple:
+        """Read a snapshot: at start-up (our own) or when the leader installs one.
+
+        The store is replaced only when the snapshot is newer than what it holds, so a restart
+        keeps the live database (and its payloads) and replays the journal on top of it."""
+        store = self._machine.store
+        with sqlite3.connect(path) as db:
+            meta = pickle.loads(db.execute("SELECT meta FROM raft_snapshot").fetchone()[0])
+            (snap_applied,) = db.execute(
+                "SELECT value FROM counters WHERE name = 'last_applied'").fetchone()
+        db.close()
+        live_applied = store.last_applied()
+        if snap_applied > live_applied:
+            log.info("installing Raft snapshot: applied index %d -> %d", live_applied, snap_applied)
+            store.restore_from(path)
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS raft_snapshot")
+            if self._machine.on_applied is not None:
+                self._machine.on_applied(None, None)
+        return meta

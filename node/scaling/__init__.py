@@ -1,0 +1,1 @@
+"""Worker scaling: a pure policy and the backends that start workers."""

@@ -1,0 +1,139 @@
+"""Leases: the leader hands queued jobs to workers and takes back the ones whose worker went quiet.
+
+Who holds which job is replicated (Lease and Requeue commands); lease deadlines live only in the
+leader's memory. A new leader gives every running job a fresh deadline, so a worker that is still
+computing keeps its job as long as its heartbeats reach the new leader.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Iterable
+
+from . import commands as c
+from .config import NodeConfig
+from .errors import NotLeader
+from .proposer import Proposer
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_RUNNING_SCAN = 100_000
+
+
+@dataclass(frozen=True)
+class LeaseDeadline:
+    deadline: float
+    attempt: int
+    worker: str
+
+
+def expired_leases(deadlines: dict[str, LeaseDeadline], now: float) -> list[tuple[str, int]]:
+    """(job id, attempt) of every lease whose deadline has passed, oldest deadline first."""
+    due = sorted((d.deadline, job_id, d.attempt) for job_id, d in deadlines.items()
+                 if d.deadline <= now)
+    return [(job_id, attempt) for _, job_id, attempt in due]
+
+
+class Scheduler:
+    def __init__(self, cfg: NodeConfig, store: Store, proposer: Proposer,
+                 is_leader: Callable[[], bool], run_db: Callable[..., Awaitable]):
+        self._cfg = cfg
+        self._store = store
+        self._proposer = proposer
+        self._is_leader = is_leader
+        self._db = run_db
+        self.deadlines: dict[str, LeaseDeadline] = {}
+        self._reserved: set[str] = set()
+        self._work = asyncio.Event()
+
+    def work_arrived(self) -> None:
+        """Wake long-polling lease requests (called on the event loop after an apply)."""
+        self._work.set()
+
+    def step_down(self) -> None:
+        self.deadlines.clear()
+
+    async def lease(self, worker: str, max_jobs: int, wait: float) -> list[dict]:
+        """Lease up to `max_jobs` queued jobs, waiting up to `wait` seconds for one."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait
+        while True:
+            if not self._is_leader():
+                raise NotLeader("this node stopped being the leader; retry")
+            self._work.clear()
+            jobs = await self._lease_now(worker, max_jobs)
+            remaining = give_up - loop.time()
+            if jobs or remaining <= 0:
+                return jobs
+            try:
+                await asyncio.wait_for(self._work.wait(), remaining)
+            except asyncio.TimeoutError:
+                return []
+
+    async def _lease_now(self, worker: str, max_jobs: int) -> list[dict]:
+        candidates = await self._db(self._store.jobs_with_status, "queued", max_jobs,
+                                    self._reserved)
+        if not candidates:
+            return []
+        ids = tuple(j["id"] for j in candidates)
+        self._reserved.update(ids)
+        try:
+            leased = dict(await self._proposer.propose(c.Lease(worker, ids, time.time())))
+        finally:
+            self._reserved.difference_update(ids)
+        deadline = time.time() + self._cfg.lease_timeout
+        out = []
+        for job in candidates:
+            attempt = leased.get(job["id"])
+            if attempt is None:
+                continue
+            self.deadlines[job["id"]] = LeaseDeadline(deadline, attempt, worker)
+            log.info("job %s leased to %s (attempt %d)", job["id"], worker, attempt)
+            out.append({"id": job["id"], "iterations": job["iterations"], "size": job["size"],
+                        "digest": job["digest"], "attempt": attempt})
+        return out
+
+    async def heartbeat(self, worker: str, job_ids: Iterable[str]) -> list[str]:
+        """Extend the worker's leases; returns the jobs it still holds (drop the others)."""
+        if not self._is_leader():
+            raise NotLeader("this node stopped being the leader; retry")
+        states = await self._db(self._store.job_states, list(job_ids))
+        deadline = time.time() + self._cfg.lease_timeout
+        held = []
+        for job_id, (status, holder, attempts) in states.items():
+            if status == "running" and holder == worker:
+                self.deadlines[job_id] = LeaseDeadline(deadline, attempts, worker)
+                held.append(job_id)
+        return held
+
+    async def expire(self) -> None:
+        """One pass of lease expiry; the leader runs it every second."""
+        running = await self._db(self._store.jobs_with_status, "running", MAX_RUNNING_SCAN)
+        now = time.time()
+        live = {}
+        for job in running:
+            known = self.deadlines.get(job["id"])
+            if known is None or known.attempt != job["attempts"]:
+                # Leased by an earlier leader, or by a proposal that timed out here: adopt it.
+                known = LeaseDeadline(now + self._cfg.lease_timeout, job["attempts"],
+                                      job["worker"] or "")
+            live[job["id"]] = known
+        self.deadlines = live
+        expired = expired_leases(live, now)
+        if not expired:
+            return
+        for job_id, attempt in expired:
+            log.info("job %s lease expired (worker %s, attempt %d)", job_id,
+                     live[job_id].worker, attempt)
+        result = await self._proposer.propose(c.Requeue(
+            tuple(expired), "lease expired: the worker stopped sending heartbeats",
+            self._cfg.max_attempts, now, self._cfg.max_finished))
+        for job_id in result["failed"]:
+            log.warning("job %s failed: no attempts left", job_id)
+        for job_id in result["requeued"] + result["failed"]:
+            self.deadlines.pop(job_id, None)
+        if result["requeued"]:
+            self.work_arrived()

@@ -1,0 +1,219 @@
+"""The replicated state machine: applies Raft commands to the SQLite store.
+
+Applies are deterministic (all ids and times come from the command), idempotent (the Raft index
+of each applied entry is stored in the same transaction, and entries at or below it are skipped
+when pysyncobj replays its journal), and never raise: an exception inside a pysyncobj apply would
+make it retry the same entry forever.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from . import commands as c
+from .store import Store, jobs, payloads, workers
+
+log = logging.getLogger(__name__)
+
+BATCH_SHIFT = 16            # seq = raft index << 16 | position in the command
+MAX_BATCH = 1 << BATCH_SHIFT
+TRANSIENT_RETRIES = 5
+
+
+class ApplyError:
+    """The result of a command that was rejected when applied (it changed nothing)."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ApplyError({self.message!r})"
+
+
+def _width(cmd: c.Command) -> int:
+    """How many seq positions a command uses inside its entry."""
+    if isinstance(cmd, c.Enqueue):
+        return len(cmd.jobs)
+    if isinstance(cmd, c.Complete):
+        return len(cmd.results)
+    if isinstance(cmd, c.Requeue):
+        return len(cmd.leases)
+    return 0
+
+
+class StateMachine:
+    def __init__(self, store: Store, on_applied: Callable[[c.Command, Any], None] | None = None):
+        self.store = store
+        self.on_applied = on_applied
+        self.failures = 0
+
+    def apply(self, index: int, batch: list) -> list | None:
+        """Apply the log entry at Raft `index`: a batch of encoded commands (group commit).
+
+        Returns one result per command (an `ApplyError` for a command that could not be
+        applied), or None when the entry was applied before (journal replay)."""
+        for attempt in range(TRANSIENT_RETRIES):
+            try:
+                with self.store.engine.begin() as conn:
+                    if self.store.last_applied(conn) >= index:
+                        return None
+                    results, applied = self._apply_batch(conn, index, batch)
+                    self.store.set_counter(conn, "last_applied", index)
+                break
+            except OperationalError as e:
+                # A locked or busy database passes; retrying beats diverging from the peers.
+                log.warning("apply of entry %d failed (%s), retrying", index, e.orig)
+                time.sleep(0.05 * (attempt + 1))
+            except Exception:
+                log.exception("cannot apply Raft entry %d", index)
+                return self._skip(index)
+        else:
+            log.error("cannot apply Raft entry %d: database stays busy", index)
+            return self._skip(index)
+        if self.on_applied is not None:
+            for cmd, result in applied:
+                try:
+                    self.on_applied(cmd, result)
+                except Exception:
+                    log.exception("on_applied hook failed for entry %d", index)
+        return results
+
+    def _apply_batch(self, conn: Connection, index: int, batch: list) -> tuple[list, list]:
+        results: list = []
+        applied: list = []
+        base = 0                 # positions in the entry, so seq numbers never collide
+        for wire in batch:
+            try:
+                cmd = c.decode(wire)
+                with conn.begin_nested():
+                    result = self._dispatch(conn, index, base, cmd)
+                base += _width(cmd)
+                results.append(result)
+                applied.append((cmd, result))
+            except OperationalError:
+                raise
+            except Exception as e:
+                # Deterministic: every replica rejects the same command the same way.
+                log.exception("rejected a command in Raft entry %d", index)
+                self.failures += 1
+                self.store.bump(conn, "apply_failures", 1)
+                results.append(ApplyError(f"{type(e).__name__}: {e}"))
+        if base > MAX_BATCH:
+            raise ValueError(f"entry {index} holds {base} items, more than {MAX_BATCH}")
+        return results, applied
+
+    def _skip(self, index: int) -> None:
+        """Skip an entry that cannot be applied at all, the same way on every replica."""
+        self.failures += 1
+        try:
+            with self.store.engine.begin() as conn:
+                if self.store.last_applied(conn) < index:
+                    self.store.set_counter(conn, "last_applied", index)
+                    self.store.bump(conn, "apply_failures", 1)
+        except Exception:
+            log.exception("cannot record the skipped entry %d", index)
+        return None
+
+    def _dispatch(self, conn: Connection, index: int, base: int, cmd: c.Command) -> Any:
+        seq = (index << BATCH_SHIFT) + base
+        if isinstance(cmd, c.Enqueue):
+            return self._enqueue(conn, seq, cmd)
+        if isinstance(cmd, c.Lease):
+            return self._lease(conn, cmd)
+        if isinstance(cmd, c.Requeue):
+            return self._requeue(conn, seq, cmd)
+        if isinstance(cmd, c.Complete):
+            return self._complete(conn, seq, cmd)
+        if isinstance(cmd, c.Workers):
+            return self._workers(conn, cmd)
+        raise TypeError(f"unknown command {cmd!r}")
+
+    def _enqueue(self, conn: Connection, seq: int, cmd: c.Enqueue) -> int:
+        ids = [j.id for j in cmd.jobs]
+        existing = set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids))).scalars())
+        rows = [{"id": j.id, "seq": seq + pos, "iterations": int(j.iterations),
+                 "size": int(j.size), "digest": j.digest, "status": "queued", "attempts": 0,
+                 "enqueued_at": float(j.enqueued_at)}
+                for pos, j in enumerate(cmd.jobs) if j.id not in existing]
+        rows = list({r["id"]: r for r in rows}.values())
+        if rows:
+            conn.execute(insert(jobs), rows)
+            self.store.bump(conn, "queued", len(rows))
+        return len(rows)
+
+    def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
+        rows = conn.execute(select(jobs.c.id, jobs.c.attempts)
+                            .where(jobs.c.id.in_(cmd.job_ids), jobs.c.status == "queued")).all()
+        leased = []
+        for job_id, attempts in rows:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                status="running", attempts=attempts + 1, worker=cmd.worker, leased_at=cmd.at))
+            leased.append((job_id, attempts + 1))
+        self.store.bump(conn, "queued", -len(leased))
+        self.store.bump(conn, "running", len(leased))
+        return leased
+
+    def _requeue(self, conn: Connection, seq: int, cmd: c.Requeue) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"requeued": [], "failed": []}
+        for pos, (job_id, attempt) in enumerate(cmd.leases):
+            row = conn.execute(select(jobs.c.status, jobs.c.attempts)
+                               .where(jobs.c.id == job_id)).first()
+            if row is None or row.status != "running" or row.attempts != attempt:
+                continue
+            if row.attempts >= cmd.max_attempts:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    status="failed", done_seq=seq + pos, finished_at=cmd.at,
+                    error=f"{cmd.reason}; gave up after {row.attempts} attempts"))
+                conn.execute(delete(payloads).where(payloads.c.id == job_id))
+                self.store.bump(conn, "failed", 1)
+                self.store.bump(conn, "finished", 1)
+                out["failed"].append(job_id)
+            else:
+                conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                    status="queued", worker=None, leased_at=None))
+                self.store.bump(conn, "queued", 1)
+                out["requeued"].append(job_id)
+            self.store.bump(conn, "running", -1)
+        self._trim(conn, cmd.retain)
+        return out
+
+    def _complete(self, conn: Connection, seq: int, cmd: c.Complete) -> list[str]:
+        done = []
+        for pos, (job_id, result) in enumerate(cmd.results):
+            row = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
+            if row is None or row.status not in ("queued", "running"):
+                continue        # unknown, or finished already: the first result stands
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
+                status="completed", result=result, done_seq=seq + pos,
+                finished_at=cmd.at, error=None))
+            conn.execute(delete(payloads).where(payloads.c.id == job_id))
+            self.store.bump(conn, row.status, -1)
+            self.store.bump(conn, "completed", 1)
+            self.store.bump(conn, "finished", 1)
+            done.append(job_id)
+        self._trim(conn, cmd.retain)
+        return done
+
+    def _trim(self, conn: Connection, retain: int) -> None:
+        """Drop the oldest finished jobs beyond `retain`."""
+        excess = self.store.counter(conn, "finished") - retain
+        if excess <= 0:
+            return
+        rows = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.done_seq.isnot(None))
+                            .order_by(jobs.c.done_seq).limit(excess)).all()
+        conn.execute(delete(jobs).where(jobs.c.id.in_([r.id for r in rows])))
+        for r in rows:
+            self.store.bump(conn, r.status, -1)
+        self.store.bump(conn, "finished", -len(rows))
+
+    def _workers(self, conn: Connection, cmd: c.Workers) -> int:
+        conn.execute(delete(workers))
+        if cmd.workers:
+            conn.execute(insert(workers), [{"id": w, "info": info, "last_seen": seen}
+                                           for w, info, seen in cmd.workers])
+        return len(cmd.workers)

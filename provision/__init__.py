@@ -1,0 +1,1 @@
+"""AWS provisioning for the manager cluster."""

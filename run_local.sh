@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Start a three-node cluster on this machine, with local workers, in the foreground.
+# Ctrl-C or SIGTERM stops every node and worker. Run again and it resumes with its data.
+#
+#   BASE_HTTP_PORT  first HTTP port (default 8001; nodes use +0, +1, +2)
+#   BASE_RAFT_PORT  first Raft port (default 7001)
+#   CLUSTER_DIR     data and secret directory (default .cluster)
+#   MIN_WORKERS     local workers kept at least (default 0)
+#   MAX_WORKERS     local workers at most (default: the number of cores)
+#   WQ_SECRET       cluster secret; default: generated once into $CLUSTER_DIR/secret
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BASE_HTTP_PORT=${BASE_HTTP_PORT:-8001}
+BASE_RAFT_PORT=${BASE_RAFT_PORT:-7001}
+CLUSTER_DIR=${CLUSTER_DIR:-.cluster}
+MIN_WORKERS=${MIN_WORKERS:-0}
+MAX_WORKERS=${MAX_WORKERS:-$(nproc 2>/dev/null || echo 2)}
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv and installing the project..."
+    "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import node, worker, pysyncobj, aiohttp, sqlalchemy" 2>/dev/null; then
+    .venv/bin/pip install --quiet --upgrade pip
+    .venv/bin/pip install --quiet -e .
+fi
+
+mkdir -p "$CLUSTER_DIR"
+chmod 700 "$CLUSTER_DIR"
+if [ -z "${WQ_SECRET:-}" ]; then
+    if [ ! -s "$CLUSTER_DIR/secret" ]; then
+        (umask 077; .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(32))" \
+            > "$CLUSTER_DIR/secret")
+    fi
+    WQ_SECRET=$(cat "$CLUSTER_DIR/secret")
+fi
+export WQ_SECRET
+
+pids=()
+stop() {
+    trap - INT TERM EXIT
+    echo "stopping the cluster..."
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait
+    exit 0
+}
+trap stop INT TERM EXIT
+
+for i in 0 1 2; do
+    http=127.0.0.1:$((BASE_HTTP_PORT + i))
+    raft=127.0.0.1:$((BASE_RAFT_PORT + i))
+    peers=""
+    for j in 0 1 2; do
+        [ "$j" = "$i" ] && continue
+        peers="${peers:+$peers,}127.0.0.1:$((BASE_RAFT_PORT + j))=http://127.0.0.1:$((BASE_HTTP_PORT + j))"
+    done
+    .venv/bin/python -m node --id "node$((i + 1))" --http "$http" --raft "$raft" \
+        --peers "$peers" --data-dir "$CLUSTER_DIR/node$((i + 1))" \
+        --min-workers "$MIN_WORKERS" --max-workers "$MAX_WORKERS" &
+    pids+=($!)
+done
+
+cat <<INFO
+cluster starting; nodes:
+  http://127.0.0.1:$BASE_HTTP_PORT  http://127.0.0.1:$((BASE_HTTP_PORT + 1))  http://127.0.0.1:$((BASE_HTTP_PORT + 2))
+data in $CLUSTER_DIR, cluster secret in $CLUSTER_DIR/secret (unless WQ_SECRET was given)
+try:
+  curl -s -X PUT --data-binary @README.md 'http://127.0.0.1:$BASE_HTTP_PORT/enqueue?iterations=1000'
+  curl -s -X POST 'http://127.0.0.1:$((BASE_HTTP_PORT + 1))/pullCompleted?top=5'
+Ctrl-C stops every node and worker.
+INFO
+wait

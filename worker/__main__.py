@@ -1,0 +1,165 @@
+"""`python -m worker`: lease jobs from the managers, compute them, report the results."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import sys
+import time
+
+import aiohttp
+
+from .client import CallFailed, ManagerClient, NoManager
+from .compute import iterate_sha512
+
+log = logging.getLogger("worker")
+
+POLL_WAIT = 10.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m worker",
+        description="Lease jobs from the managers, compute iterated SHA-512, report results. "
+                    "The cluster secret comes from WQ_SECRET or --secret-file.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--managers", default=os.environ.get("WQ_MANAGERS"),
+                   help="manager URLs, comma separated; any of them will do (WQ_MANAGERS)")
+    p.add_argument("--id", default=f"{socket.gethostname()}-{os.getpid()}",
+                   help="worker id shown by the managers")
+    p.add_argument("--secret-file", default=os.environ.get("WQ_SECRET_FILE"),
+                   help="file holding the cluster secret (WQ_SECRET_FILE)")
+    p.add_argument("--idle-timeout", type=float, default=60.0,
+                   help="seconds without work before exiting; the managers may change it")
+    p.add_argument("--orphan-timeout", type=float, default=30.0,
+                   help="seconds without any manager answering before exiting")
+    p.add_argument("--max-jobs", type=int, default=1, help="jobs leased per request (1-64)")
+    p.add_argument("--log-level", default=os.environ.get("WQ_LOG_LEVEL", "INFO"))
+    args = p.parse_args(argv)
+    if not args.managers:
+        p.error("--managers (or WQ_MANAGERS) is required")
+    if not 1 <= args.max_jobs <= 64:
+        p.error("--max-jobs: allowed 1 to 64")
+    if args.idle_timeout <= 0 or args.orphan_timeout <= 0:
+        p.error("--idle-timeout and --orphan-timeout must be positive")
+    return args
+
+
+def read_secret(args: argparse.Namespace) -> str:
+    if args.secret_file:
+        with open(args.secret_file, encoding="utf-8") as f:
+            return f.read().strip()
+    return os.environ.get("WQ_SECRET", "")
+
+
+class Worker:
+    def __init__(self, args: argparse.Namespace, client: ManagerClient):
+        self.args = args
+        self.client = client
+        self.idle_timeout: float | None = args.idle_timeout
+        self.lease_timeout = 30.0
+        self.info = {"host": socket.gethostname(), "pid": os.getpid(),
+                     "backend": os.environ.get("WQ_WORKER_BACKEND", "local")}
+
+    async def run(self) -> str:
+        """Work until idle or orphaned; returns why it stopped."""
+        idle_since = time.monotonic()
+        while True:
+            try:
+                reply = await self.client.call("POST", "/internal/lease", json={
+                    "worker": self.args.id, "max_jobs": self.args.max_jobs, "wait": POLL_WAIT,
+                    "info": self.info}, timeout=POLL_WAIT + 30)
+            except NoManager:
+                if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
+                    return f"no manager answered for {self.args.orphan_timeout:g}s"
+                await asyncio.sleep(1.0)
+                continue
+            self.idle_timeout = reply.get("idle_timeout")
+            self.lease_timeout = reply.get("lease_timeout", self.lease_timeout)
+            if not reply["jobs"]:
+                idle = time.monotonic() - idle_since
+                if self.idle_timeout is not None and idle >= self.idle_timeout:
+                    return f"idle for {idle:.0f}s"
+                continue
+            for job in reply["jobs"]:
+                await self.work_on(job)
+            idle_since = time.monotonic()
+
+    async def work_on(self, job: dict) -> None:
+        job_id = job["id"]
+        heartbeat = asyncio.create_task(self.heartbeat(job_id))
+        try:
+            try:
+                data = await self.client.call("GET", f"/internal/payloads/{job_id}", raw=True)
+            except (CallFailed, NoManager) as e:
+                log.warning("job %s skipped: payload unavailable (%s)", job_id, e)
+                return
+            if hashlib.sha256(data).hexdigest() != job["digest"]:
+                log.warning("job %s skipped: payload digest mismatch", job_id)
+                return
+            started = time.monotonic()
+            result = await asyncio.get_running_loop().run_in_executor(
+                None, iterate_sha512, data, job["iterations"])
+            log.info("job %s computed (%d iterations in %.2fs)", job_id, job["iterations"],
+                     time.monotonic() - started)
+        finally:
+            heartbeat.cancel()
+        await self.report(job_id, result)
+
+    async def heartbeat(self, job_id: str) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, self.lease_timeout / 3))
+            try:
+                reply = await self.client.call("POST", "/internal/heartbeat", json={
+                    "worker": self.args.id, "jobs": [job_id], "info": self.info}, timeout=10)
+                if job_id not in reply["jobs"]:
+                    log.info("job %s: lease lost; finishing it anyway", job_id)
+            except (NoManager, CallFailed) as e:
+                log.warning("heartbeat for job %s failed: %s", job_id, e)
+
+    async def report(self, job_id: str, result: str) -> None:
+        """Report a result, retrying until a manager takes it or the managers are gone."""
+        body = {"worker": self.args.id, "results": [{"id": job_id, "result": result}]}
+        while True:
+            try:
+                await self.client.call("POST", "/internal/complete", json=body)
+                return
+            except CallFailed as e:
+                log.error("job %s: result refused: %s", job_id, e)
+                return
+            except NoManager:
+                if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
+                    log.error("job %s: result not delivered, no manager answers", job_id)
+                    return
+                await asyncio.sleep(1.0)
+
+
+async def amain(args: argparse.Namespace, secret: str) -> str:
+    urls = [u.strip().rstrip("/") for u in args.managers.split(",") if u.strip()]
+    async with aiohttp.ClientSession() as session:
+        worker = Worker(args, ManagerClient(urls, secret, session))
+        return await worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s worker {args.id} %(levelname)s: %(message)s")
+    secret = read_secret(args)
+    if len(secret) < 16:
+        print("python -m worker: the cluster secret (WQ_SECRET or --secret-file, at least 16 "
+              "characters) is required", file=sys.stderr)
+        return 2
+    try:
+        reason = asyncio.run(amain(args, secret))
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    log.info("exiting: %s", reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
