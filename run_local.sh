@@ -16,16 +16,7 @@ BASE_RAFT_PORT=${BASE_RAFT_PORT:-7001}
 CLUSTER_DIR=${CLUSTER_DIR:-.cluster}
 MIN_WORKERS=${MIN_WORKERS:-0}
 MAX_WORKERS=${MAX_WORKERS:-$(nproc 2>/dev/null || echo 2)}
-PYTHON=${PYTHON:-python3}
-
-if [ ! -x .venv/bin/python ]; then
-    echo "creating .venv and installing the project..."
-    "$PYTHON" -m venv .venv
-fi
-if ! .venv/bin/python -c "import node, worker, pysyncobj, aiohttp, sqlalchemy" 2>/dev/null; then
-    .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e .
-fi
+scripts/ensure_venv.sh
 
 mkdir -p "$CLUSTER_DIR"
 chmod 700 "$CLUSTER_DIR"

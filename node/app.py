@@ -65,7 +65,9 @@ class Node:
             middlewares=[api.make_error_middleware(self.cfg.request_timeout),
                          api.make_auth_middleware(self.cfg.secret)])
         app.add_routes(api.routes(self) + internal.routes(self))
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        # Long-polls still open at shutdown are cut after shutdown_timeout; workers retry.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                               shutdown_timeout=2.0)
         await runner.setup()
         await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port).start()
         self._tasks = [asyncio.create_task(self._leader_duties()),
@@ -77,9 +79,9 @@ class Node:
     async def stop(self, runner: web.AppRunner) -> None:
         for t in self._tasks:
             t.cancel()
-        await runner.cleanup()
         if self.backend is not None:
             await self.loop.run_in_executor(None, self.backend.stop_all)
+        await runner.cleanup()
         await self.blobs.close()
         await self.session.close()
         self.raft.destroy()

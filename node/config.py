@@ -112,8 +112,8 @@ class NodeConfig:
             "max_workers": (0, 256),
             "worker_idle_timeout": (1, 86400),
             "log_compaction_entries": (10, 10**7),
-            "raft_min_timeout": (0.05, 60),
-            "raft_max_timeout": (0.05, 60),
+            "raft_min_timeout": (0.1, 60),
+            "raft_max_timeout": (0.1, 60),
         }
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)

@@ -45,6 +45,8 @@ class RaftNode(SyncObj):
             logCompactionMinEntries=cfg.log_compaction_entries,
             raftMinTimeout=cfg.raft_min_timeout,
             raftMaxTimeout=cfg.raft_max_timeout,
+            # Heartbeats well inside the election timeout (pysyncobj requires 3x at least).
+            appendEntriesPeriod=min(0.1, cfg.raft_min_timeout / 4),
             onStateChanged=self._state_changed,
         )
         super().__init__(cfg.raft, [p.raft for p in cfg.peers], conf)

@@ -19,4 +19,4 @@ def workers_to_start(desired: int, live: int, starting: int) -> int:
 
 def idle_timeout_for(live: int, min_workers: int, idle_timeout: float) -> float | None:
     """The idle timeout handed to workers; None (stay) while the pool is at its minimum."""
-    return None if live <= min_workers else idle_timeout
+    return None if 0 < min_workers and live <= min_workers else idle_timeout

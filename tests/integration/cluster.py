@@ -1,0 +1,193 @@
+"""A real cluster for tests: `python -m node` processes on free ports with temporary data
+directories, each in its own process group (with the local workers it starts), torn down
+with SIGKILL to every group ever started."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+SECRET = "test-secret-" + "x" * 24
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+def free_ports(count: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def expected_digest(payload: bytes, iterations: int) -> str:
+    """Iterated SHA-512, computed here independently of the worker's code."""
+    out = hashlib.sha512(payload).digest()
+    for _ in range(iterations - 1):
+        out = hashlib.sha512(out).digest()
+    return out.hex()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (requests.RequestException, ValueError, KeyError) as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Cluster:
+    def __init__(self, root: Path, size: int = 3, max_workers: int = 0, **options):
+        self.root = root
+        self.size = size
+        ports = free_ports(2 * size)
+        self.http = ports[:size]
+        self.raft = ports[size:]
+        self.max_workers = max_workers
+        self.options = {"request_timeout": 5, "raft_min_timeout": 0.3, "raft_max_timeout": 0.9,
+                        **options}
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.groups: set[int] = set()
+        self.workers: list[subprocess.Popen] = []
+
+    def url(self, i: int) -> str:
+        return f"http://127.0.0.1:{self.http[i]}"
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url(i) for i in range(self.size)]
+
+    def env(self) -> dict:
+        return {**os.environ, "WQ_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+
+    def start_node(self, i: int) -> None:
+        peers = ",".join(f"127.0.0.1:{self.raft[j]}={self.url(j)}"
+                         for j in range(self.size) if j != i)
+        args = [sys.executable, "-m", "node", "--id", f"n{i}", "--http", f"127.0.0.1:{self.http[i]}",
+                "--raft", f"127.0.0.1:{self.raft[i]}", "--peers", peers,
+                "--data-dir", str(self.root / f"n{i}"), "--max-workers", str(self.max_workers)]
+        for name, value in self.options.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        log = open(self.root / f"n{i}.log", "ab")
+        proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        log.close()
+        self.procs[i] = proc
+        self.groups.add(proc.pid)
+
+    def start(self) -> "Cluster":
+        for i in range(self.size):
+            self.start_node(i)
+        self.wait_leader()
+        return self
+
+    def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Signal the node process only (its local workers live on, as after a crash)."""
+        proc = self.procs.pop(i)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+
+    def alive(self) -> list[int]:
+        return sorted(self.procs)
+
+    def status(self, i: int) -> dict:
+        return requests.get(self.url(i) + "/status", timeout=2).json()
+
+    def wait_leader(self, timeout: float = 20.0) -> int:
+        """Index of the leader once every live node agrees on it and is healthy."""
+        def agreed():
+            leaders = set()
+            for i in self.alive():
+                if requests.get(self.url(i) + "/healthz", timeout=2).status_code != 200:
+                    return None
+                leaders.add(self.status(i)["leader"])
+            if len(leaders) == 1 and None not in leaders:
+                return int(leaders.pop().rsplit(":", 1)[1])
+            return None
+        return self.raft.index(wait_until(agreed, timeout, "an agreed leader"))
+
+    def start_worker(self, worker_id: str, managers: list[str] | None = None,
+                     *extra: str) -> subprocess.Popen:
+        log = open(self.root / f"{worker_id}.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "--managers", ",".join(managers or self.urls),
+             "--id", worker_id, "--idle-timeout", "600", *extra],
+            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.workers.append(proc)
+        self.groups.add(proc.pid)
+        return proc
+
+    def stop(self) -> None:
+        for pgid in self.groups:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in list(self.procs.values()) + self.workers:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.procs.clear()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+                         for p in sorted(self.root.glob("*.log")))
+
+    # --- client calls ----------------------------------------------------------------
+
+    def enqueue(self, i: int, payload: bytes, iterations: int, timeout: float = 10) -> requests.Response:
+        return requests.put(f"{self.url(i)}/enqueue", params={"iterations": iterations},
+                            data=payload, timeout=timeout)
+
+    def job(self, i: int, job_id: str) -> dict:
+        return requests.get(f"{self.url(i)}/work/{job_id}", timeout=5).json()
+
+    def completed(self, i: int, top: int = 1000) -> list[dict]:
+        return requests.post(f"{self.url(i)}/pullCompleted", params={"top": top}, timeout=5).json()
+
+    def wait_completed(self, i: int, expected: dict[str, str], timeout: float = 60) -> None:
+        """Wait until node i reports every job id in `expected` completed with that result."""
+        def done():
+            for job_id, digest in expected.items():
+                job = self.job(i, job_id)
+                if job.get("status") != "completed":
+                    return False
+                assert job["result"] == digest, f"job {job_id}: wrong result on node {i}"
+            return True
+        wait_until(done, timeout, f"{len(expected)} jobs completed on node {i}", interval=0.3)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (to find leftover workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry))
+    return found

@@ -1,0 +1,224 @@
+"""A real three-node cluster with workers: correct results everywhere, nothing lost on failures."""
+import os
+import random
+import signal
+import threading
+import time
+
+import requests
+
+from .cluster import AUTH, expected_digest, processes_mentioning, wait_until
+
+
+def enqueue_many(cluster, count, sizes=(16 * 1024, 256 * 1024), iterations=(1, 10, 100, 1000, 5000),
+                 seed=1):
+    """Enqueue `count` random payloads round-robin over the live nodes; id -> expected digest."""
+    rng = random.Random(seed)
+    expected = {}
+    nodes = cluster.alive()
+    for n in range(count):
+        payload = rng.randbytes(rng.randint(*sizes))
+        its = rng.choice(iterations)
+        r = cluster.enqueue(nodes[n % len(nodes)], payload, its)
+        assert r.status_code == 200, r.text
+        expected[r.json()["id"]] = expected_digest(payload, its)
+    return expected
+
+
+def local_workers(cluster):
+    """What the command line of a local worker of this cluster contains."""
+    return "-m worker --managers " + ",".join(sorted(cluster.urls))
+
+
+def test_results_match_independent_digests_on_every_node(make_cluster):
+    cluster = make_cluster(max_workers=2)
+    expected = enqueue_many(cluster, 50)
+    for i in range(3):
+        cluster.wait_completed(i, expected, timeout=120)
+    for i in range(3):
+        pulled = {j["id"]: j["result"] for j in cluster.completed(i, top=1000)}
+        assert pulled == expected
+        assert cluster.status(i)["queue"] == {"queued": 0, "running": 0, "completed": 50, "failed": 0}
+
+
+def test_pull_completed_lists_newest_first_with_the_contract_fields(make_cluster):
+    cluster = make_cluster(max_workers=1)
+    ids = []
+    for n in range(3):
+        r = cluster.enqueue(0, b"job %d" % n, 1)
+        ids.append(r.json()["id"])
+        cluster.wait_completed(0, {r.json()["id"]: expected_digest(b"job %d" % n, 1)})
+    listed = cluster.completed(1, top=2)
+    assert [j["id"] for j in listed] == ids[::-1][:2]
+    assert set(listed[0]) == {"id", "result", "iterations", "completed_at"}
+    job = cluster.job(2, ids[0])
+    assert job["status"] == "completed" and job["size"] == 5 and job["iterations"] == 1
+
+
+def test_enqueue_through_a_follower_is_visible_there_at_once(make_cluster):
+    cluster = make_cluster()
+    follower = next(i for i in range(3) if i != cluster.wait_leader())
+    r = cluster.enqueue(follower, b"hello", 3)
+    assert r.status_code == 200
+    job = cluster.job(follower, r.json()["id"])
+    assert job["status"] == "queued" and job["size"] == 5 and job["iterations"] == 3
+
+
+def test_every_acknowledged_enqueue_survives_killing_the_leader(make_cluster):
+    cluster = make_cluster(max_workers=2)
+    leader = cluster.wait_leader()
+    acked: dict[str, str] = {}
+    stop = threading.Event()
+
+    def client(seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            payload = rng.randbytes(16 * 1024)
+            its = rng.choice((1, 100, 1000))
+            node = rng.choice(cluster.alive())
+            try:
+                r = cluster.enqueue(node, payload, its, timeout=10)
+            except requests.RequestException:
+                continue
+            if r.status_code == 200:
+                acked[r.json()["id"]] = expected_digest(payload, its)
+            else:
+                assert r.status_code == 503, r.text
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(acked) >= 40, 60, "40 acknowledged enqueues")
+        before = len(acked)
+        cluster.kill_node(leader)
+        wait_until(lambda: len(acked) >= before + 40, 60, "enqueues acknowledged after the kill")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    survivors = cluster.alive()
+    for i in survivors:
+        cluster.wait_completed(i, acked, timeout=120)
+    # The killed node comes back and catches up with everything.
+    cluster.start_node(leader)
+    cluster.wait_completed(leader, acked, timeout=60)
+
+
+def test_a_job_whose_worker_dies_completes_on_another_worker(make_cluster):
+    cluster = make_cluster(lease_timeout=2)
+    payload = os.urandom(20000)
+    iterations = 4_000_000              # several seconds of work
+    job_id = cluster.enqueue(0, payload, iterations).json()["id"]
+    first = cluster.start_worker("doomed")
+    wait_until(lambda: cluster.job(1, job_id).get("worker") == "doomed", 30, "the job leased")
+    first.kill()
+    first.wait()
+    cluster.start_worker("rescuer")
+    cluster.wait_completed(2, {job_id: expected_digest(payload, iterations)}, timeout=90)
+    job = cluster.job(0, job_id)
+    assert job["attempts"] == 2
+
+
+def test_a_job_is_failed_once_its_leases_run_out(make_cluster):
+    cluster = make_cluster(lease_timeout=1, max_attempts=2)
+    job_id = cluster.enqueue(1, b"abandoned", 1).json()["id"]
+    for attempt in (1, 2):
+        # A worker that leases and then says nothing again.
+        r = requests.post(cluster.url(0) + "/internal/lease", headers=AUTH, timeout=30,
+                          json={"worker": "silent", "wait": 10})
+        assert r.status_code == 200 and [j["id"] for j in r.json()["jobs"]] == [job_id]
+        assert r.json()["jobs"][0]["attempt"] == attempt
+    job = wait_until(lambda: (j := cluster.job(2, job_id))["status"] == "failed" and j, 30,
+                     "the job failed")
+    assert "lease expired" in job["error"] and "2 attempts" in job["error"]
+    assert cluster.status(0)["queue"]["failed"] == 1
+
+
+def test_a_second_completion_does_not_change_the_result(make_cluster):
+    cluster = make_cluster(max_workers=1)
+    payload = b"twice"
+    job_id = cluster.enqueue(0, payload, 2).json()["id"]
+    cluster.wait_completed(0, {job_id: expected_digest(payload, 2)})
+    r = requests.post(cluster.url(1) + "/internal/complete", headers=AUTH, timeout=10,
+                      json={"worker": "late", "results": [{"id": job_id, "result": "0" * 128}]})
+    assert r.status_code == 200 and r.json()["accepted"] == []
+    for i in range(3):
+        assert cluster.job(i, job_id)["result"] == expected_digest(payload, 2)
+
+
+def test_a_worker_fails_over_when_its_first_manager_is_down(make_cluster):
+    cluster = make_cluster()
+    dead = "http://127.0.0.1:9"          # discard port: nothing listens
+    cluster.start_worker("failover", [dead] + cluster.urls)
+    payload = b"failover"
+    job_id = cluster.enqueue(2, payload, 50).json()["id"]
+    cluster.wait_completed(2, {job_id: expected_digest(payload, 50)})
+
+
+def test_a_restarted_node_catches_up_after_log_compaction(make_cluster):
+    cluster = make_cluster(max_workers=1, log_compaction_entries=20)
+    expected = enqueue_many(cluster, 15, sizes=(100, 2000), iterations=(1, 10))
+    for i in range(3):
+        cluster.wait_completed(i, expected)
+    victim = next(i for i in range(3) if i != cluster.wait_leader())
+    cluster.kill_node(victim)
+    more = enqueue_many(cluster, 30, sizes=(100, 2000), iterations=(1, 10), seed=2)
+    expected.update(more)
+    survivors = cluster.alive()
+    for i in survivors:
+        cluster.wait_completed(i, expected)
+        r = requests.post(cluster.url(i) + "/internal/compact", headers=AUTH, timeout=10)
+        assert r.status_code == 200
+    for i in survivors:
+        wait_until(lambda: (cluster.root / f"n{i}" / "raft.snapshot").exists(), 20, "a snapshot")
+    cluster.start_node(victim)
+    cluster.wait_completed(victim, expected, timeout=60)
+    reference = cluster.completed(survivors[0])
+    assert cluster.completed(victim) == reference
+    assert cluster.status(victim)["queue"] == cluster.status(survivors[0])["queue"]
+
+
+def test_nothing_acknowledged_is_lost_when_all_nodes_die_and_restart(make_cluster):
+    cluster = make_cluster(max_workers=1, log_compaction_entries=30)
+    done = enqueue_many(cluster, 10, sizes=(1000, 20000), iterations=(1, 100))
+    for i in range(3):
+        cluster.wait_completed(i, done)
+    requests.post(cluster.url(0) + "/internal/compact", headers=AUTH, timeout=10)
+    for i in range(3):
+        cluster.kill_node(i)
+    # Their workers outlive them; kill those too, so queued work waits for the restart.
+    for pgid in cluster.groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    cluster2_pending = {}
+    for i in range(3):
+        cluster.start_node(i)
+    cluster.wait_leader()
+    for i in range(3):
+        cluster.wait_completed(i, done)
+    cluster2_pending = enqueue_many(cluster, 10, sizes=(1000, 20000), iterations=(1, 100), seed=3)
+    for i in range(3):
+        cluster.wait_completed(i, {**done, **cluster2_pending})
+
+
+def test_local_workers_scale_with_work_and_leave_when_idle(make_cluster):
+    cluster = make_cluster(max_workers=2, worker_idle_timeout=2)
+    pattern = local_workers(cluster)
+    expected = enqueue_many(cluster, 6, sizes=(100, 200), iterations=(300_000,))
+    wait_until(lambda: len(processes_mentioning(pattern)) == 2, 30, "two local workers")
+    for i in range(3):
+        cluster.wait_completed(i, expected, timeout=120)
+    assert len(processes_mentioning(pattern)) <= 2
+    wait_until(lambda: not processes_mentioning(pattern), 40, "idle workers to exit")
+
+
+def test_stopping_the_nodes_stops_their_workers(make_cluster):
+    cluster = make_cluster(max_workers=2, min_workers=2)
+    pattern = local_workers(cluster)
+    wait_until(lambda: len(processes_mentioning(pattern)) == 2, 30, "the minimum of two workers")
+    for i in cluster.alive():
+        cluster.kill_node(i, signal.SIGTERM)
+    wait_until(lambda: not processes_mentioning(pattern), 20, "no worker left")

@@ -1,0 +1,73 @@
+"""Configuration: flags and environment, and validation that names the bad field."""
+import pytest
+
+from node.config import NodeConfig, Peer, load_config
+from node.errors import ConfigError
+
+SECRET = "s" * 32
+BASE = ["--raft", "127.0.0.1:7001", "--http", "127.0.0.1:8001", "--data-dir", "/tmp/x",
+        "--peers", "127.0.0.1:7002=http://127.0.0.1:8002,127.0.0.1:7003=http://127.0.0.1:8003"]
+
+
+def test_flags_and_environment_fill_the_config():
+    cfg = load_config(BASE + ["--max-workers", "4"], {"WQ_SECRET": SECRET, "WQ_LEASE_TIMEOUT": "12.5"})
+    assert cfg.max_workers == 4
+    assert cfg.lease_timeout == 12.5
+    assert cfg.node_id == "127.0.0.1:7001"
+    assert cfg.url == "http://127.0.0.1:8001"
+    assert cfg.peers[0] == Peer("127.0.0.1:7002", "http://127.0.0.1:8002")
+    assert cfg.majority == 2
+
+
+def test_a_flag_wins_over_the_environment():
+    cfg = load_config(BASE + ["--max-attempts", "7"], {"WQ_SECRET": SECRET, "WQ_MAX_ATTEMPTS": "2"})
+    assert cfg.max_attempts == 7
+
+
+def test_the_secret_can_come_from_a_file(tmp_path):
+    f = tmp_path / "secret"
+    f.write_text(SECRET + "\n")
+    assert load_config(BASE + ["--secret-file", str(f)], {}).secret == SECRET
+
+
+def test_the_secret_never_shows_in_the_repr():
+    cfg = load_config(BASE, {"WQ_SECRET": SECRET})
+    assert SECRET not in repr(cfg)
+
+
+@pytest.mark.parametrize("argv,env,field", [
+    (BASE, {}, "secret"),
+    (BASE, {"WQ_SECRET": "short"}, "secret"),
+    (BASE[2:], {"WQ_SECRET": SECRET}, "raft"),
+    (["--raft", "127.0.0.1:7001", "--data-dir", "/x"], {"WQ_SECRET": SECRET}, "http"),
+    (BASE[:4] + BASE[6:], {"WQ_SECRET": SECRET}, "data_dir"),
+    (BASE + ["--max-iterations", "0"], {"WQ_SECRET": SECRET}, "max_iterations"),
+    (BASE + ["--max-body-bytes", "0"], {"WQ_SECRET": SECRET}, "max_body_bytes"),
+    (BASE + ["--request-timeout", "0.1"], {"WQ_SECRET": SECRET}, "request_timeout"),
+    (BASE + ["--max-attempts", "0"], {"WQ_SECRET": SECRET}, "max_attempts"),
+    (BASE + ["--min-workers", "3", "--max-workers", "2"], {"WQ_SECRET": SECRET}, "min_workers"),
+    (BASE + ["--max-workers", "1000"], {"WQ_SECRET": SECRET}, "max_workers"),
+    (BASE + ["--raft-min-timeout", "2", "--raft-max-timeout", "1"], {"WQ_SECRET": SECRET}, "raft_min_timeout"),
+    (BASE + ["--log-level", "LOUD"], {"WQ_SECRET": SECRET}, "log_level"),
+    (BASE + ["--url", "ftp://x"], {"WQ_SECRET": SECRET}, "url"),
+    (BASE[:6] + ["--peers", "127.0.0.1:7002"], {"WQ_SECRET": SECRET}, "peers"),
+    (BASE[:6] + ["--peers", "127.0.0.1:7001=http://a:1"], {"WQ_SECRET": SECRET}, "peers"),
+    (BASE[:6] + ["--peers", "h:99999=http://a:1"], {"WQ_SECRET": SECRET}, "peers"),
+    (["--raft", "nohost", "--http", "127.0.0.1:8001", "--data-dir", "/x"], {"WQ_SECRET": SECRET}, "raft"),
+    (BASE, {"WQ_SECRET": SECRET, "WQ_MAX_QUEUED": "lots"}, "max_queued"),
+    (BASE + ["--secret-file", "/nonexistent/secret"], {}, "secret_file"),
+])
+def test_invalid_settings_are_refused_naming_the_field(argv, env, field):
+    with pytest.raises(ConfigError) as e:
+        load_config(argv, env)
+    assert str(e.value).startswith(field + ":")
+
+
+def test_range_errors_state_the_allowed_range():
+    with pytest.raises(ConfigError, match=r"max_attempts: 0 is out of range, allowed 1 to 100"):
+        load_config(BASE + ["--max-attempts", "0"], {"WQ_SECRET": SECRET})
+
+
+def test_defaults_are_valid():
+    NodeConfig(node_id="n", raft="h:1", http="h:2", peers=(), data_dir="/d", secret=SECRET,
+               url="http://h:2").validate()

@@ -1,0 +1,175 @@
+"""The state machine applied to a real SQLite store, without Raft."""
+import pytest
+from sqlalchemy import select
+
+from node import commands as c
+from node.state import ApplyError, StateMachine
+from node.store import Store, count_by_status, jobs
+
+RESULT = "ab" * 64
+
+
+def job(job_id: str, iterations: int = 5) -> c.NewJob:
+    return c.NewJob(job_id.ljust(32, "0"), iterations, 10, "d" * 64, 100.0)
+
+
+def jid(name: str) -> str:
+    return name.ljust(32, "0")
+
+
+@pytest.fixture
+def machine(tmp_path):
+    store = Store(str(tmp_path))
+    m = StateMachine(store)
+    m.index = 1
+
+    def run(*cmds):
+        m.index += 1
+        return m.apply(m.index, [c.encode(cmd) for cmd in cmds])
+
+    m.run = run
+    yield m
+    store.close()
+
+
+def statuses(m):
+    with m.store.engine.connect() as conn:
+        return {r.id[:4].rstrip("0"): r.status for r in conn.execute(select(jobs.c.id, jobs.c.status))}
+
+
+def assert_counters_match(m):
+    counts = m.store.counts()
+    with m.store.engine.connect() as conn:
+        actual = count_by_status(conn)
+    assert {k: counts[k] for k in actual} == actual
+
+
+def test_enqueue_adds_queued_jobs_in_order(machine):
+    machine.run(c.Enqueue((job("a"), job("b"))))
+    machine.run(c.Enqueue((job("c"),)))
+    assert [j["id"][:1] for j in machine.store.jobs_with_status("queued", 10)] == ["a", "b", "c"]
+    assert machine.store.counts()["queued"] == 3
+
+
+def test_replaying_an_applied_index_changes_nothing(machine):
+    machine.run(c.Enqueue((job("a"),)))
+    again = machine.apply(machine.index, [c.encode(c.Complete(((jid("a"), RESULT),), 1.0, 100))])
+    assert again is None
+    assert statuses(machine) == {"a": "queued"}
+    assert machine.store.last_applied() == machine.index
+
+
+def test_an_older_index_is_skipped_too(machine):
+    machine.run(c.Enqueue((job("a"),)))
+    machine.run(c.Enqueue((job("b"),)))
+    assert machine.apply(machine.index - 1, [c.encode(c.Enqueue((job("z"),)))]) is None
+    assert set(statuses(machine)) == {"a", "b"}
+
+
+def test_enqueue_of_an_existing_id_is_ignored(machine):
+    machine.run(c.Enqueue((job("a", 5),)))
+    machine.run(c.Enqueue((job("a", 7),)))
+    assert machine.store.job(jid("a"))["iterations"] == 5
+    assert machine.store.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize("wire", [
+    ("no-such-op", 1),
+    ("enqueue",),
+    ("complete", "not a tuple", 1.0, 10),
+    ("lease",),
+    None,
+    42,
+])
+def test_a_bad_command_is_rejected_without_wedging(machine, wire):
+    machine.index += 1
+    results = machine.apply(machine.index, [wire, c.encode(c.Enqueue((job("a"),)))])
+    assert isinstance(results[0], ApplyError)
+    assert results[1] == 1
+    assert machine.store.last_applied() == machine.index
+    assert machine.store.counts()["apply_failures"] == 1
+    machine.run(c.Enqueue((job("b"),)))
+    assert set(statuses(machine)) == {"a", "b"}
+
+
+def test_an_entry_that_is_not_a_batch_is_skipped(machine):
+    machine.index += 1
+    assert machine.apply(machine.index, 12345) is None
+    assert machine.store.last_applied() == machine.index
+
+
+def test_lease_takes_only_queued_jobs(machine):
+    machine.run(c.Enqueue((job("a"), job("b"))))
+    machine.run(c.Complete(((jid("b"), RESULT),), 2.0, 100))
+    (leased,) = machine.run(c.Lease("w1", (jid("a"), jid("b"), jid("x")), 3.0))
+    assert leased == [(jid("a"), 1)]
+    row = machine.store.job(jid("a"))
+    assert (row["status"], row["worker"], row["attempts"], row["leased_at"]) == ("running", "w1", 1, 3.0)
+    assert_counters_match(machine)
+
+
+# (attempts already used, max_attempts, attempt named in the requeue) -> status afterwards
+@pytest.mark.parametrize("leases,max_attempts,named,expected", [
+    (1, 3, 1, "queued"),
+    (2, 3, 2, "queued"),
+    (3, 3, 3, "failed"),
+    (1, 1, 1, "failed"),
+    (2, 3, 1, "running"),     # leased again since: the stale requeue is ignored
+])
+def test_requeue_returns_or_fails_a_job_by_attempts(machine, leases, max_attempts, named, expected):
+    machine.run(c.Enqueue((job("a"),)))
+    for i in range(leases):
+        if i:
+            machine.run(c.Requeue(((jid("a"), i),), "expired", 100, 1.0, 100))
+        machine.run(c.Lease("w", (jid("a"),), 1.0))
+    (out,) = machine.run(c.Requeue(((jid("a"), named),), "lease expired", max_attempts, 9.0, 100))
+    row = machine.store.job(jid("a"))
+    assert row["status"] == expected
+    if expected == "failed":
+        assert out["failed"] == [jid("a")]
+        assert "lease expired" in row["error"] and f"{leases} attempts" in row["error"]
+    assert_counters_match(machine)
+
+
+def test_complete_records_the_first_result_and_drops_the_payload(machine):
+    machine.store.put_payload(jid("a"), b"payload", 1.0)
+    machine.run(c.Enqueue((job("a"),)))
+    machine.run(c.Lease("w", (jid("a"),), 1.0))
+    (first,) = machine.run(c.Complete(((jid("a"), RESULT),), 5.0, 100))
+    (second,) = machine.run(c.Complete(((jid("a"), "cd" * 64),), 6.0, 100))
+    assert first == [jid("a")] and second == []
+    row = machine.store.job(jid("a"))
+    assert (row["status"], row["result"], row["finished_at"]) == ("completed", RESULT, 5.0)
+    assert machine.store.get_payload(jid("a")) is None
+    assert_counters_match(machine)
+
+
+def test_completed_lists_newest_first_and_retention_drops_the_oldest(machine):
+    names = ["a", "b", "c", "d", "e"]
+    machine.run(c.Enqueue(tuple(job(n) for n in names)))
+    for n in names:
+        machine.run(c.Complete(((jid(n), RESULT),), 1.0, 3))
+    assert [r["id"][:1] for r in machine.store.completed(10)] == ["e", "d", "c"]
+    assert [r["id"][:1] for r in machine.store.completed(2)] == ["e", "d"]
+    assert machine.store.job(jid("a")) is None
+    assert machine.store.counts()["finished"] == 3
+    assert_counters_match(machine)
+
+
+def test_commands_in_one_entry_get_distinct_positions(machine):
+    machine.run(c.Enqueue((job("a"),)), c.Enqueue((job("b"),)))
+    machine.run(c.Complete(((jid("a"), RESULT),), 1.0, 10), c.Complete(((jid("b"), RESULT),), 1.0, 10))
+    assert [r["id"][:1] for r in machine.store.completed(10)] == ["b", "a"]
+
+
+def test_workers_command_replaces_the_list(machine):
+    machine.run(c.Workers((("w1", '{"pid": "1"}', 5.0), ("w2", "{}", 6.0))))
+    machine.run(c.Workers((("w2", "{}", 7.0),)))
+    assert machine.store.workers() == [{"id": "w2", "last_seen": 7.0}]
+
+
+def test_on_applied_hook_sees_each_command(tmp_path):
+    seen = []
+    m = StateMachine(Store(str(tmp_path)), on_applied=lambda cmd, res: seen.append(type(cmd).__name__))
+    m.apply(2, [c.encode(c.Enqueue((job("a"),))), c.encode(c.Workers(()))])
+    assert seen == ["Enqueue", "Workers"]
