@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import re
 import time
 import uuid
@@ -14,7 +13,7 @@ from aiohttp import web
 
 from . import commands as c
 from .blobs import digest_of
-from .errors import InvalidInput, JobNotFound, NoQuorum, PayloadTooLarge, QueueError, QueueFull, \
+from .errors import InvalidInput, JobNotFound, PayloadTooLarge, QueueError, QueueFull, \
     Unauthorized
 
 if TYPE_CHECKING:

@@ -7,6 +7,7 @@ flag, so it does not show up in `ps` or shell history.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -58,7 +59,8 @@ class NodeConfig:
     # Local worker processes the leader keeps running at least / at most (0..256).
     min_workers: int = 0
     max_workers: int = 0
-    # Seconds a local worker waits without work before it exits (1..86400).
+    # Seconds a worker waits without work before it exits; sent to workers with each lease
+    # reply, except while the pool is at min_workers (1..86400).
     worker_idle_timeout: float = 60.0
     # Raft log entries before the log is compacted into a snapshot (10..10**7).
     log_compaction_entries: int = 5000
@@ -158,13 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one manager node of the replicated work queue. Every option can also "
                     "be set through the environment variable named in brackets; the cluster "
                     "secret only through WQ_SECRET or --secret-file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
+    )
+
+    def a(flag: str, **kwargs) -> None:
+        name = kwargs.get("dest") or flag[2:].replace("-", "_")
+        default = NodeConfig.__dataclass_fields__.get(name)
+        if default is not None and not isinstance(default.default, type(dataclasses.MISSING)):
+            if default.default != "":
+                kwargs["help"] += f" [default: {default.default}]"
+        p.add_argument(flag, **kwargs)
+
     a("--id", dest="node_id", help="node name in /status and logs (WQ_NODE_ID); default: the Raft address")
     a("--raft", help="host:port of this node's Raft transport, its identity in the group (WQ_RAFT)")
     a("--http", help="host:port of the HTTP API (WQ_HTTP)")
     a("--url", help="URL peers and workers use to reach this node (WQ_URL); default http://<--http>")
-    a("--peers", help="the other managers as RAFT_HOST:PORT=HTTP_URL, comma separated (WQ_PEERS)")
+    a("--peers", help="the other managers as RAFT_HOST:PORT=HTTP_URL, comma separated, e.g. "
+                      "10.0.0.2:7001=http://10.0.0.2:8001,10.0.0.3:7001=http://10.0.0.3:8001 "
+                      "(WQ_PEERS)")
     a("--data-dir", help="directory for the SQLite store, Raft journal and snapshot (WQ_DATA_DIR)")
     a("--secret-file", help="file holding the cluster secret, at least 16 characters (WQ_SECRET_FILE); "
                             "or set WQ_SECRET")
@@ -177,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-attempts", type=int, help="leases a job may get before it is failed (WQ_MAX_ATTEMPTS)")
     a("--min-workers", type=int, help="local worker processes kept at least (WQ_MIN_WORKERS)")
     a("--max-workers", type=int, help="local worker processes at most; 0 disables them (WQ_MAX_WORKERS)")
-    a("--worker-idle-timeout", type=float, help="seconds a local worker idles before exiting "
+    a("--worker-idle-timeout", type=float, help="seconds a worker waits without work before it exits; "
+                                                "handed to every worker that polls "
                                                 "(WQ_WORKER_IDLE_TIMEOUT)")
     a("--log-compaction-entries", type=int, help="Raft log entries between snapshots "
                                                  "(WQ_LOG_COMPACTION_ENTRIES)")

@@ -39,8 +39,12 @@ class RaftNode(SyncObj):
             fullDumpFile=os.path.join(cfg.data_dir, "raft.snapshot"),
             serializer=self._dump,
             deserializer=self._load,
-            # Send entries as soon as they are proposed instead of every appendEntriesPeriod.
+            # Send entries as soon as they are proposed: batching them every
+            # appendEntriesPeriod instead costs ~150 ms per enqueue here.
             appendEntriesUseBatch=False,
+            # pysyncobj splits an entry larger than this into chunks and mislabels the
+            # last chunk ("pickle data was truncated"); entries stay far below it.
+            appendEntriesBatchSizeBytes=4 << 20,
             commandsWaitLeader=True,
             logCompactionMinEntries=cfg.log_compaction_entries,
             raftMinTimeout=cfg.raft_min_timeout,

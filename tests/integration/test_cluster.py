@@ -3,7 +3,6 @@ import os
 import random
 import signal
 import threading
-import time
 
 import requests
 
@@ -171,7 +170,8 @@ def test_a_restarted_node_catches_up_after_log_compaction(make_cluster):
         r = requests.post(cluster.url(i) + "/internal/compact", headers=AUTH, timeout=10)
         assert r.status_code == 200
     for i in survivors:
-        wait_until(lambda: (cluster.root / f"n{i}" / "raft.snapshot").exists(), 20, "a snapshot")
+        snapshot = cluster.root / f"n{i}" / "raft.snapshot"
+        wait_until(snapshot.exists, 20, "a snapshot")
     cluster.start_node(victim)
     cluster.wait_completed(victim, expected, timeout=60)
     reference = cluster.completed(survivors[0])
