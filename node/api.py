@@ -13,8 +13,9 @@ from aiohttp import web
 
 from . import commands as c
 from .blobs import digest_of
-from .errors import InvalidInput, JobNotFound, PayloadTooLarge, QueueError, QueueFull, \
-    Unauthorized
+from .errors import InvalidInput, JobNotFound, KeyReused, PayloadTooLarge, QueueError, \
+    QueueFull, Unauthorized
+from .state import KeyConflict
 
 if TYPE_CHECKING:
     from .app import Node
@@ -25,6 +26,7 @@ MAX_TOP = 1000
 DEFAULT_TOP = 10
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 def json_error(status: int, message: str, retry_after: int | None = None) -> web.Response:
@@ -119,19 +121,28 @@ def routes(node: "Node") -> list[web.RouteDef]:
 
     async def enqueue(request: web.Request) -> web.Response:
         iterations = int_param(request, "iterations", 1, cfg.max_iterations)
+        key = idempotency_key(request)
         data = await read_body(request, cfg.max_body_bytes)
         if not data:
             raise InvalidInput(f"body: empty; send the payload, 1 to {cfg.max_body_bytes} bytes")
+        digest = digest_of(data)
+        if key is not None:
+            known = await node.run_db(node.store.idempotency_key, key)
+            if known is not None:
+                return web.json_response({"id": same_request(known, digest, iterations)})
         counts = await node.run_db(node.store.counts)
         if counts["queued"] >= cfg.max_queued:
             raise QueueFull(f"queue: at its capacity of {cfg.max_queued} queued jobs; retry later")
         job_id = uuid.uuid4().hex
-        digest = digest_of(data)
         await node.blobs.replicate(job_id, data, digest)
-        await node.proposer.propose(c.Enqueue((c.NewJob(job_id, iterations, len(data), digest,
-                                                        time.time()),)))
-        log.info("job %s enqueued (%d bytes, %d iterations)", job_id, len(data), iterations)
-        return web.json_response({"id": job_id})
+        (result,) = await node.proposer.propose(c.Enqueue(
+            (c.NewJob(job_id, iterations, len(data), digest, time.time(), key),),
+            cfg.idempotency_window))
+        if isinstance(result, KeyConflict):
+            raise key_reused()
+        if result == job_id:
+            log.info("job %s enqueued (%d bytes, %d iterations)", job_id, len(data), iterations)
+        return web.json_response({"id": result})
 
     async def pull_completed(request: web.Request) -> web.Response:
         top = int_param(request, "top", 1, MAX_TOP, DEFAULT_TOP)
@@ -158,6 +169,27 @@ def routes(node: "Node") -> list[web.RouteDef]:
         web.get("/status", status),
         web.get("/healthz", healthz),
     ]
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    values = request.headers.getall("Idempotency-Key", [])
+    if not values:
+        return None
+    if len(values) > 1 or not _IDEMPOTENCY_KEY.fullmatch(values[0]):
+        raise InvalidInput("Idempotency-Key: give one key of 1 to 255 visible ASCII characters")
+    return values[0]
+
+
+def key_reused() -> KeyReused:
+    return KeyReused("Idempotency-Key: already used for a different payload or iterations; "
+                     "use a new key for a new job")
+
+
+def same_request(known: dict, digest: str, iterations: int) -> str:
+    """The job id recorded for a key, if this request matches the one that created it."""
+    if (known["digest"], known["iterations"]) != (digest, iterations):
+        raise key_reused()
+    return known["job_id"]
 
 
 def job_view(job: dict) -> dict:

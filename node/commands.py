@@ -18,11 +18,17 @@ class NewJob:
     size: int
     digest: str          # sha256 hex of the payload, checked whenever a payload is copied
     enqueued_at: float
+    key: str | None = None   # the client's Idempotency-Key, if it sent one
 
 
 @dataclass(frozen=True)
 class Enqueue:
+    """Add jobs. A job whose idempotency key is already known is not added: its result is
+    the id of the job first enqueued with that key. Keys older than `key_ttl` seconds before
+    the newest job's time are forgotten."""
+
     jobs: tuple[NewJob, ...]
+    key_ttl: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ _NAMES = {cls: name for name, cls in _OPS.items()}
 
 def encode(cmd: Command) -> tuple:
     if isinstance(cmd, Enqueue):
-        return ("enqueue", tuple(astuple(j) for j in cmd.jobs))
+        return ("enqueue", tuple(astuple(j) for j in cmd.jobs), cmd.key_ttl)
     return (_NAMES[type(cmd)],) + astuple(cmd)
 
 
@@ -82,6 +88,6 @@ def decode(wire: tuple) -> Command:
     op, *fields = wire
     cls = _OPS[op]
     if cls is Enqueue:
-        (jobs,) = fields
-        return Enqueue(tuple(NewJob(*j) for j in jobs))
+        jobs, key_ttl = fields
+        return Enqueue(tuple(NewJob(*j) for j in jobs), key_ttl)
     return cls(*fields)

@@ -50,6 +50,8 @@ class NodeConfig:
     max_queued: int = 1_000_000
     # Finished jobs (completed or failed) kept for pullCompleted and /work (1..10**9).
     max_finished: int = 1_000_000
+    # Seconds an Idempotency-Key is remembered (60..30 days).
+    idempotency_window: float = 86400.0
     # Seconds a request may take before it is answered 503 (0.5..300).
     request_timeout: float = 10.0
     # Seconds a lease lives without a heartbeat before its job returns to the queue (1..3600).
@@ -107,6 +109,7 @@ class NodeConfig:
             "max_body_bytes": (1, 64 << 20),
             "max_queued": (1, 10**8),
             "max_finished": (1, 10**9),
+            "idempotency_window": (60, 30 * 86400),
             "request_timeout": (0.5, 300),
             "lease_timeout": (1, 3600),
             "max_attempts": (1, 100),
@@ -184,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-body-bytes", type=int, help="largest accepted payload in bytes (WQ_MAX_BODY_BYTES)")
     a("--max-queued", type=int, help="queued jobs before enqueue answers 429 (WQ_MAX_QUEUED)")
     a("--max-finished", type=int, help="finished jobs retained, oldest dropped first (WQ_MAX_FINISHED)")
+    a("--idempotency-window", type=float, help="seconds an Idempotency-Key is remembered "
+                                               "(WQ_IDEMPOTENCY_WINDOW)")
     a("--request-timeout", type=float, help="seconds before a request is answered 503 (WQ_REQUEST_TIMEOUT)")
     a("--lease-timeout", type=float, help="seconds a lease lives without heartbeat (WQ_LEASE_TIMEOUT)")
     a("--max-attempts", type=int, help="leases a job may get before it is failed (WQ_MAX_ATTEMPTS)")

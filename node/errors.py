@@ -29,6 +29,12 @@ class PayloadTooLarge(QueueError):
     status = 413
 
 
+class KeyReused(QueueError):
+    """An Idempotency-Key already used for a different payload or iteration count."""
+
+    status = 422
+
+
 class QueueFull(QueueError):
     status = 429
     retry_after = 5

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 from . import commands as c
-from .store import Store, jobs, payloads, workers
+from .store import Store, idempotency, jobs, payloads, workers
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,19 @@ class ApplyError:
 
     def __repr__(self) -> str:
         return f"ApplyError({self.message!r})"
+
+
+class KeyConflict:
+    """An idempotency key reused for a different request; `job_id` is the key's first job."""
+
+    def __init__(self, job_id: str):
+        self.job_id = job_id
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyConflict) and other.job_id == self.job_id
+
+    def __repr__(self) -> str:
+        return f"KeyConflict({self.job_id!r})"
 
 
 def _width(cmd: c.Command) -> int:
@@ -133,18 +146,36 @@ class StateMachine:
             return self._workers(conn, cmd)
         raise TypeError(f"unknown command {cmd!r}")
 
-    def _enqueue(self, conn: Connection, seq: int, cmd: c.Enqueue) -> int:
+    def _enqueue(self, conn: Connection, seq: int, cmd: c.Enqueue) -> list:
+        """Per job: its id (the earlier job's id for a known idempotency key), or a
+        `KeyConflict` when the key was first used with another payload or iteration count."""
+        if cmd.jobs:
+            horizon = max(float(j.enqueued_at) for j in cmd.jobs) - float(cmd.key_ttl)
+            conn.execute(delete(idempotency).where(idempotency.c.created_at < horizon))
         ids = [j.id for j in cmd.jobs]
         existing = set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids))).scalars())
-        rows = [{"id": j.id, "seq": seq + pos, "iterations": int(j.iterations),
-                 "size": int(j.size), "digest": j.digest, "status": "queued", "attempts": 0,
-                 "enqueued_at": float(j.enqueued_at)}
-                for pos, j in enumerate(cmd.jobs) if j.id not in existing]
-        rows = list({r["id"]: r for r in rows}.values())
-        if rows:
-            conn.execute(insert(jobs), rows)
-            self.store.bump(conn, "queued", len(rows))
-        return len(rows)
+        results: list = []
+        added = 0
+        for pos, j in enumerate(cmd.jobs):
+            if j.key is not None:
+                known = conn.execute(select(idempotency).where(idempotency.c.key == j.key)).first()
+                if known is not None:
+                    same = (known.digest, known.iterations) == (j.digest, int(j.iterations))
+                    results.append(known.job_id if same else KeyConflict(known.job_id))
+                    continue
+                conn.execute(insert(idempotency).values(
+                    key=j.key, job_id=j.id, iterations=int(j.iterations), digest=j.digest,
+                    created_at=float(j.enqueued_at)))
+            results.append(j.id)
+            if j.id in existing:
+                continue
+            existing.add(j.id)
+            conn.execute(insert(jobs).values(
+                id=j.id, seq=seq + pos, iterations=int(j.iterations), size=int(j.size),
+                digest=j.digest, status="queued", attempts=0, enqueued_at=float(j.enqueued_at)))
+            added += 1
+        self.store.bump(conn, "queued", added)
+        return results
 
     def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
         rows = conn.execute(select(jobs.c.id, jobs.c.attempts)

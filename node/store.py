@@ -44,6 +44,17 @@ Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)
 # pullCompleted and retention: ORDER BY done_seq over finished jobs only.
 Index("ix_jobs_done_seq", jobs.c.done_seq, sqlite_where=jobs.c.done_seq.isnot(None))
 
+# Idempotency keys: a retried enqueue with the same key gets the first job's id back.
+idempotency = Table(
+    "idempotency", metadata,
+    Column("key", String, primary_key=True),
+    Column("job_id", String, nullable=False),
+    Column("iterations", Integer, nullable=False),
+    Column("digest", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_idempotency_created_at", idempotency.c.created_at)
+
 counters = Table(
     "counters", metadata,
     Column("name", String, primary_key=True),
@@ -148,6 +159,11 @@ class Store:
         q = select(jobs.c.id, jobs.c.status, jobs.c.worker, jobs.c.attempts).where(jobs.c.id.in_(ids))
         with self.engine.connect() as conn:
             return {r.id: (r.status, r.worker, r.attempts) for r in conn.execute(q)}
+
+    def idempotency_key(self, key: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(idempotency).where(idempotency.c.key == key)).mappings().first()
+            return dict(row) if row else None
 
     def workers(self) -> list[dict]:
         with self.engine.connect() as conn:

@@ -3,14 +3,14 @@ import pytest
 from sqlalchemy import select
 
 from node import commands as c
-from node.state import ApplyError, StateMachine
+from node.state import ApplyError, KeyConflict, StateMachine
 from node.store import Store, count_by_status, jobs
 
 RESULT = "ab" * 64
 
 
-def job(job_id: str, iterations: int = 5) -> c.NewJob:
-    return c.NewJob(job_id.ljust(32, "0"), iterations, 10, "d" * 64, 100.0)
+def job(job_id: str, iterations: int = 5, key=None, at=100.0, digest="d" * 64) -> c.NewJob:
+    return c.NewJob(job_id.ljust(32, "0"), iterations, 10, digest, at, key)
 
 
 def jid(name: str) -> str:
@@ -85,7 +85,7 @@ def test_a_bad_command_is_rejected_without_wedging(machine, wire):
     machine.index += 1
     results = machine.apply(machine.index, [wire, c.encode(c.Enqueue((job("a"),)))])
     assert isinstance(results[0], ApplyError)
-    assert results[1] == 1
+    assert results[1] == [jid("a")]
     assert machine.store.last_applied() == machine.index
     assert machine.store.counts()["apply_failures"] == 1
     machine.run(c.Enqueue((job("b"),)))
@@ -173,3 +173,35 @@ def test_on_applied_hook_sees_each_command(tmp_path):
     m = StateMachine(Store(str(tmp_path)), on_applied=lambda cmd, res: seen.append(type(cmd).__name__))
     m.apply(2, [c.encode(c.Enqueue((job("a"),))), c.encode(c.Workers(()))])
     assert seen == ["Enqueue", "Workers"]
+
+
+def test_a_known_idempotency_key_returns_the_first_job(machine):
+    (first,) = machine.run(c.Enqueue((job("a", key="k1"),)))
+    (again,) = machine.run(c.Enqueue((job("b", key="k1"),)))
+    assert first == [jid("a")] and again == [jid("a")]
+    assert machine.store.job(jid("b")) is None
+    assert machine.store.counts()["queued"] == 1
+
+
+def test_the_same_key_twice_in_one_entry_makes_one_job(machine):
+    (results,) = machine.run(c.Enqueue((job("a", key="k"), job("b", key="k"), job("c"))))
+    assert results == [jid("a"), jid("a"), jid("c")]
+    assert machine.store.counts()["queued"] == 2
+
+
+@pytest.mark.parametrize("change", [{"iterations": 6}, {"digest": "e" * 64}])
+def test_a_key_reused_for_another_request_is_a_conflict(machine, change):
+    machine.run(c.Enqueue((job("a", key="k"),)))
+    (results,) = machine.run(c.Enqueue((job("b", key="k", **change),)))
+    assert results == [KeyConflict(jid("a"))]
+    assert machine.store.job(jid("b")) is None
+
+
+@pytest.mark.parametrize("later,ttl,expected", [
+    (150.0, 100.0, "a"),      # inside the window: deduplicated
+    (201.0, 100.0, "b"),      # past it: the key was forgotten, a new job
+])
+def test_keys_are_forgotten_after_their_window(machine, later, ttl, expected):
+    machine.run(c.Enqueue((job("a", key="k", at=100.0),), key_ttl=ttl))
+    (results,) = machine.run(c.Enqueue((job("b", key="k", at=later),), key_ttl=ttl))
+    assert results == [jid(expected)]
