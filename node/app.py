@@ -127,6 +127,8 @@ class Node:
     async def _scale(self) -> None:
         if self.backend is None:
             return
+        for worker in self.backend.reap():
+            self.roster.forget(worker)
         counts = await self.run_db(self.store.counts)
         live = self.roster.live(time.time())
         starting = [w for w in self.backend.running() if w not in live]

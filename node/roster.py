@@ -19,6 +19,10 @@ class Roster:
     def touch(self, worker: str, info: dict, now: float) -> None:
         self._seen[worker] = (now, info)
 
+    def forget(self, worker: str) -> None:
+        """Drop a worker known to be gone (its process exited) without waiting for the ttl."""
+        self._seen.pop(worker, None)
+
     def adopt(self, rows: list[dict], now: float) -> None:
         """Start from the replicated list: each worker gets a full ttl to show up again."""
         for row in rows:

@@ -38,14 +38,20 @@ class LocalBackend:
             started.append(worker_id)
         return started
 
-    def running(self) -> dict[str, int]:
-        """Worker id -> pid of the children still alive (reaping the ones that exited)."""
+    def reap(self) -> list[str]:
+        """Ids of the children that exited since the last call."""
+        exited = []
         for worker_id, proc in list(self._procs.items()):
             code = proc.poll()
             if code is not None:
                 log.info("worker %s exited with code %d", worker_id, code)
                 del self._procs[worker_id]
-        return {w: p.pid for w, p in self._procs.items()}
+                exited.append(worker_id)
+        return exited
+
+    def running(self) -> list[str]:
+        """Ids of the children alive at the last reap."""
+        return list(self._procs)
 
     def stop_all(self, timeout: float = 5.0) -> None:
         for proc in self._procs.values():

@@ -110,7 +110,7 @@ class Cluster:
         return requests.get(self.url(i) + "/status", timeout=2).json()
 
     def wait_leader(self, timeout: float = 20.0) -> int:
-        """Index of the leader once every live node agrees on it and is healthy."""
+        """Index of the leader once every live node agrees on it, it is alive, and all are healthy."""
         def agreed():
             leaders = set()
             for i in self.alive():
@@ -118,9 +118,11 @@ class Cluster:
                     return None
                 leaders.add(self.status(i)["leader"])
             if len(leaders) == 1 and None not in leaders:
-                return int(leaders.pop().rsplit(":", 1)[1])
+                leader = self.raft.index(int(leaders.pop().rsplit(":", 1)[1]))
+                # A dead node may still be named until the others time it out.
+                return str(leader) if leader in self.procs else None
             return None
-        return self.raft.index(wait_until(agreed, timeout, "an agreed leader"))
+        return int(wait_until(agreed, timeout, "an agreed, live leader"))
 
     def start_worker(self, worker_id: str, managers: list[str] | None = None,
                      *extra: str) -> subprocess.Popen:

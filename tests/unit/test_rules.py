@@ -57,3 +57,11 @@ def test_roster_adopts_the_replicated_list_with_a_fresh_ttl():
     r.adopt([{"id": "w1", "last_seen": 1.0, "pid": "7"}], now=100)
     assert r.live(now=109) == {"w1": {"pid": "7"}}
     assert r.live(now=111) == {}
+
+
+def test_roster_forgets_a_worker_whose_process_exited_at_once():
+    r = Roster(ttl=10)
+    r.touch("w1", {}, now=0)
+    r.forget("w1")
+    r.forget("never-seen")
+    assert r.live(now=1) == {}

@@ -1,6 +1,6 @@
 import pytest
 
-from .cluster import Cluster
+from tests.integration.cluster import Cluster
 
 
 @pytest.fixture
