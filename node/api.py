@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import commands as c
+from . import commands as c, openapi
+from .openapi import DEFAULT_TOP, MAX_TOP
 from .blobs import digest_of
 from .errors import InvalidInput, JobNotFound, KeyReused, PayloadTooLarge, QueueError, \
     QueueFull, Unauthorized
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_TOP = 1000
-DEFAULT_TOP = 10
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -48,7 +47,10 @@ def make_error_middleware(request_timeout: float):
         except web.HTTPException as e:
             if e.status < 400:
                 raise
-            return json_error(e.status, _http_error_text(request, e))
+            response = json_error(e.status, _http_error_text(request, e))
+            if "Allow" in e.headers:
+                response.headers["Allow"] = e.headers["Allow"]
+            return response
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:
@@ -68,18 +70,36 @@ def _http_error_text(request: web.Request, e: web.HTTPException) -> str:
     return e.reason
 
 
-def make_auth_middleware(secret: str):
+OPEN_PATHS = ("/healthz", "/openapi.json")
+
+
+def make_auth_middleware(secret: str, api_key: str):
+    """Internal routes need the cluster secret; with an API key set, public routes need it."""
     expected = f"Bearer {secret}".encode()
+    expected_key = api_key.encode()
 
     @web.middleware
     async def auth(request: web.Request, handler):
         if request.path.startswith("/internal/"):
-            given = request.headers.get("Authorization", "").encode()
+            given = request.headers.get("Authorization", "").encode(errors="replace")
             if not hmac.compare_digest(given, expected):
                 raise Unauthorized("internal route: a valid 'Authorization: Bearer <cluster "
                                    "secret>' header is required")
+        elif expected_key and request.path not in OPEN_PATHS:
+            given = request.headers.get("X-API-Key", "").encode(errors="replace")
+            if not hmac.compare_digest(given, expected_key):
+                raise Unauthorized("X-API-Key: a valid API key is required")
         return await handler(request)
     return auth
+
+
+def only_params(request: web.Request, *allowed: str) -> None:
+    """Refuse unknown query parameters, so a misspelt one is not silently ignored."""
+    for name in request.query:
+        if name not in allowed:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise InvalidInput(f"{shown}: unknown query parameter; allowed: "
+                               f"{', '.join(allowed) or 'none'}")
 
 
 def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | None = None) -> int:
@@ -120,6 +140,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
     cfg = node.cfg
 
     async def enqueue(request: web.Request) -> web.Response:
+        only_params(request, "iterations")
         iterations = int_param(request, "iterations", 1, cfg.max_iterations)
         key = idempotency_key(request)
         data = await read_body(request, cfg.max_body_bytes)
@@ -145,10 +166,12 @@ def routes(node: "Node") -> list[web.RouteDef]:
         return web.json_response({"id": result})
 
     async def pull_completed(request: web.Request) -> web.Response:
+        only_params(request, "top")
         top = int_param(request, "top", 1, MAX_TOP, DEFAULT_TOP)
         return web.json_response(await node.run_db(node.store.completed, top))
 
     async def work(request: web.Request) -> web.Response:
+        only_params(request)
         job_id = request.match_info["id"]
         job = await node.run_db(node.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
         if job is None:
@@ -156,9 +179,16 @@ def routes(node: "Node") -> list[web.RouteDef]:
         return web.json_response(job_view(job))
 
     async def status(request: web.Request) -> web.Response:
+        only_params(request)
         return web.json_response(await node.status())
 
+    spec = openapi.document(cfg)
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
     async def healthz(request: web.Request) -> web.Response:
+        only_params(request)
         healthy, why = node.health()
         return web.json_response({"healthy": healthy, "reason": why}, status=200 if healthy else 503)
 
@@ -168,6 +198,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         web.get("/work/{id}", work),
         web.get("/status", status),
         web.get("/healthz", healthz),
+        web.get("/openapi.json", openapi_json),
     ]
 
 

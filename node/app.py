@@ -63,7 +63,7 @@ class Node:
         app = web.Application(
             client_max_size=self.cfg.max_body_bytes + 1,
             middlewares=[api.make_error_middleware(self.cfg.request_timeout),
-                         api.make_auth_middleware(self.cfg.secret)])
+                         api.make_auth_middleware(self.cfg.secret, self.cfg.api_key)])
         app.add_routes(api.routes(self) + internal.routes(self))
         # Long-polls still open at shutdown are cut after shutdown_timeout; workers retry.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,

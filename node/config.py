@@ -40,6 +40,9 @@ class NodeConfig:
     data_dir: str
     # Shared cluster secret: Raft encryption password and bearer token of internal routes.
     secret: str = field(repr=False)
+    # Key clients must send as X-API-Key on the public API (except /healthz and /openapi.json);
+    # empty: the public API is open.
+    api_key: str = field(default="", repr=False)
     # URL peers and workers use to reach this node; defaults to http://<http>.
     url: str = ""
     # Largest accepted `iterations` (1..2**31-1).
@@ -90,6 +93,10 @@ class NodeConfig:
 
     def validate(self) -> "NodeConfig":
         """Raise ConfigError naming the first bad field and what it allows."""
+        if self.api_key and len(self.api_key) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"api_key: at least {MIN_SECRET_LENGTH} characters when set")
+        if self.api_key and self.api_key == self.secret:
+            raise ConfigError("api_key: must differ from the cluster secret")
         if len(self.secret) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"secret: a cluster secret of at least {MIN_SECRET_LENGTH} characters is required "
@@ -157,6 +164,16 @@ def parse_peers(text: str) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
+def _read_secret(path: str | None, name: str) -> str:
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"{name}: cannot read {path}: {e.strerror}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m node",
@@ -183,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-dir", help="directory for the SQLite store, Raft journal and snapshot (WQ_DATA_DIR)")
     a("--secret-file", help="file holding the cluster secret, at least 16 characters (WQ_SECRET_FILE); "
                             "or set WQ_SECRET")
+    a("--api-key-file", help="file holding the key clients must send as X-API-Key on the public "
+                             "API (WQ_API_KEY_FILE); or set WQ_API_KEY; default: no key")
     a("--max-iterations", type=int, help="largest accepted iterations (WQ_MAX_ITERATIONS)")
     a("--max-body-bytes", type=int, help="largest accepted payload in bytes (WQ_MAX_BODY_BYTES)")
     a("--max-queued", type=int, help="queued jobs before enqueue answers 429 (WQ_MAX_QUEUED)")
@@ -229,18 +248,12 @@ def load_config(argv: Sequence[str] | None = None,
     for name, value in (("raft", raft), ("http", http), ("data_dir", data_dir)):
         if not value:
             raise ConfigError(f"{name}: required (--{name.replace('_', '-')} or WQ_{name.upper()})")
-    secret = env.get("WQ_SECRET", "")
-    secret_file = pick("secret_file")
-    if secret_file:
-        try:
-            with open(secret_file, encoding="utf-8") as f:
-                secret = f.read().strip()
-        except OSError as e:
-            raise ConfigError(f"secret_file: cannot read {secret_file}: {e.strerror}") from None
+    secret = _read_secret(pick("secret_file"), "secret_file") or env.get("WQ_SECRET", "")
+    api_key = _read_secret(pick("api_key_file"), "api_key_file") or env.get("WQ_API_KEY", "")
 
     kwargs = {}
     for f in NodeConfig.__dataclass_fields__.values():
-        if f.name in ("node_id", "raft", "http", "peers", "data_dir", "secret", "url"):
+        if f.name in ("node_id", "raft", "http", "peers", "data_dir", "secret", "url", "api_key"):
             continue
         convert = {"int": int, "float": float, "str": str}[f.type]
         value = pick(f.name, convert)
@@ -254,6 +267,7 @@ def load_config(argv: Sequence[str] | None = None,
         peers=parse_peers(pick("peers") or ""),
         data_dir=data_dir,
         secret=secret,
+        api_key=api_key,
         **kwargs,
     )
     return cfg.validate()

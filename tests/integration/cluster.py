@@ -65,6 +65,7 @@ class Cluster:
         self.procs: dict[int, subprocess.Popen] = {}
         self.groups: set[int] = set()
         self.workers: list[subprocess.Popen] = []
+        self.extra_env: dict[str, str] = {}
 
     def url(self, i: int) -> str:
         return f"http://127.0.0.1:{self.http[i]}"
@@ -74,7 +75,7 @@ class Cluster:
         return [self.url(i) for i in range(self.size)]
 
     def env(self) -> dict:
-        return {**os.environ, "WQ_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+        return {**os.environ, "WQ_SECRET": SECRET, "PYTHONUNBUFFERED": "1", **self.extra_env}
 
     def start_node(self, i: int) -> None:
         peers = ",".join(f"127.0.0.1:{self.raft[j]}={self.url(j)}"
@@ -106,8 +107,13 @@ class Cluster:
     def alive(self) -> list[int]:
         return sorted(self.procs)
 
+    @property
+    def headers(self) -> dict:
+        key = self.extra_env.get("WQ_API_KEY")
+        return {"X-API-Key": key} if key else {}
+
     def status(self, i: int) -> dict:
-        return requests.get(self.url(i) + "/status", timeout=2).json()
+        return requests.get(self.url(i) + "/status", headers=self.headers, timeout=2).json()
 
     def wait_leader(self, timeout: float = 20.0) -> int:
         """Index of the leader once every live node agrees on it, it is alive, and all are healthy."""
@@ -157,13 +163,14 @@ class Cluster:
 
     def enqueue(self, i: int, payload: bytes, iterations: int, timeout: float = 10) -> requests.Response:
         return requests.put(f"{self.url(i)}/enqueue", params={"iterations": iterations},
-                            data=payload, timeout=timeout)
+                            data=payload, headers=self.headers, timeout=timeout)
 
     def job(self, i: int, job_id: str) -> dict:
-        return requests.get(f"{self.url(i)}/work/{job_id}", timeout=5).json()
+        return requests.get(f"{self.url(i)}/work/{job_id}", headers=self.headers, timeout=5).json()
 
     def completed(self, i: int, top: int = 1000) -> list[dict]:
-        return requests.post(f"{self.url(i)}/pullCompleted", params={"top": top}, timeout=5).json()
+        return requests.post(f"{self.url(i)}/pullCompleted", params={"top": top},
+                             headers=self.headers, timeout=5).json()
 
     def wait_completed(self, i: int, expected: dict[str, str], timeout: float = 60) -> None:
         """Wait until node i reports every job id in `expected` completed with that result."""
