@@ -53,7 +53,9 @@ class Node:
 
     async def start(self) -> web.AppRunner:
         self.loop = asyncio.get_running_loop()
-        self.session = aiohttp.ClientSession()
+        # No global connection cap: a peer that stops answering must not starve the others.
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=128))
         self.machine = StateMachine(self.store, on_applied=self._on_applied)
         self.raft = RaftNode(self.cfg, self.machine)
         self.proposer = Proposer(self.raft, self.cfg.request_timeout)

@@ -22,6 +22,8 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 DIGEST_HEADER = "X-Payload-SHA256"
+# How long a peer whose payload copy failed is left out of new copies.
+SUSPECT_SECONDS = 5.0
 
 
 def digest_of(data: bytes) -> str:
@@ -38,25 +40,31 @@ class Blobs:
         self._auth = {"Authorization": f"Bearer {cfg.secret}"}
         self._background: set[asyncio.Task] = set()
         self.bytes_sent = 0
+        self._suspect_until: dict[str, float] = {}     # peer URL -> monotonic time
 
     async def store_local(self, job_id: str, data: bytes) -> None:
         await self._db(self._store.put_payload, job_id, data, time.time())
 
     async def replicate(self, job_id: str, data: bytes, digest: str) -> None:
-        """Store on this node and the peers; return when a majority holds the payload."""
+        """Store on this node and the peers; return when a majority holds the payload.
+
+        Peers that failed in the last few seconds are left out while the others can still
+        make a majority: a paused or dead peer must not hold every enqueue up to its timeout.
+        A peer left out fetches the payload later, if it ever needs it."""
+        now = time.monotonic()
+        peers = [p.url for p in self._cfg.peers if self._suspect_until.get(p.url, 0) <= now]
+        if len(peers) + 1 < self._cfg.majority:
+            peers = [p.url for p in self._cfg.peers]
         tasks = [asyncio.ensure_future(self.store_local(job_id, data))]
-        tasks += [asyncio.ensure_future(self._push(p.url, job_id, data, digest))
-                  for p in self._cfg.peers]
+        tasks += [asyncio.ensure_future(self._push(url, job_id, data, digest)) for url in peers]
         stored, failed = 0, 0
-        errors = []
         try:
             for next_done in asyncio.as_completed(tasks):
                 try:
                     await next_done
                     stored += 1
-                except Exception as e:
+                except Exception:
                     failed += 1
-                    errors.append(str(e) or type(e).__name__)
                 if stored >= self._cfg.majority:
                     return
                 if len(tasks) - failed < self._cfg.majority:
@@ -65,22 +73,30 @@ class Blobs:
             for t in tasks:
                 if not t.done():
                     self._background.add(t)
-                    t.add_done_callback(self._finish_background)
-        raise NoQuorum(f"payload stored on {stored} of {len(tasks)} nodes, a majority "
-                       f"({self._cfg.majority}) is needed; retry later")
+                    t.add_done_callback(self._late_copy_done)
+        raise NoQuorum(f"payload stored on {stored} of {self._cfg.cluster_size} nodes, a "
+                       f"majority ({self._cfg.majority}) is needed; retry later")
 
-    def _finish_background(self, task: asyncio.Task) -> None:
+    def _late_copy_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("late payload copy failed: %s", task.exception())
+        if not task.cancelled():
+            task.exception()    # already logged by _push; retrieved so asyncio does not warn
 
     async def _push(self, base: str, job_id: str, data: bytes, digest: str) -> None:
-        async with self._session.put(
-                f"{base}/internal/payloads/{job_id}", data=data,
-                headers={**self._auth, DIGEST_HEADER: digest},
-                timeout=aiohttp.ClientTimeout(total=self._cfg.request_timeout)) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"{base} answered {resp.status}")
+        try:
+            async with self._session.put(
+                    f"{base}/internal/payloads/{job_id}", data=data,
+                    headers={**self._auth, DIGEST_HEADER: digest},
+                    timeout=aiohttp.ClientTimeout(total=self._cfg.request_timeout)) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{base} answered {resp.status}")
+        except Exception as e:
+            if self._suspect_until.get(base, 0) <= time.monotonic():
+                log.warning("payload copy to %s failed (%s); leaving that peer out for %.0fs",
+                            base, type(e).__name__, SUSPECT_SECONDS)
+            self._suspect_until[base] = time.monotonic() + SUSPECT_SECONDS
+            raise
+        self._suspect_until.pop(base, None)
         self.bytes_sent += len(data)
 
     async def fetch(self, job_id: str, digest: str | None, from_peers: bool = True) -> bytes | None:

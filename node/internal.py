@@ -30,6 +30,7 @@ MAX_LEASE_JOBS = 64
 MAX_WAIT = 30.0
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 _RESULT = re.compile(r"[0-9a-f]{128}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
@@ -56,6 +57,14 @@ def bounded_number(body: dict, name: str, lo: float, hi: float, default: float) 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise InvalidInput(f"{name}: a number from {lo:g} to {hi:g} is required")
     return value
+
+
+def job_ids(body: dict) -> list[str]:
+    jobs = body.get("jobs", [])
+    if not isinstance(jobs, list) or len(jobs) > MAX_LEASE_JOBS or \
+            not all(isinstance(j, str) and _JOB_ID.fullmatch(j) for j in jobs):
+        raise InvalidInput(f"jobs: a list of up to {MAX_LEASE_JOBS} job ids is required")
+    return jobs
 
 
 def routes(node: "Node") -> list[web.RouteDef]:
@@ -102,10 +111,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
     async def heartbeat(request: web.Request) -> web.Response:
         body = await json_body(request)
         worker = worker_id(body)
-        jobs = body.get("jobs", [])
-        if not isinstance(jobs, list) or len(jobs) > MAX_LEASE_JOBS or \
-                not all(isinstance(j, str) and _JOB_ID.fullmatch(j) for j in jobs):
-            raise InvalidInput(f"jobs: a list of up to {MAX_LEASE_JOBS} job ids is required")
+        jobs = job_ids(body)
         if not node.raft._isLeader():
             return await to_leader(request, body, cfg.request_timeout)
         node.roster.touch(worker, worker_info(request, body), time.time())
@@ -143,22 +149,38 @@ def routes(node: "Node") -> list[web.RouteDef]:
         return web.json_response({"stored": len(data)})
 
     async def get_payload(request: web.Request) -> web.StreamResponse:
+        """A payload from this node, or fetched from a peer. Workers pass the digest from
+        their lease, so a node that has not applied the enqueue yet can still serve it."""
         job_id = request.match_info["id"]
         if not _JOB_ID.fullmatch(job_id):
             raise JobNotFound(f"id: no payload {job_id[:64]!r}")
         local_only = request.query.get("local") == "1"
-        digest = None
+        digest = request.query.get("digest")
+        if digest is not None and not _DIGEST.fullmatch(digest):
+            raise InvalidInput("digest: 64 lowercase hex characters (sha256) required")
         if not local_only:
             job = await node.run_db(node.store.job, job_id)
-            if job is None:
-                raise JobNotFound(f"id: no job {job_id!r} on this node")
-            if job["status"] not in ("queued", "running"):
+            if job is not None and job["status"] not in ("queued", "running"):
                 raise JobNotFound(f"id: job {job_id} is {job['status']}; its payload is gone")
-            digest = job["digest"]
+            if job is not None:
+                digest = job["digest"]
+            elif digest is None:
+                raise JobNotFound(f"id: no job {job_id!r} on this node (pass its digest)")
         data = await node.blobs.fetch(job_id, digest, from_peers=not local_only)
         if data is None:
             raise JobNotFound(f"id: no node holds the payload of {job_id} right now")
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def release(request: web.Request) -> web.Response:
+        """A worker gives jobs back (it could not get their payload, or it is stopping)."""
+        body = await json_body(request)
+        worker = worker_id(body)
+        jobs = job_ids(body)
+        reason = str(body.get("reason", "released by the worker"))[:200]
+        if not node.raft._isLeader():
+            return await to_leader(request, body, cfg.request_timeout)
+        released = await node.scheduler.release(worker, jobs, reason)
+        return web.json_response({"released": released})
 
     async def compact(request: web.Request) -> web.Response:
         node.raft.forceLogCompaction()
@@ -168,6 +190,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         web.post("/internal/lease", lease),
         web.post("/internal/heartbeat", heartbeat),
         web.post("/internal/complete", complete),
+        web.post("/internal/release", release),
         web.put("/internal/payloads/{id}", put_payload),
         web.get("/internal/payloads/{id}", get_payload),
         web.post("/internal/compact", compact),

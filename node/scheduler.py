@@ -109,6 +109,31 @@ class Scheduler:
                 held.append(job_id)
         return held
 
+    async def release(self, worker: str, job_ids: list[str], reason: str) -> list[str]:
+        """Return the worker's leases on these jobs to the queue now (each used an attempt)."""
+        if not self._is_leader():
+            raise NotLeader("this node stopped being the leader; retry")
+        states = await self._db(self._store.job_states, job_ids)
+        leases = tuple((job_id, attempts) for job_id, (status, holder, attempts) in states.items()
+                       if status == "running" and holder == worker)
+        if not leases:
+            return []
+        result = await self._requeue(leases, f"released by {worker}: {reason}")
+        return result["requeued"] + result["failed"]
+
+    async def _requeue(self, leases: tuple[tuple[str, int], ...], reason: str) -> dict:
+        result = await self._proposer.propose(c.Requeue(
+            leases, reason, self._cfg.max_attempts, time.time(), self._cfg.max_finished))
+        for job_id in result["requeued"]:
+            log.info("job %s back in the queue: %s", job_id, reason)
+        for job_id in result["failed"]:
+            log.warning("job %s failed: %s; no attempts left", job_id, reason)
+        for job_id in result["requeued"] + result["failed"]:
+            self.deadlines.pop(job_id, None)
+        if result["requeued"]:
+            self.work_arrived()
+        return result
+
     async def expire(self) -> None:
         """One pass of lease expiry; the leader runs it every second."""
         running = await self._db(self._store.jobs_with_status, "running", MAX_RUNNING_SCAN)
@@ -128,12 +153,4 @@ class Scheduler:
         for job_id, attempt in expired:
             log.info("job %s lease expired (worker %s, attempt %d)", job_id,
                      live[job_id].worker, attempt)
-        result = await self._proposer.propose(c.Requeue(
-            tuple(expired), "lease expired: the worker stopped sending heartbeats",
-            self._cfg.max_attempts, now, self._cfg.max_finished))
-        for job_id in result["failed"]:
-            log.warning("job %s failed: no attempts left", job_id)
-        for job_id in result["requeued"] + result["failed"]:
-            self.deadlines.pop(job_id, None)
-        if result["requeued"]:
-            self.work_arrived()
+        await self._requeue(tuple(expired), "lease expired: the worker stopped sending heartbeats")

@@ -93,12 +93,13 @@ class Worker:
         heartbeat = asyncio.create_task(self.heartbeat(job_id))
         try:
             try:
-                data = await self.client.call("GET", f"/internal/payloads/{job_id}", raw=True)
+                data = await self.client.call("GET", f"/internal/payloads/{job_id}"
+                                                     f"?digest={job['digest']}", raw=True)
             except (CallFailed, NoManager) as e:
-                log.warning("job %s skipped: payload unavailable (%s)", job_id, e)
+                await self.release(job_id, f"payload unavailable ({e})")
                 return
             if hashlib.sha256(data).hexdigest() != job["digest"]:
-                log.warning("job %s skipped: payload digest mismatch", job_id)
+                await self.release(job_id, "payload digest mismatch")
                 return
             started = time.monotonic()
             result = await asyncio.get_running_loop().run_in_executor(
@@ -108,6 +109,15 @@ class Worker:
         finally:
             heartbeat.cancel()
         await self.report(job_id, result)
+
+    async def release(self, job_id: str, reason: str) -> None:
+        """Give the job back so another attempt can start without waiting for the lease."""
+        log.warning("job %s released: %s", job_id, reason)
+        try:
+            await self.client.call("POST", "/internal/release", json={
+                "worker": self.args.id, "jobs": [job_id], "reason": reason[:200]}, timeout=10)
+        except (NoManager, CallFailed) as e:
+            log.warning("job %s: release failed (%s); its lease will expire", job_id, e)
 
     async def heartbeat(self, job_id: str) -> None:
         while True:

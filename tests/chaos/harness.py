@@ -82,8 +82,35 @@ class LoadGenerator:
         target = len(self.acked) + more
         wait_until(lambda: len(self.acked) >= target, timeout, f"{more} more acknowledged enqueues")
 
+    def send_once(self, node: int, key: str, timeout: float) -> threading.Thread:
+        """One enqueue to `node` in the background, waiting up to `timeout` for its answer
+        (e.g. to a paused node: the answer comes after it resumes). Recorded like the rest."""
+        payload = f"one-off {key}".encode()
+        attempt = Attempt(expected_digest(payload, 7))
+        with self._lock:
+            self.attempts[key] = attempt
+
+        def send():
+            try:
+                r = requests.put(f"{self.cluster.url(node)}/enqueue", params={"iterations": 7},
+                                 data=payload, headers={"Idempotency-Key": key}, timeout=timeout)
+            except requests.RequestException as e:
+                attempt.statuses.append(type(e).__name__)
+                return
+            attempt.statuses.append(r.status_code)
+            if r.status_code == 200:
+                attempt.job_id = r.json()["id"]
+            elif r.status_code != 503:
+                self.unexpected.append((key, r.status_code, r.text[:200]))
+
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        self._workers.append(t)
+        return t
+
     def _run(self, thread: int) -> None:
         rng = random.Random(self.seed * 1000 + thread)
+        avoid: dict[int, float] = {}
         n = 0
         while not self._stop.wait(self.pace):
             key = f"s{self.seed}-t{thread}-{n}"
@@ -100,13 +127,17 @@ class LoadGenerator:
                 if not alive:
                     time.sleep(0.2)
                     continue
-                node = rng.choice(alive)
+                # Like any client with failover: avoid a node that just timed out for a while.
+                now = time.monotonic()
+                trusted = [i for i in alive if avoid.get(i, 0) <= now]
+                node = rng.choice(trusted or alive)
                 try:
                     r = requests.put(f"{self.cluster.url(node)}/enqueue",
                                      params={"iterations": iterations}, data=payload,
                                      headers={"Idempotency-Key": key}, timeout=self.timeout)
                 except requests.RequestException as e:
                     attempt.statuses.append(type(e).__name__)
+                    avoid[node] = time.monotonic() + 5
                     time.sleep(0.1)
                     continue
                 attempt.statuses.append(r.status_code)

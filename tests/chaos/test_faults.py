@@ -75,23 +75,30 @@ def test_killing_a_follower_loses_nothing(make_cluster, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_paused_leader_acknowledges_nothing_stale(make_cluster, mode):
     cluster, load, timeline, _ = start(make_cluster, "pause-leader")
-    for _ in range(mode["rounds"]):
+    for round_ in range(mode["rounds"]):
         load.wait_acks(mode["acks"])
         leader = cluster.wait_leader()
         proc = cluster.procs[leader]
         timeline(f"SIGSTOP leader n{leader}")
         proc.send_signal(signal.SIGSTOP)
+        # Requests that reach the paused leader are answered only after it resumes, by a
+        # node that still believes it leads: they must fail, or be committed by the new term.
+        stale = [load.send_once(leader, f"stale-{round_}-{n}", timeout=120) for n in range(3)]
         paused = dict(cluster.procs)
         paused.pop(leader)
         # Wait for the others to elect a new leader, then some more work through them.
-        wait_until(lambda: any(cluster.status(i)["role"] == "leader" for i in paused), 30,
-                   "a new leader among the others")
+        wait_until(lambda others=paused: any(cluster.status(i)["role"] == "leader" for i in others),
+                   30, "a new leader among the others")
         timeline("new leader elected while the old one is paused")
         load.wait_acks(mode["acks"])
         time.sleep(3 * OPTIONS.get("raft_max_timeout", 0.9))
         timeline(f"SIGCONT n{leader}")
         proc.send_signal(signal.SIGCONT)
         timeline(f"leader after resume: n{cluster.wait_leader()}")
+        for t in stale:
+            t.join(timeout=60)
+        answers = [load.attempts[f"stale-{round_}-{n}"].statuses for n in range(3)]
+        timeline(f"answers the paused leader gave after resuming: {answers}")
     finish(cluster, load, timeline)
 
 
@@ -144,7 +151,7 @@ def test_a_node_restarted_after_log_compaction_catches_up(make_cluster, mode):
         cluster.start_node(victim)
         cluster.wait_leader(60)
         log = cluster.root / f"n{victim}.log"
-        wait_until(lambda: "installing Raft snapshot" in log.read_text(), 30,
+        wait_until(lambda log=log: "installing Raft snapshot" in log.read_text(), 30,
                    f"n{victim} to install a snapshot from the leader")
         timeline(f"n{victim} installed the leader's snapshot")
     finish(cluster, load, timeline)

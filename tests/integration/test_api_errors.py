@@ -78,6 +78,7 @@ def test_unknown_route_and_wrong_method_answer_json(cluster):
     ("POST", "/internal/lease"),
     ("POST", "/internal/heartbeat"),
     ("POST", "/internal/complete"),
+    ("POST", "/internal/release"),
     ("PUT", "/internal/payloads/" + "0" * 32),
     ("GET", "/internal/payloads/" + "0" * 32),
     ("POST", "/internal/compact"),

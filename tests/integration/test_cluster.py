@@ -222,3 +222,37 @@ def test_stopping_the_nodes_stops_their_workers(make_cluster):
     for i in cluster.alive():
         cluster.kill_node(i, signal.SIGTERM)
     wait_until(lambda: not processes_mentioning(pattern), 20, "no worker left")
+
+
+def test_a_released_job_goes_back_to_the_queue_at_once(make_cluster):
+    cluster = make_cluster()
+    job_id = cluster.enqueue(0, b"give it back", 1).json()["id"]
+    r = requests.post(cluster.url(1) + "/internal/lease", headers=AUTH, timeout=30,
+                      json={"worker": "w1", "wait": 5})
+    assert [j["id"] for j in r.json()["jobs"]] == [job_id]
+    r = requests.post(cluster.url(2) + "/internal/release", headers=AUTH, timeout=10,
+                      json={"worker": "w1", "jobs": [job_id], "reason": "stopping"})
+    assert r.status_code == 200 and r.json()["released"] == [job_id]
+    job = wait_until(lambda: (j := cluster.job(0, job_id))["status"] == "queued" and j, 10,
+                     "the job queued again")
+    assert job["attempts"] == 1
+
+
+def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluster):
+    import hashlib
+    cluster = make_cluster()
+    payload = os.urandom(5000)
+    digest = hashlib.sha256(payload).hexdigest()
+    job_id = "ab" * 16
+    r = requests.put(f"{cluster.url(0)}/internal/payloads/{job_id}", data=payload, timeout=10,
+                     headers={**AUTH, "X-Payload-SHA256": digest})
+    assert r.status_code == 200
+    r = requests.get(f"{cluster.url(1)}/internal/payloads/{job_id}", params={"digest": digest},
+                     headers=AUTH, timeout=10)
+    assert r.status_code == 200 and r.content == payload
+    r = requests.get(f"{cluster.url(2)}/internal/payloads/{job_id}", headers=AUTH, timeout=10)
+    assert r.status_code == 404 and "digest" in r.json()["error"]
+    wrong = hashlib.sha256(b"other").hexdigest()
+    r = requests.get(f"{cluster.url(2)}/internal/payloads/{job_id}", params={"digest": wrong},
+                     headers=AUTH, timeout=10)
+    assert r.status_code == 404
