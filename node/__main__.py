@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 
@@ -22,6 +23,18 @@ async def serve(node: Node) -> None:
     await node.stop(runner)
 
 
+def raise_open_files_limit() -> None:
+    """Every client connection holds a file descriptor; allow as many as the system lets us."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(argv)
@@ -30,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
+    raise_open_files_limit()
     try:
         node = Node(cfg)
     except OSError as e:

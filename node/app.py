@@ -69,7 +69,8 @@ class Node:
         app.add_routes(api.routes(self) + internal.routes(self))
         # Long-polls still open at shutdown are cut after shutdown_timeout; workers retry.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=2.0)
+                               shutdown_timeout=2.0,
+                               keepalive_timeout=self.cfg.idle_connection_timeout)
         await runner.setup()
         await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port).start()
         self._tasks = [asyncio.create_task(self._leader_duties()),

@@ -57,6 +57,9 @@ class NodeConfig:
     idempotency_window: float = 86400.0
     # Seconds a request may take before it is answered 503 (0.5..300).
     request_timeout: float = 10.0
+    # Seconds a connection may stay open without a request in progress; also bounds a client
+    # that never finishes sending its headers (1..3600).
+    idle_connection_timeout: float = 30.0
     # Seconds a lease lives without a heartbeat before its job returns to the queue (1..3600).
     lease_timeout: float = 30.0
     # Leases a job may get; when the last one expires the job is marked failed (1..100).
@@ -118,6 +121,7 @@ class NodeConfig:
             "max_finished": (1, 10**9),
             "idempotency_window": (60, 30 * 86400),
             "request_timeout": (0.5, 300),
+            "idle_connection_timeout": (1, 3600),
             "lease_timeout": (1, 3600),
             "max_attempts": (1, 100),
             "min_workers": (0, 256),
@@ -209,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--idempotency-window", type=float, help="seconds an Idempotency-Key is remembered "
                                                "(WQ_IDEMPOTENCY_WINDOW)")
     a("--request-timeout", type=float, help="seconds before a request is answered 503 (WQ_REQUEST_TIMEOUT)")
+    a("--idle-connection-timeout", type=float, help="seconds an HTTP connection may idle, or "
+                                                    "take to send its headers, before it is "
+                                                    "closed (WQ_IDLE_CONNECTION_TIMEOUT)")
     a("--lease-timeout", type=float, help="seconds a lease lives without heartbeat (WQ_LEASE_TIMEOUT)")
     a("--max-attempts", type=int, help="leases a job may get before it is failed (WQ_MAX_ATTEMPTS)")
     a("--min-workers", type=int, help="local worker processes kept at least (WQ_MIN_WORKERS)")

@@ -8,8 +8,9 @@ def make_cluster(tmp_path, request):
     """Start clusters on demand; every one is torn down, and its logs shown if the test failed."""
     clusters = []
 
-    def make(**kwargs) -> Cluster:
+    def make(extra_env=None, **kwargs) -> Cluster:
         cluster = Cluster(tmp_path / f"c{len(clusters)}", **kwargs)
+        cluster.extra_env = extra_env or {}
         cluster.root.mkdir()
         clusters.append(cluster)
         return cluster.start()
