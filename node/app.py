@@ -181,6 +181,8 @@ class Node:
     def health(self) -> tuple[bool, str]:
         if self.raft.leader is None:
             return False, "no leader known"
+        if self.raft._isLeader() and not self.raft.leader_has_majority(2 * self.cfg.raft_max_timeout):
+            return False, "leader without a majority of answering followers"
         target = self.raft.leader_commit_index if not self.raft._isLeader() else None
         target = target if target is not None else self.raft.raftCommitIndex
         lag = target - self.raft.raftLastApplied

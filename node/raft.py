@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any, Callable
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.monotonic import monotonic
 
 from .config import NodeConfig
 from .state import StateMachine
@@ -74,6 +75,17 @@ class RaftNode(SyncObj):
     @property
     def leader_commit_index(self) -> int | None:
         return getattr(self, "_SyncObj__leaderCommitIndex", None)
+
+    def leader_has_majority(self, within: float) -> bool:
+        """As leader: did a majority (this node included) answer in the last `within` seconds?
+
+        Reads pysyncobj's per-follower last response times, the same data its own
+        leaderFallbackTimeout uses; TCP connection state alone stays "connected" for tens of
+        seconds after a network partition."""
+        responses = dict(getattr(self, "_SyncObj__lastResponseTime", {}))
+        now = monotonic()
+        answered = 1 + sum(1 for t in responses.values() if now - t <= within)
+        return answered > (len(self.otherNodes) + 1) / 2
 
     def _state_changed(self, old: int, new: int) -> None:
         log.info("raft role %s -> %s (term %d)", _ROLES.get(old), _ROLES.get(new),

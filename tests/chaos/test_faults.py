@@ -15,6 +15,7 @@ import requests
 from tests.integration.cluster import AUTH, processes_mentioning, wait_until
 
 from .harness import LoadGenerator, Timeline, check
+from .netns import Network, unavailable_reason
 
 QUICK = {"rounds": 1, "acks": 15}
 FULL = {"rounds": 4, "acks": 60}
@@ -154,4 +155,47 @@ def test_a_node_restarted_after_log_compaction_catches_up(make_cluster, mode):
         wait_until(lambda log=log: "installing Raft snapshot" in log.read_text(), 30,
                    f"n{victim} to install a snapshot from the leader")
         timeline(f"n{victim} installed the leader's snapshot")
+    finish(cluster, load, timeline)
+
+
+@pytest.fixture
+def network():
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"real network partitions need network namespaces: {reason}")
+    net = Network(3).up()
+    try:
+        yield net
+    finally:
+        net.down()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_partitioned_leader_acknowledges_nothing_it_cannot_commit(network, make_cluster, mode):
+    cluster, load, timeline, _ = start(make_cluster, "partition", network=network)
+    for round_ in range(mode["rounds"]):
+        load.wait_acks(mode["acks"])
+        leader = cluster.wait_leader()
+        majority = [i for i in range(cluster.size) if i != leader]
+        timeline(f"partition: leader n{leader} cut off from n{majority[0]} and n{majority[1]}; "
+                 "clients still reach every node")
+        network.isolate(leader)
+        stale = [load.send_once(leader, f"minority-{round_}-{n}", timeout=30) for n in range(3)]
+        wait_until(lambda m=majority: any(cluster.status(i)["role"] == "leader" for i in m), 30,
+                   "a new leader in the majority")
+        timeline("the majority elected a leader")
+        load.wait_acks(mode["acks"])
+        # The minority still answers reads from its own replica, and says it is not healthy.
+        assert requests.get(cluster.url(leader) + "/status", timeout=5).status_code == 200
+        assert requests.post(cluster.url(leader) + "/pullCompleted", timeout=5).status_code == 200
+        wait_until(lambda i=leader: requests.get(cluster.url(i) + "/healthz", timeout=5)
+                   .status_code == 503, 15, "the cut-off node to report itself unhealthy")
+        for t in stale:
+            t.join(timeout=30)
+        answers = [load.attempts[f"minority-{round_}-{n}"].statuses for n in range(3)]
+        timeline(f"the cut-off node answered writes with {answers}")
+        assert all(a == [503] for a in answers), "the minority acknowledged a write"
+        timeline("heal the partition")
+        network.heal()
+        timeline(f"leader after healing: n{cluster.wait_leader(60)}")
     finish(cluster, load, timeline)

@@ -53,12 +53,18 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3, max_workers: int = 0, **options):
+    def __init__(self, root: Path, size: int = 3, max_workers: int = 0, network=None, **options):
+        """`network`: a tests.chaos.netns.Network to run each node in its own namespace."""
         self.root = root
         self.size = size
-        ports = free_ports(2 * size)
-        self.http = ports[:size]
-        self.raft = ports[size:]
+        self.network = network
+        if network is None:
+            self.hosts = ["127.0.0.1"] * size
+            ports = free_ports(2 * size)
+            self.http, self.raft = ports[:size], ports[size:]
+        else:
+            self.hosts = list(network.hosts)
+            self.http, self.raft = [8001] * size, [7001] * size
         self.max_workers = max_workers
         self.options = {"request_timeout": 5, "raft_min_timeout": 0.3, "raft_max_timeout": 0.9,
                         **options}
@@ -68,7 +74,10 @@ class Cluster:
         self.extra_env: dict[str, str] = {}
 
     def url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.http[i]}"
+        return f"http://{self.hosts[i]}:{self.http[i]}"
+
+    def raft_addr(self, i: int) -> str:
+        return f"{self.hosts[i]}:{self.raft[i]}"
 
     @property
     def urls(self) -> list[str]:
@@ -78,10 +87,12 @@ class Cluster:
         return {**os.environ, "WQ_SECRET": SECRET, "PYTHONUNBUFFERED": "1", **self.extra_env}
 
     def start_node(self, i: int) -> None:
-        peers = ",".join(f"127.0.0.1:{self.raft[j]}={self.url(j)}"
-                         for j in range(self.size) if j != i)
-        args = [sys.executable, "-m", "node", "--id", f"n{i}", "--http", f"127.0.0.1:{self.http[i]}",
-                "--raft", f"127.0.0.1:{self.raft[i]}", "--peers", peers,
+        peers = ",".join(f"{self.raft_addr(j)}={self.url(j)}" for j in range(self.size) if j != i)
+        prefix = self.network.prefix(i) if self.network else []
+        args = prefix + [
+                sys.executable, "-m", "node", "--id", f"n{i}",
+                "--http", f"{self.hosts[i]}:{self.http[i]}", "--raft", self.raft_addr(i),
+                "--peers", peers,
                 "--data-dir", str(self.root / f"n{i}"), "--max-workers", str(self.max_workers)]
         for name, value in self.options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
@@ -124,7 +135,7 @@ class Cluster:
                     return None
                 leaders.add(self.status(i)["leader"])
             if len(leaders) == 1 and None not in leaders:
-                leader = self.raft.index(int(leaders.pop().rsplit(":", 1)[1]))
+                leader = [self.raft_addr(i) for i in range(self.size)].index(leaders.pop())
                 # A dead node may still be named until the others time it out.
                 return str(leader) if leader in self.procs else None
             return None
