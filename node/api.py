@@ -154,6 +154,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         counts = await node.run_db(node.store.counts)
         if counts["queued"] >= cfg.max_queued:
             raise QueueFull(f"queue: at its capacity of {cfg.max_queued} queued jobs; retry later")
+        node.check_quorum()
         job_id = uuid.uuid4().hex
         await node.blobs.replicate(job_id, data, digest)
         (result,) = await node.proposer.propose(c.Enqueue(

@@ -15,7 +15,7 @@ from aiohttp import web
 from . import api, commands as c, internal
 from .blobs import Blobs
 from .config import NodeConfig
-from .errors import QueueError
+from .errors import NoQuorum, QueueError
 from .proposer import Proposer
 from .raft import RaftNode
 from .roster import Roster
@@ -178,11 +178,24 @@ class Node:
             "workers": workers,
         }
 
-    def health(self) -> tuple[bool, str]:
+    def quorum_problem(self) -> str | None:
+        """Why this node cannot commit anything right now, if it knows; None otherwise."""
         if self.raft.leader is None:
-            return False, "no leader known"
+            return "no leader known"
         if self.raft._isLeader() and not self.raft.leader_has_majority(2 * self.cfg.raft_max_timeout):
-            return False, "leader without a majority of answering followers"
+            return "leader without a majority of answering followers"
+        return None
+
+    def check_quorum(self) -> None:
+        """Fail fast (503) instead of letting a request wait out its timeout."""
+        problem = self.quorum_problem()
+        if problem is not None:
+            raise NoQuorum(f"this node cannot reach a majority ({problem}); retry on another node")
+
+    def health(self) -> tuple[bool, str]:
+        problem = self.quorum_problem()
+        if problem is not None:
+            return False, problem
         target = self.raft.leader_commit_index if not self.raft._isLeader() else None
         target = target if target is not None else self.raft.raftCommitIndex
         lag = target - self.raft.raftLastApplied

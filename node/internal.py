@@ -38,7 +38,7 @@ async def json_body(request: web.Request, limit: int = 1 << 20) -> dict:
     raw = await read_body(request, limit)
     try:
         body = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidInput("body: not valid JSON") from None
     if not isinstance(body, dict):
         raise InvalidInput("body: a JSON object is required")

@@ -93,6 +93,7 @@ def test_internal_routes_refuse_calls_without_the_secret(cluster, method, path, 
 
 @pytest.mark.parametrize("body,field", [
     (b"not json", "body"),
+    (b"[" * 100_000 + b"]" * 100_000, "body"),
     (b"[]", "body"),
     (b'{"worker": ""}', "worker"),
     (b'{"worker": "w", "max_jobs": 0}', "max_jobs"),
