@@ -19,8 +19,9 @@ from .errors import NoQuorum, QueueError
 from .proposer import Proposer
 from .raft import RaftNode
 from .roster import Roster
-from .scaling.local import LocalBackend
-from .scaling.policy import desired_workers, workers_to_start
+from .scaling.loop import Scaler
+from .scaling.policy import idle_timeout_for
+from .scaling.setup import make_backend, scaling_limits
 from .scheduler import Scheduler
 from .state import StateMachine
 from .store import Store
@@ -42,10 +43,10 @@ class Node:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._urls = {p.raft: p.url for p in cfg.peers} | {cfg.raft: cfg.url}
         self.roster = Roster(ttl=max(cfg.lease_timeout, 15.0) + 5.0)
-        self.backend = None
+        self.scaler: Scaler | None = None
         if cfg.max_workers > 0:
-            self.backend = LocalBackend(sorted(self._urls.values()), cfg.secret, cfg.node_id,
-                                        cfg.worker_idle_timeout)
+            self.scaler = Scaler(make_backend(cfg, sorted(self._urls.values())), self.roster,
+                                 scaling_limits(cfg), cfg.boot_timeout)
 
     async def run_db(self, fn: Callable, *args: Any) -> Any:
         """Run a blocking store call off the event loop."""
@@ -82,8 +83,8 @@ class Node:
     async def stop(self, runner: web.AppRunner) -> None:
         for t in self._tasks:
             t.cancel()
-        if self.backend is not None:
-            await self.loop.run_in_executor(None, self.backend.stop_all)
+        if self.scaler is not None:
+            await self.loop.run_in_executor(None, self.scaler.backend.stop_all)
         await runner.cleanup()
         await self.blobs.close()
         await self.session.close()
@@ -96,6 +97,11 @@ class Node:
         """Called on pysyncobj's tick thread after each applied command."""
         if cmd is None or isinstance(cmd, (c.Enqueue, c.Requeue)):
             self.loop.call_soon_threadsafe(self.scheduler.work_arrived)
+        if isinstance(cmd, c.Enqueue) and self.scaler is not None:
+            for job, job_id in zip(cmd.jobs, result, strict=True):
+                if job_id == job.id:
+                    self.loop.call_soon_threadsafe(self.scaler.job_arrived, job.enqueued_at,
+                                                   job.iterations)
 
     def leader_url(self) -> str | None:
         leader = self.raft.leader
@@ -111,13 +117,15 @@ class Node:
             try:
                 if leader and not was_leader:
                     self.roster.adopt(await self.run_db(self.store.workers), time.time())
+                    if self.scaler is not None:
+                        self.scaler.became_leader(time.time())
                 if was_leader and not leader:
                     self.scheduler.step_down()
                     self.roster.clear()
                 was_leader = leader
                 if not leader:
                     continue
-                await self.scheduler.expire()
+                await self.scheduler.expire()       # also adopts the replicated leases
                 await self._scale()
                 changes = self.roster.changes(time.time())
                 if changes is not None:
@@ -128,21 +136,19 @@ class Node:
                 log.exception("leader duties failed; retrying")
 
     async def _scale(self) -> None:
-        if self.backend is None:
+        if self.scaler is None:
             return
-        for worker in self.backend.reap():
-            self.roster.forget(worker)
         counts = await self.run_db(self.store.counts)
-        live = self.roster.live(time.time())
-        starting = [w for w in self.backend.running() if w not in live]
-        desired = desired_workers(counts["queued"], counts["running"], self.cfg.min_workers,
-                                  self.cfg.max_workers)
-        count = workers_to_start(desired, len(live), len(starting))
-        if count:
-            log.info("scaling: %d queued, %d running, %d live and %d starting workers; "
-                     "starting %d", counts["queued"], counts["running"], len(live),
-                     len(starting), count)
-            self.backend.launch(count)
+        oldest = await self.run_db(self.store.oldest_queued_at)
+        busy = {lease.worker for lease in self.scheduler.deadlines.values()}
+        await self.loop.run_in_executor(None, self.scaler.step, time.time(), counts["queued"],
+                                        counts["backlog_iterations"], oldest, busy)
+
+    def idle_timeout(self) -> float | None:
+        """What workers are told: the policy's idle timeout, none while at the minimum."""
+        idle = (self.scaler.idle_timeout(self.cfg.worker_idle_timeout) if self.scaler
+                else self.cfg.worker_idle_timeout)
+        return idle_timeout_for(len(self.roster.live(time.time())), self.cfg.min_workers, idle)
 
     async def _collect_payloads(self) -> None:
         while True:
@@ -176,7 +182,16 @@ class Node:
             "queue": {s: counts[s] for s in ("queued", "running", "completed", "failed")},
             "apply_failures": counts["apply_failures"],
             "workers": workers,
+            "scaling": self.scaling_status(),
         }
+
+    def scaling_status(self) -> dict | None:
+        if self.scaler is None:
+            return None
+        d = self.scaler.decision
+        return {"backend": self.scaler.backend.name, "launches": self.scaler.launches,
+                "idle_timeout": self.idle_timeout(),
+                "last_decision": None if d is None else {"start": d.start, "reason": d.reason}}
 
     def quorum_problem(self) -> str | None:
         """Why this node cannot commit anything right now, if it knows; None otherwise."""

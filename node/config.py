@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
@@ -67,9 +68,31 @@ class NodeConfig:
     # Local worker processes the leader keeps running at least / at most (0..256).
     min_workers: int = 0
     max_workers: int = 0
-    # Seconds a worker waits without work before it exits; sent to workers with each lease
-    # reply, except while the pool is at min_workers (1..86400).
+    # Idle timeout workers get before the scaling policy has decided one (1..86400); after
+    # that the policy sets it. None is sent while the pool is at min_workers.
     worker_idle_timeout: float = 60.0
+    # Where the leader starts workers: "local" (subprocesses) or "ec2".
+    backend: str = "local"
+    # Acceptable seconds to drain the backlog; the policy sizes the pool for it (1..3600).
+    scale_target_seconds: float = 30.0
+    # Worker launches per minute at most, cluster-wide (1..1000).
+    max_launches_per_minute: int = 20
+    # Seconds a launched worker may take to register; then, or once it stops polling, its
+    # instance or process is terminated (10..3600).
+    boot_timeout: float = 300.0
+    # Tag value naming this cluster's EC2 workers.
+    cluster_name: str = "wq"
+    # EC2 backend: region (empty: boto3's default), AMI, instance type, instance profile
+    # name, subnet, security groups (comma separated), the command that installs the package
+    # on a fresh instance, and seconds from launch to a polling worker.
+    ec2_region: str = ""
+    ec2_ami: str = ""
+    ec2_instance_type: str = "t3.small"
+    ec2_instance_profile: str = ""
+    ec2_subnet: str = ""
+    ec2_security_groups: str = ""
+    ec2_install_command: str = "python3 -m pip install replicated-work-queue"
+    ec2_start_cost: float = 45.0
     # Raft log entries before the log is compacted into a snapshot (10..10**7).
     log_compaction_entries: int = 5000
     # Raft election timeout range in seconds.
@@ -128,6 +151,10 @@ class NodeConfig:
             "max_workers": (0, 256),
             "worker_idle_timeout": (1, 86400),
             "log_compaction_entries": (10, 10**7),
+            "scale_target_seconds": (1, 3600),
+            "max_launches_per_minute": (1, 1000),
+            "boot_timeout": (10, 3600),
+            "ec2_start_cost": (0, 3600),
             "raft_min_timeout": (0.1, 60),
             "raft_max_timeout": (0.1, 60),
         }
@@ -140,6 +167,12 @@ class NodeConfig:
                 f"min_workers: {self.min_workers} exceeds max_workers ({self.max_workers})")
         if self.raft_min_timeout >= self.raft_max_timeout:
             raise ConfigError("raft_min_timeout: must be below raft_max_timeout")
+        if self.backend not in ("local", "ec2"):
+            raise ConfigError(f"backend: {self.backend!r}; allowed local, ec2")
+        if self.backend == "ec2" and self.max_workers > 0 and not self.ec2_ami:
+            raise ConfigError("ec2_ami: required with --backend ec2")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.cluster_name):
+            raise ConfigError("cluster_name: 1 to 64 letters, digits and _.-")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level: allowed DEBUG, INFO, WARNING, ERROR")
         return self
@@ -220,9 +253,29 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-attempts", type=int, help="leases a job may get before it is failed (WQ_MAX_ATTEMPTS)")
     a("--min-workers", type=int, help="local worker processes kept at least (WQ_MIN_WORKERS)")
     a("--max-workers", type=int, help="local worker processes at most; 0 disables them (WQ_MAX_WORKERS)")
-    a("--worker-idle-timeout", type=float, help="seconds a worker waits without work before it exits; "
-                                                "handed to every worker that polls "
+    a("--worker-idle-timeout", type=float, help="seconds a worker waits without work before it "
+                                                "exits, until the scaling policy sets it "
                                                 "(WQ_WORKER_IDLE_TIMEOUT)")
+    a("--backend", help="where workers run: local or ec2 (WQ_BACKEND)")
+    a("--scale-target-seconds", type=float, help="acceptable seconds to drain the backlog "
+                                                 "(WQ_SCALE_TARGET_SECONDS)")
+    a("--max-launches-per-minute", type=int, help="worker launches per minute at most "
+                                                  "(WQ_MAX_LAUNCHES_PER_MINUTE)")
+    a("--boot-timeout", type=float, help="seconds a worker may take to register before it is "
+                                         "terminated (WQ_BOOT_TIMEOUT)")
+    a("--cluster-name", help="tag value naming this cluster's EC2 workers (WQ_CLUSTER_NAME)")
+    a("--ec2-region", help="EC2 region (WQ_EC2_REGION); default: boto3's")
+    a("--ec2-ami", help="AMI of EC2 workers (WQ_EC2_AMI)")
+    a("--ec2-instance-type", help="instance type of EC2 workers (WQ_EC2_INSTANCE_TYPE)")
+    a("--ec2-instance-profile", help="instance profile name for EC2 workers "
+                                     "(WQ_EC2_INSTANCE_PROFILE)")
+    a("--ec2-subnet", help="subnet id for EC2 workers (WQ_EC2_SUBNET)")
+    a("--ec2-security-groups", help="security group ids for EC2 workers, comma separated "
+                                    "(WQ_EC2_SECURITY_GROUPS)")
+    a("--ec2-install-command", help="shell command that installs this package on a new "
+                                    "instance (WQ_EC2_INSTALL_COMMAND)")
+    a("--ec2-start-cost", type=float, help="seconds from launch to a polling EC2 worker "
+                                           "(WQ_EC2_START_COST)")
     a("--log-compaction-entries", type=int, help="Raft log entries between snapshots "
                                                  "(WQ_LOG_COMPACTION_ENTRIES)")
     a("--raft-min-timeout", type=float, help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)")

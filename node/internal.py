@@ -18,7 +18,6 @@ from . import commands as c
 from .api import read_body
 from .blobs import DIGEST_HEADER, digest_of
 from .errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
-from .scaling.policy import idle_timeout_for
 
 if TYPE_CHECKING:
     from .app import Node
@@ -88,7 +87,8 @@ def routes(node: "Node") -> list[web.RouteDef]:
 
     def worker_info(request: web.Request, body: dict) -> dict:
         info = body.get("info") if isinstance(body.get("info"), dict) else {}
-        return {k: str(v)[:200] for k, v in info.items() if k in ("host", "pid", "backend")}
+        return {k: str(v)[:200] for k, v in info.items()
+                if k in ("host", "pid", "backend", "speed")}
 
     async def lease(request: web.Request) -> web.Response:
         body = await json_body(request)
@@ -101,11 +101,10 @@ def routes(node: "Node") -> list[web.RouteDef]:
         now = time.time()
         node.roster.touch(worker, worker_info(request, body), now)
         jobs = await node.scheduler.lease(worker, max_jobs, wait)
-        live = len(node.roster.live(time.time()))
         return web.json_response({
             "jobs": jobs,
             "lease_timeout": cfg.lease_timeout,
-            "idle_timeout": idle_timeout_for(live, cfg.min_workers, cfg.worker_idle_timeout),
+            "idle_timeout": node.idle_timeout(),
         })
 
     async def heartbeat(request: web.Request) -> web.Response:

@@ -155,7 +155,7 @@ class StateMachine:
         ids = [j.id for j in cmd.jobs]
         existing = set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids))).scalars())
         results: list = []
-        added = 0
+        added = added_iterations = 0
         for pos, j in enumerate(cmd.jobs):
             if j.key is not None:
                 known = conn.execute(select(idempotency).where(idempotency.c.key == j.key)).first()
@@ -174,7 +174,9 @@ class StateMachine:
                 id=j.id, seq=seq + pos, iterations=int(j.iterations), size=int(j.size),
                 digest=j.digest, status="queued", attempts=0, enqueued_at=float(j.enqueued_at)))
             added += 1
+            added_iterations += int(j.iterations)
         self.store.bump(conn, "queued", added)
+        self.store.bump(conn, "backlog_iterations", added_iterations)
         return results
 
     def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
@@ -192,11 +194,12 @@ class StateMachine:
     def _requeue(self, conn: Connection, seq: int, cmd: c.Requeue) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {"requeued": [], "failed": []}
         for pos, (job_id, attempt) in enumerate(cmd.leases):
-            row = conn.execute(select(jobs.c.status, jobs.c.attempts)
+            row = conn.execute(select(jobs.c.status, jobs.c.attempts, jobs.c.iterations)
                                .where(jobs.c.id == job_id)).first()
             if row is None or row.status != "running" or row.attempts != attempt:
                 continue
             if row.attempts >= cmd.max_attempts:
+                self.store.bump(conn, "backlog_iterations", -row.iterations)
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status="failed", done_seq=seq + pos, finished_at=cmd.at,
                     error=f"{cmd.reason}; gave up after {row.attempts} attempts"))
@@ -216,9 +219,11 @@ class StateMachine:
     def _complete(self, conn: Connection, seq: int, cmd: c.Complete) -> list[str]:
         done = []
         for pos, (job_id, result) in enumerate(cmd.results):
-            row = conn.execute(select(jobs.c.status).where(jobs.c.id == job_id)).first()
+            row = conn.execute(select(jobs.c.status, jobs.c.iterations)
+                               .where(jobs.c.id == job_id)).first()
             if row is None or row.status not in ("queued", "running"):
                 continue        # unknown, or finished already: the first result stands
+            self.store.bump(conn, "backlog_iterations", -row.iterations)
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                 status="completed", result=result, done_seq=seq + pos,
                 finished_at=cmd.at, error=None))

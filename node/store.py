@@ -77,7 +77,8 @@ payloads = Table(
 )
 
 STATUSES = ("queued", "running", "completed", "failed")
-COUNTERS = ("last_applied", "finished", "apply_failures") + STATUSES
+# backlog_iterations: iterations of the queued and running jobs, for the scaling policy.
+COUNTERS = ("last_applied", "finished", "apply_failures", "backlog_iterations") + STATUSES
 
 
 class Store:
@@ -126,6 +127,13 @@ class Store:
                 return self.last_applied(c)
         return conn.execute(select(counters.c.value)
                             .where(counters.c.name == "last_applied")).scalar_one()
+
+    def oldest_queued_at(self) -> float | None:
+        """Enqueue time of the first job in the queue: one index lookup."""
+        q = (select(jobs.c.enqueued_at).where(jobs.c.status == "queued")
+             .order_by(jobs.c.seq).limit(1))
+        with self.engine.connect() as conn:
+            return conn.execute(q).scalar_one_or_none()
 
     def job(self, job_id: str) -> dict | None:
         with self.engine.connect() as conn:

@@ -104,8 +104,12 @@ class Worker:
             started = time.monotonic()
             result = await asyncio.get_running_loop().run_in_executor(
                 None, iterate_sha512, data, job["iterations"])
+            elapsed = time.monotonic() - started
+            if elapsed > 0.05:
+                # Reported with every poll; the scaling policy sizes the pool with it.
+                self.info["speed"] = round(job["iterations"] / elapsed)
             log.info("job %s computed (%d iterations in %.2fs)", job_id, job["iterations"],
-                     time.monotonic() - started)
+                     elapsed)
         finally:
             heartbeat.cancel()
         await self.report(job_id, result)

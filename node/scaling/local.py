@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 class LocalBackend:
     name = "local"
+    start_cost = 0.5
 
     def __init__(self, manager_urls: list[str], secret: str, node_id: str,
                  idle_timeout: float):
@@ -24,40 +26,42 @@ class LocalBackend:
         self._secret = secret
         self._prefix = node_id.replace(":", "-")
         self._idle_timeout = idle_timeout
-        self._procs: dict[str, subprocess.Popen] = {}
+        self._procs: dict[str, tuple[subprocess.Popen, float]] = {}
 
     def launch(self, count: int) -> list[str]:
         started = []
         for _ in range(count):
             worker_id = f"{self._prefix}-local-{uuid.uuid4().hex[:8]}"
-            env = {**os.environ, "WQ_SECRET": self._secret}
+            env = {**os.environ, "WQ_SECRET": self._secret, "WQ_WORKER_BACKEND": self.name}
             cmd = [sys.executable, "-m", "worker", "--managers", ",".join(self._urls),
                    "--id", worker_id, "--idle-timeout", str(self._idle_timeout)]
-            self._procs[worker_id] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
-            log.info("worker %s started (pid %d)", worker_id, self._procs[worker_id].pid)
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+            self._procs[worker_id] = (proc, time.time())
+            log.info("worker %s started (pid %d)", worker_id, proc.pid)
             started.append(worker_id)
         return started
 
-    def reap(self) -> list[str]:
-        """Ids of the children that exited since the last call."""
-        exited = []
-        for worker_id, proc in list(self._procs.items()):
+    def running(self) -> dict[str, float]:
+        for worker_id, (proc, _) in list(self._procs.items()):
             code = proc.poll()
             if code is not None:
                 log.info("worker %s exited with code %d", worker_id, code)
                 del self._procs[worker_id]
-                exited.append(worker_id)
-        return exited
+        return {w: started for w, (_, started) in self._procs.items()}
 
-    def running(self) -> list[str]:
-        """Ids of the children alive at the last reap."""
-        return list(self._procs)
+    def terminate(self, worker_ids: list[str]) -> None:
+        for worker_id in worker_ids:
+            entry = self._procs.pop(worker_id, None)
+            if entry is not None and entry[0].poll() is None:
+                log.warning("worker %s stopped answering; killing it", worker_id)
+                entry[0].kill()
+                entry[0].wait()
 
     def stop_all(self, timeout: float = 5.0) -> None:
-        for proc in self._procs.values():
+        for proc, _ in self._procs.values():
             if proc.poll() is None:
                 proc.terminate()
-        for worker_id, proc in self._procs.items():
+        for worker_id, (proc, _) in self._procs.items():
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -204,17 +204,6 @@ def test_nothing_acknowledged_is_lost_when_all_nodes_die_and_restart(make_cluste
         cluster.wait_completed(i, {**done, **cluster2_pending})
 
 
-def test_local_workers_scale_with_work_and_leave_when_idle(make_cluster):
-    cluster = make_cluster(max_workers=2, worker_idle_timeout=2)
-    pattern = local_workers(cluster)
-    expected = enqueue_many(cluster, 6, sizes=(100, 200), iterations=(300_000,))
-    wait_until(lambda: len(processes_mentioning(pattern)) == 2, 30, "two local workers")
-    for i in range(3):
-        cluster.wait_completed(i, expected, timeout=120)
-    assert len(processes_mentioning(pattern)) <= 2
-    wait_until(lambda: not processes_mentioning(pattern), 40, "idle workers to exit")
-
-
 def test_stopping_the_nodes_stops_their_workers(make_cluster):
     cluster = make_cluster(max_workers=2, min_workers=2)
     pattern = local_workers(cluster)

@@ -2,7 +2,7 @@
 import pytest
 
 from node.roster import Roster
-from node.scaling.policy import desired_workers, idle_timeout_for, workers_to_start
+from node.scaling.policy import Limits, Snapshot, Worker, decide, idle_timeout, idle_timeout_for
 from node.scheduler import LeaseDeadline, expired_leases
 
 
@@ -17,28 +17,69 @@ def test_expired_leases_are_the_ones_past_their_deadline_oldest_first(deadlines,
     assert expired_leases(deadlines, now) == expected
 
 
-@pytest.mark.parametrize("queued,running,lo,hi,expected", [
-    (0, 0, 0, 4, 0),
-    (0, 0, 2, 4, 2),
-    (3, 0, 0, 4, 3),
-    (3, 2, 0, 4, 4),
-    (100, 0, 0, 2, 2),
-    (5, 5, 0, 0, 0),
+def snap(queued=0, backlog=0, workers=(), arrivals=(), launches=(), now=1000.0):
+    return Snapshot(now=now, queued_jobs=queued, backlog_iterations=backlog, oldest_wait=0.0,
+                    workers=tuple(workers), arrivals=tuple(arrivals), recent_launches=tuple(launches))
+
+
+UP, BUSY, BOOTING = Worker(busy=False), Worker(busy=True), Worker(busy=False, booting=True)
+LIM = Limits(min_workers=0, max_workers=4, target_drain_seconds=10, start_cost=1.0,
+             default_speed=1000.0, max_launches_per_minute=3)
+M = 1000 * 10          # iterations one worker drains within the target
+
+
+@pytest.mark.parametrize("name,s,expected", [
+    ("nothing to do", snap(), 0),
+    ("one small job starts one worker", snap(queued=1, backlog=100), 1),
+    ("backlog sizes the pool", snap(queued=10, backlog=3 * M), 3),
+    ("never more workers than jobs", snap(queued=2, backlog=100 * M), 2),
+    ("never past max_workers", snap(queued=50, backlog=50 * M, workers=[BUSY, BUSY]), 2),
+    ("booting workers count", snap(queued=10, backlog=3 * M, workers=[BOOTING, BOOTING]), 1),
+    ("booting workers cover it", snap(queued=10, backlog=2 * M, workers=[BOOTING, BOOTING]), 0),
+    ("current workers drain it before a new one boots",
+     snap(queued=2, backlog=500, workers=[BUSY]), 0),
+    ("launch rate limit", snap(queued=50, backlog=50 * M, launches=[990.0, 995.0]), 1),
+    ("old launches do not count", snap(queued=50, backlog=50 * M, launches=[900.0]), 3),
+    ("keeps up with the arrival rate",
+     snap(queued=5, backlog=100, arrivals=[(1000.0 - i, 2000) for i in range(60)]), 2),
 ])
-def test_desired_workers_follow_the_backlog_within_bounds(queued, running, lo, hi, expected):
-    assert desired_workers(queued, running, lo, hi) == expected
+def test_launches(name, s, expected):
+    assert decide(s, LIM).start == expected, name
 
 
-@pytest.mark.parametrize("desired,live,starting,expected", [
-    (4, 0, 0, 4), (4, 2, 1, 1), (4, 4, 0, 0), (2, 3, 0, 0), (3, 0, 3, 0),
+def test_the_minimum_is_kept_even_without_work():
+    assert decide(snap(workers=[UP]), Limits(min_workers=3, max_workers=4)).start == 2
+
+
+def bursts(gap, count=6, size=20):
+    """Arrivals in bursts of `size` jobs one second apart, bursts `gap` seconds apart."""
+    out, t = [], 0.0
+    for _ in range(count):
+        out += [(t + i, 1000) for i in range(size)]
+        t += size + gap
+    return out
+
+
+@pytest.mark.parametrize("arrivals,start_cost,expected", [
+    ([], 1.0, 5.0),                          # no history: break-even, at least min_idle
+    ([], 45.0, 90.0),                        # expensive starts wait longer
+    ([(float(i), 1000) for i in range(300)], 45.0, 90.0),   # steady: no gaps to bridge
+    (bursts(60), 45.0, 90.0),                # gaps within break-even: break-even covers them
+    (bursts(150), 45.0, 151 * 1.1),          # gaps longer, still cheaper than a relaunch: bridged
+    (bursts(1000), 45.0, 90.0),              # gaps too long to be worth bridging
+    (bursts(60), 0.5, 5.0),                  # cheap local starts: not worth bridging
 ])
-def test_workers_to_start_counts_the_ones_already_starting(desired, live, starting, expected):
-    assert workers_to_start(desired, live, starting) == expected
+def test_idle_timeout(arrivals, start_cost, expected):
+    lim = Limits(start_cost=start_cost, min_idle=5.0, max_idle=1800.0, idle_cost_ratio=2.0)
+    s = snap(arrivals=arrivals, now=arrivals[-1][0] if arrivals else 0.0)
+    assert idle_timeout(s, lim) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("live,lo,expected", [(0, 0, 60.0), (2, 2, None), (1, 2, None), (3, 2, 60.0)])
-def test_workers_at_the_minimum_are_not_asked_to_leave(live, lo, expected):
-    assert idle_timeout_for(live, lo, 60.0) == expected
+def test_idle_timeout_grows_with_burstiness():
+    lim = Limits(start_cost=45.0)
+    steady = idle_timeout(snap(arrivals=[(float(i), 1) for i in range(600)]), lim)
+    bursty = idle_timeout(snap(arrivals=bursts(150)), lim)
+    assert bursty > steady
 
 
 def test_roster_forgets_workers_after_the_ttl_and_publishes_only_changes():

@@ -1,6 +1,6 @@
 """The state machine applied to a real SQLite store, without Raft."""
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from node import commands as c
 from node.state import ApplyError, KeyConflict, StateMachine
@@ -41,7 +41,10 @@ def assert_counters_match(m):
     counts = m.store.counts()
     with m.store.engine.connect() as conn:
         actual = count_by_status(conn)
+        backlog = conn.execute(select(func.coalesce(func.sum(jobs.c.iterations), 0))
+                               .where(jobs.c.status.in_(("queued", "running")))).scalar_one()
     assert {k: counts[k] for k in actual} == actual
+    assert counts["backlog_iterations"] == backlog
 
 
 def test_enqueue_adds_queued_jobs_in_order(machine):

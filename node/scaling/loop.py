@@ -1,0 +1,104 @@
+"""The leader's scaling loop: gather a snapshot, ask the policy, drive the backend.
+
+Workers are counted cluster-wide: every worker that polled the leader recently (the roster,
+which a new leader inherits through the Raft log), plus every worker the backend sees running
+that has not registered yet (booting). A worker the backend runs that is neither registered
+nor younger than the boot timeout (it never came up, or it stopped polling) is terminated, so
+nothing is left running and billing.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from ..roster import Roster
+from .backend import Backend
+from .policy import Decision, Limits, Snapshot, Worker, decide
+
+log = logging.getLogger(__name__)
+
+ARRIVAL_WINDOW = 1800.0
+# After a leader change, workers of the previous leader re-register within a few seconds (all
+# their long-polls break with it); the new leader launches and terminates nothing before then.
+ADOPTION_GRACE = 5.0
+
+
+class Scaler:
+    def __init__(self, backend: Backend, roster: Roster, limits: Limits, boot_timeout: float):
+        self.backend = backend
+        self.roster = roster
+        self.limits = limits
+        self.boot_timeout = boot_timeout
+        self.arrivals: deque[tuple[float, int]] = deque()
+        self.launch_times: deque[float] = deque()
+        self.decision: Decision | None = None
+        self.launches = 0
+        self._seen_running: set[str] = set()
+        self._grace_until = 0.0
+
+    def became_leader(self, now: float) -> None:
+        self._grace_until = now + ADOPTION_GRACE
+        self.launch_times.clear()
+
+    def job_arrived(self, enqueued_at: float, iterations: int) -> None:
+        self.arrivals.append((enqueued_at, iterations))
+        while len(self.arrivals) > 100_000:
+            self.arrivals.popleft()
+
+    def idle_timeout(self, default: float) -> float:
+        return self.decision.idle_timeout if self.decision is not None else default
+
+    def step(self, now: float, queued: int, backlog_iterations: int, oldest_queued_at: float | None,
+             busy: set[str]) -> Decision:
+        """One pass. Blocking (backend calls): run it off the event loop."""
+        while self.arrivals and now - self.arrivals[0][0] > ARRIVAL_WINDOW:
+            self.arrivals.popleft()
+        while self.launch_times and now - self.launch_times[0] > 60:
+            self.launch_times.popleft()
+        running = self.backend.running()
+        for gone in self._seen_running - set(running):
+            self.roster.forget(gone)         # exited or terminated: no need to wait out its ttl
+        self._seen_running = set(running)
+        # Workers holding a lease in the replicated state are live even before they report here.
+        live = self.roster.live(now)
+        live.update({w: {} for w in busy if w not in live})
+        booting = [w for w, launched in running.items()
+                   if w not in live and now - launched <= self.boot_timeout]
+        silent = [w for w, launched in running.items()
+                  if w not in live and now - launched > self.boot_timeout]
+        adopting = now < self._grace_until
+        if silent and not adopting:
+            log.warning("scaling: terminating %d %s workers that never registered or stopped "
+                        "polling: %s", len(silent), self.backend.name, ", ".join(silent))
+            self.backend.terminate(silent)
+        workers = tuple(Worker(busy=w in busy, speed=_speed(info)) for w, info in live.items())
+        workers += tuple(Worker(busy=False, booting=True) for _ in booting)
+        snapshot = Snapshot(
+            now=now, queued_jobs=queued, backlog_iterations=backlog_iterations,
+            oldest_wait=max(0.0, now - oldest_queued_at) if oldest_queued_at else 0.0,
+            workers=workers, arrivals=tuple(self.arrivals),
+            recent_launches=tuple(self.launch_times))
+        decision = decide(snapshot, self.limits)
+        if adopting and decision.start:
+            decision = Decision(0, decision.idle_timeout, "new leader: waiting for the previous "
+                                                          "leader's workers to report")
+        if decision.start:
+            started = self.backend.launch(decision.start)
+            self.launch_times.extend([now] * len(started))
+            self.launches += len(started)
+            log.info("scaling: %d queued (%d iterations), %d live and %d booting workers: "
+                     "starting %d on %s (%s); idle timeout %.0fs", queued, backlog_iterations,
+                     len(live), len(booting), len(started), self.backend.name, decision.reason,
+                     decision.idle_timeout)
+        elif self.decision is None or decision.reason != self.decision.reason:
+            log.info("scaling: %s; idle timeout %.0fs", decision.reason, decision.idle_timeout)
+        self.decision = decision
+        return decision
+
+
+def _speed(info: dict) -> float | None:
+    try:
+        speed = float(info.get("speed", 0))
+    except (TypeError, ValueError):
+        return None
+    return speed if speed > 0 else None

@@ -1,0 +1,31 @@
+"""Build the scaling backend and the policy limits from the node's configuration."""
+from __future__ import annotations
+
+from ..config import NodeConfig
+from .backend import Backend
+from .policy import Limits
+
+
+def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
+    if cfg.backend == "ec2":
+        import boto3
+
+        from .ec2 import EC2Backend
+        client = boto3.client("ec2", region_name=cfg.ec2_region or None)
+        return EC2Backend(
+            client, cluster=cfg.cluster_name, manager_urls=manager_urls, secret=cfg.secret,
+            ami=cfg.ec2_ami, instance_type=cfg.ec2_instance_type,
+            instance_profile=cfg.ec2_instance_profile, subnet=cfg.ec2_subnet,
+            security_groups=tuple(g.strip() for g in cfg.ec2_security_groups.split(",")
+                                  if g.strip()),
+            install_command=cfg.ec2_install_command, idle_timeout=cfg.worker_idle_timeout,
+            start_cost=cfg.ec2_start_cost)
+    from .local import LocalBackend
+    return LocalBackend(manager_urls, cfg.secret, cfg.node_id, cfg.worker_idle_timeout)
+
+
+def scaling_limits(cfg: NodeConfig) -> Limits:
+    start_cost = cfg.ec2_start_cost if cfg.backend == "ec2" else 0.5
+    return Limits(min_workers=cfg.min_workers, max_workers=cfg.max_workers,
+                  target_drain_seconds=cfg.scale_target_seconds, start_cost=start_cost,
+                  max_launches_per_minute=cfg.max_launches_per_minute)

@@ -1,0 +1,103 @@
+"""The leader's scaling loop against the in-memory backend, with a hand-driven clock."""
+from node.roster import Roster
+from node.scaling.fake import FakeBackend
+from node.scaling.loop import Scaler
+from node.scaling.policy import Limits
+
+M = 1_000_000
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(max_workers=4, boot_timeout=60.0, ttl=20.0):
+    clock = Clock()
+    backend = FakeBackend(start_cost=10.0, clock=clock)
+    roster = Roster(ttl=ttl)
+    limits = Limits(max_workers=max_workers, start_cost=10.0, default_speed=M / 10,
+                    target_drain_seconds=10)
+    return clock, backend, roster, Scaler(backend, roster, limits, boot_timeout)
+
+
+def test_a_backlog_launches_workers_and_booting_ones_are_not_launched_twice():
+    clock, backend, roster, scaler = make()
+    scaler.step(clock.now, queued=3, backlog_iterations=3 * M, oldest_queued_at=None, busy=set())
+    assert len(backend.launched) == 3
+    clock.now += 1
+    scaler.step(clock.now, queued=3, backlog_iterations=3 * M, oldest_queued_at=None, busy=set())
+    assert len(backend.launched) == 3
+
+
+def test_workers_of_an_earlier_leader_count_toward_the_max():
+    clock, backend, roster, scaler = make(max_workers=4)
+    for w in ("old-1", "old-2", "old-3"):
+        roster.touch(w, {}, clock.now)
+    scaler.step(clock.now, queued=20, backlog_iterations=20 * M, oldest_queued_at=None,
+                busy={"old-1", "old-2", "old-3"})
+    assert len(backend.launched) == 1
+
+
+def test_a_worker_that_never_registers_is_terminated_after_the_boot_timeout():
+    clock, backend, roster, scaler = make(boot_timeout=60)
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    (worker,) = backend.launched
+    clock.now += 59
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    assert backend.terminated == []
+    clock.now += 2
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    assert worker in backend.terminated
+
+
+def test_a_registered_worker_holding_a_lease_is_never_terminated():
+    clock, backend, roster, scaler = make(boot_timeout=60)
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    (worker,) = backend.launched
+    for _ in range(10):                      # well past the boot timeout, heartbeating
+        clock.now += 15
+        roster.touch(worker, {}, clock.now)
+        scaler.step(clock.now, queued=0, backlog_iterations=M, oldest_queued_at=None,
+                    busy={worker})
+    assert backend.terminated == []
+
+
+def test_a_worker_that_stops_polling_is_terminated():
+    clock, backend, roster, scaler = make(boot_timeout=60, ttl=20)
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    (worker,) = backend.launched
+    roster.touch(worker, {}, clock.now + 5)
+    clock.now += 100                         # past the roster ttl and the boot timeout
+    scaler.step(clock.now, queued=0, backlog_iterations=0, oldest_queued_at=None, busy=set())
+    assert worker in backend.terminated
+
+
+def test_measured_worker_speed_feeds_the_policy():
+    clock, backend, roster, scaler = make()
+    roster.touch("fast", {"speed": str(100 * M)}, clock.now)
+    decision = scaler.step(clock.now, queued=2, backlog_iterations=2 * M, oldest_queued_at=None,
+                           busy={"fast"})
+    assert decision.start == 0 and "before a new one boots" in decision.reason
+
+
+def test_a_new_leader_waits_for_the_previous_leaders_workers_before_launching():
+    clock, backend, roster, scaler = make()
+    scaler.became_leader(clock.now)
+    scaler.step(clock.now, queued=5, backlog_iterations=5 * M, oldest_queued_at=None, busy=set())
+    assert backend.launched == []
+    for w in ("orphan-1", "orphan-2"):
+        roster.touch(w, {}, clock.now + 1)
+    clock.now += 6
+    scaler.step(clock.now, queued=5, backlog_iterations=5 * M, oldest_queued_at=None, busy=set())
+    assert len(backend.launched) == 2          # 4 at most, 2 already there
+
+
+def test_workers_holding_leases_count_before_they_report():
+    clock, backend, roster, scaler = make(max_workers=4)
+    scaler.step(clock.now, queued=10, backlog_iterations=10 * M, oldest_queued_at=None,
+                busy={"a", "b", "c"})
+    assert len(backend.launched) == 1
