@@ -106,3 +106,8 @@ def test_roster_forgets_a_worker_whose_process_exited_at_once():
     r.forget("w1")
     r.forget("never-seen")
     assert r.live(now=1) == {}
+
+
+@pytest.mark.parametrize("live,lo,expected", [(0, 0, 60.0), (2, 2, None), (1, 2, None), (3, 2, 60.0)])
+def test_workers_at_the_minimum_are_not_asked_to_leave(live, lo, expected):
+    assert idle_timeout_for(live, lo, 60.0) == expected
