@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from node.scaling.policy import Limits
+from node.scaling.policy import DEFAULT_TARGET, Limits
 
 from . import traces
 from .baselines import POLICIES
@@ -12,7 +12,7 @@ from .simulator import hindsight_bound, simulate
 
 # Worker models: a local process starts in well under a second; an EC2 instance takes tens
 # of seconds from RunInstances to a polling worker.
-MODELS = {"local": 0.5, "ec2": 45.0}
+MODELS = {"local": 0.5, "ec2": 45.0}       # name -> boot delay, seconds
 SPEED = 650_000.0        # iterations/s of one worker (hashlib loop, ~1.5 us per iteration here)
 MAX_WORKERS = 16
 
@@ -26,14 +26,16 @@ def run(args: argparse.Namespace) -> dict:
     for model, boot in MODELS.items():
         if args.boot is not None:
             model, boot = f"boot {args.boot:g}s", args.boot
+        target = DEFAULT_TARGET.get(model, DEFAULT_TARGET["ec2"] if boot > 5 else 5.0)
         limits = Limits(max_workers=MAX_WORKERS, start_cost=boot, default_speed=args.speed,
-                        min_idle=5.0)
+                        target_drain_seconds=target)
         for name, trace in [(n, f()) for n, f in chosen.items()] + list(loaded.items()):
             key = f"{name} / {model}"
             rows = {p: simulate(trace, policy, limits, boot_delay=boot, speed=args.speed).row()
                     for p, policy in POLICIES.items()}
             rows["hindsight bound"] = hindsight_bound(trace, args.speed)
-            results[key] = {"jobs": len(trace), "boot_delay": boot, "rows": rows}
+            results[key] = {"jobs": len(trace), "boot_delay": boot, "target": target,
+                            "rows": rows}
         if args.boot is not None:
             break
     return results
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def print_table(results: dict) -> None:
     for key, res in results.items():
-        print(f"\n{key}: {res['jobs']} jobs, boot delay {res['boot_delay']:g}s")
+        print(f"\n{key}: {res['jobs']} jobs, boot delay {res['boot_delay']:g}s, "
+              f"drain target {res['target']:g}s, at most {MAX_WORKERS} workers")
         print(f"  {'policy':<16} {'launches':>9} {'worker-s':>9} {'wait p50':>9} "
               f"{'wait p95':>9} {'wait max':>9}")
         for policy, row in res["rows"].items():

@@ -73,8 +73,9 @@ class NodeConfig:
     worker_idle_timeout: float = 60.0
     # Where the leader starts workers: "local" (subprocesses) or "ec2".
     backend: str = "local"
-    # Acceptable seconds to drain the backlog; the policy sizes the pool for it (1..3600).
-    scale_target_seconds: float = 30.0
+    # Acceptable seconds to drain the backlog; the policy sizes the pool for it (0..3600;
+    # 0: 5 for local workers, 30 for EC2).
+    scale_target_seconds: float = 0.0
     # Worker launches per minute at most, cluster-wide (1..1000).
     max_launches_per_minute: int = 20
     # Seconds a launched worker may take to register; then, or once it stops polling, its
@@ -151,7 +152,7 @@ class NodeConfig:
             "max_workers": (0, 256),
             "worker_idle_timeout": (1, 86400),
             "log_compaction_entries": (10, 10**7),
-            "scale_target_seconds": (1, 3600),
+            "scale_target_seconds": (0, 3600),
             "max_launches_per_minute": (1, 1000),
             "boot_timeout": (10, 3600),
             "ec2_start_cost": (0, 3600),
@@ -257,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "exits, until the scaling policy sets it "
                                                 "(WQ_WORKER_IDLE_TIMEOUT)")
     a("--backend", help="where workers run: local or ec2 (WQ_BACKEND)")
-    a("--scale-target-seconds", type=float, help="acceptable seconds to drain the backlog "
-                                                 "(WQ_SCALE_TARGET_SECONDS)")
+    a("--scale-target-seconds", type=float, help="acceptable seconds to drain the backlog; 0: "
+                                                 "5 local, 30 EC2 (WQ_SCALE_TARGET_SECONDS)")
     a("--max-launches-per-minute", type=int, help="worker launches per minute at most "
                                                   "(WQ_MAX_LAUNCHES_PER_MINUTE)")
     a("--boot-timeout", type=float, help="seconds a worker may take to register before it is "

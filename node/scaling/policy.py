@@ -57,7 +57,13 @@ class Limits:
     min_idle: float = 5.0
     max_idle: float = 1800.0
     burst_gap: float = 2.0                # arrivals closer than this belong to one burst
-    rate_window: float = 60.0             # seconds of arrivals that set the arrival rate
+    rate_window: float = 20.0             # seconds of arrivals that set the arrival rate
+
+
+# Acceptable drain time when none is configured: short where a worker starts in a moment,
+# about a boot time where it takes tens of seconds (a shorter target would only buy launches
+# that arrive after the backlog is gone).
+DEFAULT_TARGET = {"local": 5.0, "ec2": 30.0}
 
 
 @dataclass(frozen=True)

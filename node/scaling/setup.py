@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..config import NodeConfig
 from .backend import Backend
-from .policy import Limits
+from .policy import DEFAULT_TARGET, Limits
 
 
 def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
@@ -26,6 +26,7 @@ def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
 
 def scaling_limits(cfg: NodeConfig) -> Limits:
     start_cost = cfg.ec2_start_cost if cfg.backend == "ec2" else 0.5
+    target = cfg.scale_target_seconds or DEFAULT_TARGET[cfg.backend]
     return Limits(min_workers=cfg.min_workers, max_workers=cfg.max_workers,
-                  target_drain_seconds=cfg.scale_target_seconds, start_cost=start_cost,
+                  target_drain_seconds=target, start_cost=start_cost,
                   max_launches_per_minute=cfg.max_launches_per_minute)

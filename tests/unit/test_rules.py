@@ -41,7 +41,7 @@ M = 1000 * 10          # iterations one worker drains within the target
     ("launch rate limit", snap(queued=50, backlog=50 * M, launches=[990.0, 995.0]), 1),
     ("old launches do not count", snap(queued=50, backlog=50 * M, launches=[900.0]), 3),
     ("keeps up with the arrival rate",
-     snap(queued=5, backlog=100, arrivals=[(1000.0 - i, 2000) for i in range(60)]), 2),
+     snap(queued=5, backlog=100, arrivals=[(1000.0 - i, 1500) for i in range(60)]), 2),
 ])
 def test_launches(name, s, expected):
     assert decide(s, LIM).start == expected, name
