@@ -76,6 +76,8 @@ class Node:
         await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port).start()
         self._tasks = [asyncio.create_task(self._leader_duties()),
                        asyncio.create_task(self._collect_payloads())]
+        if self.scaler is not None:
+            self._tasks.append(asyncio.create_task(self._scaling_loop()))
         log.info("node %s serving HTTP on %s, Raft on %s, %d peers", self.cfg.node_id,
                  self.cfg.http, self.cfg.raft, len(self.cfg.peers))
         return runner
@@ -117,8 +119,6 @@ class Node:
             try:
                 if leader and not was_leader:
                     self.roster.adopt(await self.run_db(self.store.workers), time.time())
-                    if self.scaler is not None:
-                        self.scaler.became_leader(time.time())
                 if was_leader and not leader:
                     self.scheduler.step_down()
                     self.roster.clear()
@@ -126,7 +126,6 @@ class Node:
                 if not leader:
                     continue
                 await self.scheduler.expire()       # also adopts the replicated leases
-                await self._scale()
                 changes = self.roster.changes(time.time())
                 if changes is not None:
                     await self.proposer.propose(changes)
@@ -135,9 +134,23 @@ class Node:
             except Exception:
                 log.exception("leader duties failed; retrying")
 
+    async def _scaling_loop(self) -> None:
+        """Its own task: a slow cloud API must not hold up lease expiry."""
+        was_leader = False
+        while True:
+            await asyncio.sleep(DUTY_INTERVAL)
+            leader = self.raft._isLeader()
+            if leader and not was_leader:
+                self.scaler.became_leader(time.time())
+            was_leader = leader
+            if not leader:
+                continue
+            try:
+                await self._scale()
+            except Exception:
+                log.exception("scaling step failed; retrying")
+
     async def _scale(self) -> None:
-        if self.scaler is None:
-            return
         counts = await self.run_db(self.store.counts)
         oldest = await self.run_db(self.store.oldest_queued_at)
         busy = {lease.worker for lease in self.scheduler.deadlines.values()}
