@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -92,6 +93,19 @@ class Worker:
         job_id = job["id"]
         heartbeat = asyncio.create_task(self.heartbeat(job_id))
         try:
+            await self.compute_and_report(job, heartbeat)
+        except asyncio.CancelledError:
+            # Stopping (SIGTERM): give the job back now rather than at lease expiry.
+            heartbeat.cancel()
+            try:
+                await asyncio.wait_for(self.release(job_id, "the worker is stopping"), 3)
+            except asyncio.TimeoutError:
+                pass
+            raise
+
+    async def compute_and_report(self, job: dict, heartbeat: asyncio.Task) -> None:
+        job_id = job["id"]
+        try:
             try:
                 data = await self.client.call("GET", f"/internal/payloads/{job_id}"
                                                      f"?digest={job['digest']}", raw=True)
@@ -153,9 +167,18 @@ class Worker:
 
 async def amain(args: argparse.Namespace, secret: str) -> str:
     urls = [u.strip().rstrip("/") for u in args.managers.split(",") if u.strip()]
+    main = asyncio.current_task()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     async with aiohttp.ClientSession() as session:
         worker = Worker(args, ManagerClient(urls, secret, session))
-        return await worker.run()
+        try:
+            return await worker.run()
+        except asyncio.CancelledError:
+            # Any job was released on the way here; a hash still running in its thread would
+            # hold the interpreter's exit until it finished, so leave at once.
+            log.info("exiting: stopped (SIGTERM)")
+            logging.shutdown()
+            os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ import os
 import random
 import signal
 import threading
+import time
 
 import requests
 
@@ -245,3 +246,16 @@ def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluste
     r = requests.get(f"{cluster.url(2)}/internal/payloads/{job_id}", params={"digest": wrong},
                      headers=AUTH, timeout=10)
     assert r.status_code == 404
+
+
+def test_a_worker_stopped_mid_job_gives_the_job_back_at_once(make_cluster):
+    cluster = make_cluster(lease_timeout=60)
+    payload = b"interrupted"
+    job_id = cluster.enqueue(0, payload, 9_000_000).json()["id"]     # ~13 s of work
+    worker = cluster.start_worker("stopping")
+    wait_until(lambda: cluster.job(1, job_id).get("worker") == "stopping", 30, "the job leased")
+    started = time.monotonic()
+    worker.terminate()
+    assert worker.wait(timeout=10) == 0
+    wait_until(lambda: cluster.job(2, job_id)["status"] == "queued", 10, "the job queued again")
+    assert time.monotonic() - started < 10            # not the 60 s lease timeout
