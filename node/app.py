@@ -68,9 +68,10 @@ class Node:
             middlewares=[api.make_error_middleware(self.cfg.request_timeout),
                          api.make_auth_middleware(self.cfg.secret, self.cfg.api_key)])
         app.add_routes(api.routes(self) + internal.routes(self))
-        # Long-polls still open at shutdown are cut after shutdown_timeout; workers retry.
+        # At shutdown, long-polls are answered at once (Scheduler.close); calls still open
+        # after shutdown_timeout (e.g. forwarded to the leader) are cut, and workers retry.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                               shutdown_timeout=2.0,
+                               shutdown_timeout=1.0,
                                keepalive_timeout=self.cfg.idle_connection_timeout)
         await runner.setup()
         await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port).start()
@@ -85,6 +86,7 @@ class Node:
     async def stop(self, runner: web.AppRunner) -> None:
         for t in self._tasks:
             t.cancel()
+        self.scheduler.close()
         if self.scaler is not None:
             await self.loop.run_in_executor(None, self.scaler.backend.stop_all)
         await runner.cleanup()

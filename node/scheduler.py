@@ -48,6 +48,7 @@ class Scheduler:
         self.deadlines: dict[str, LeaseDeadline] = {}
         self._reserved: set[str] = set()
         self._work = asyncio.Event()
+        self._closing = False
 
     def work_arrived(self) -> None:
         """Wake long-polling lease requests (called on the event loop after an apply)."""
@@ -56,6 +57,11 @@ class Scheduler:
     def step_down(self) -> None:
         self.deadlines.clear()
 
+    def close(self) -> None:
+        """The node is stopping: answer every waiting long-poll now (with no jobs)."""
+        self._closing = True
+        self._work.set()
+
     async def lease(self, worker: str, max_jobs: int, wait: float) -> list[dict]:
         """Lease up to `max_jobs` queued jobs, waiting up to `wait` seconds for one."""
         loop = asyncio.get_running_loop()
@@ -63,6 +69,8 @@ class Scheduler:
         while True:
             if not self._is_leader():
                 raise NotLeader("this node stopped being the leader; retry")
+            if self._closing:
+                return []
             self._work.clear()
             jobs = await self._lease_now(worker, max_jobs)
             remaining = give_up - loop.time()
