@@ -89,9 +89,11 @@ class Node:
         self.scheduler.close()
         if self.scaler is not None:
             await self.loop.run_in_executor(None, self.scaler.backend.stop_all)
-        await runner.cleanup()
+        # Closing the client session first ends calls forwarded to the leader, so their
+        # handlers answer (503) instead of holding the HTTP shutdown.
         await self.blobs.close()
         await self.session.close()
+        await runner.cleanup()
         self.raft.destroy()
         self._executor.shutdown(wait=True)
         self.store.close()
