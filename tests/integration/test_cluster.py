@@ -259,3 +259,13 @@ def test_a_worker_stopped_mid_job_gives_the_job_back_at_once(make_cluster):
     assert worker.wait(timeout=10) == 0
     wait_until(lambda: cluster.job(2, job_id)["status"] == "queued", 10, "the job queued again")
     assert time.monotonic() - started < 10            # not the 60 s lease timeout
+
+
+def test_a_full_queue_answers_429_with_retry_after(make_cluster):
+    cluster = make_cluster(max_queued=2)
+    for n in range(2):
+        assert cluster.enqueue(n, b"fill %d" % n, 1).status_code == 200
+    time.sleep(0.5)                        # every node has applied both
+    r = cluster.enqueue(2, b"one too many", 1)
+    assert r.status_code == 429
+    assert r.headers["Retry-After"] and r.json()["error"].startswith("queue:")
