@@ -25,21 +25,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m worker",
         description="Lease jobs from the managers, compute iterated SHA-512, report results. "
-                    "The cluster secret comes from WQ_SECRET or --secret-file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "The cluster secret comes from WQ_SECRET or --secret-file.")
     p.add_argument("--managers", default=os.environ.get("WQ_MANAGERS"),
                    help="manager URLs, comma separated; any of them will do (WQ_MANAGERS)")
-    p.add_argument("--id", default=f"{socket.gethostname()}-{os.getpid()}",
-                   help="worker id shown by the managers")
+    p.add_argument("--id", help="worker id shown by the managers (default: <hostname>-<pid>)")
     p.add_argument("--secret-file", default=os.environ.get("WQ_SECRET_FILE"),
                    help="file holding the cluster secret (WQ_SECRET_FILE)")
     p.add_argument("--idle-timeout", type=float, default=60.0,
-                   help="seconds without work before exiting; the managers may change it")
+                   help="seconds without work before exiting; the managers may change it "
+                        "[default: 60]")
     p.add_argument("--orphan-timeout", type=float, default=30.0,
-                   help="seconds without any manager answering before exiting")
-    p.add_argument("--max-jobs", type=int, default=1, help="jobs leased per request (1-64)")
-    p.add_argument("--log-level", default=os.environ.get("WQ_LOG_LEVEL", "INFO"))
+                   help="seconds without any manager answering before exiting [default: 30]")
+    p.add_argument("--max-jobs", type=int, default=1, help="jobs leased per request, 1 to 64 [default: 1]")
+    p.add_argument("--log-level", default=os.environ.get("WQ_LOG_LEVEL", "INFO"),
+                   help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL) [default: INFO]")
     args = p.parse_args(argv)
+    args.id = args.id or f"{socket.gethostname()}-{os.getpid()}"
     if not args.managers:
         p.error("--managers (or WQ_MANAGERS) is required")
     if not 1 <= args.max_jobs <= 64:
@@ -62,6 +63,7 @@ class Worker:
         self.client = client
         self.idle_timeout: float | None = args.idle_timeout
         self.lease_timeout = 30.0
+        self.held: list[str] = []           # ids of leased jobs not yet reported
         self.info = {"host": socket.gethostname(), "pid": os.getpid(),
                      "backend": os.environ.get("WQ_WORKER_BACKEND", "local")}
 
@@ -85,68 +87,75 @@ class Worker:
                 if self.idle_timeout is not None and idle >= self.idle_timeout:
                     return f"idle for {idle:.0f}s"
                 continue
-            for job in reply["jobs"]:
-                await self.work_on(job)
+            await self.work_through(reply["jobs"])
             idle_since = time.monotonic()
 
-    async def work_on(self, job: dict) -> None:
-        job_id = job["id"]
-        heartbeat = asyncio.create_task(self.heartbeat(job_id))
+    async def work_through(self, jobs: list[dict]) -> None:
+        """Compute leased jobs one after the other, heartbeating every lease still held."""
+        self.held = [job["id"] for job in jobs]
+        heartbeat = asyncio.create_task(self.heartbeat())
         try:
-            await self.compute_and_report(job, heartbeat)
+            for job in jobs:
+                await self.work_on(job)
+                self.held.remove(job["id"])
         except asyncio.CancelledError:
-            # Stopping (SIGTERM): give the job back now rather than at lease expiry.
+            # Stopping (SIGTERM): give the jobs back now rather than at lease expiry.
             heartbeat.cancel()
             try:
-                await asyncio.wait_for(self.release(job_id, "the worker is stopping"), 3)
+                await asyncio.wait_for(self.release(self.held, "the worker is stopping"), 3)
             except asyncio.TimeoutError:
                 pass
             raise
-
-    async def compute_and_report(self, job: dict, heartbeat: asyncio.Task) -> None:
-        job_id = job["id"]
-        try:
-            try:
-                data = await self.client.call("GET", f"/internal/payloads/{job_id}"
-                                                     f"?digest={job['digest']}", raw=True)
-            except (CallFailed, NoManager) as e:
-                await self.release(job_id, f"payload unavailable ({e})")
-                return
-            if hashlib.sha256(data).hexdigest() != job["digest"]:
-                await self.release(job_id, "payload digest mismatch")
-                return
-            started = time.monotonic()
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, iterate_sha512, data, job["iterations"])
-            elapsed = time.monotonic() - started
-            if elapsed > 0.05:
-                # Reported with every poll; the scaling policy sizes the pool with it.
-                self.info["speed"] = round(job["iterations"] / elapsed)
-            log.info("job %s computed (%d iterations in %.2fs)", job_id, job["iterations"],
-                     elapsed)
         finally:
             heartbeat.cancel()
+
+    async def work_on(self, job: dict) -> None:
+        job_id = job["id"]
+        try:
+            data = await self.client.call("GET", f"/internal/payloads/{job_id}"
+                                                 f"?digest={job['digest']}", raw=True)
+        except (CallFailed, NoManager) as e:
+            await self.release([job_id], f"payload unavailable ({e})")
+            return
+        if hashlib.sha256(data).hexdigest() != job["digest"]:
+            await self.release([job_id], "payload digest mismatch")
+            return
+        started = time.monotonic()
+        result = await asyncio.get_running_loop().run_in_executor(
+            None, iterate_sha512, data, job["iterations"])
+        elapsed = time.monotonic() - started
+        if elapsed > 0.05:
+            # Reported with every poll; the scaling policy sizes the pool with it.
+            self.info["speed"] = round(job["iterations"] / elapsed)
+        log.info("job %s computed (%d iterations in %.2fs)", job_id, job["iterations"], elapsed)
         await self.report(job_id, result)
 
-    async def release(self, job_id: str, reason: str) -> None:
-        """Give the job back so another attempt can start without waiting for the lease."""
-        log.warning("job %s released: %s", job_id, reason)
+    async def release(self, job_ids: list[str], reason: str) -> None:
+        """Give jobs back so another attempt can start without waiting for the lease."""
+        if not job_ids:
+            return
+        log.warning("jobs %s released: %s", ", ".join(job_ids), reason)
         try:
             await self.client.call("POST", "/internal/release", json={
-                "worker": self.args.id, "jobs": [job_id], "reason": reason[:200]}, timeout=10)
+                "worker": self.args.id, "jobs": list(job_ids), "reason": reason[:200]},
+                timeout=10)
         except (NoManager, CallFailed) as e:
-            log.warning("job %s: release failed (%s); its lease will expire", job_id, e)
+            log.warning("release failed (%s); the leases will expire", e)
 
-    async def heartbeat(self, job_id: str) -> None:
+    async def heartbeat(self) -> None:
         while True:
             await asyncio.sleep(max(0.5, self.lease_timeout / 3))
+            if not self.held:
+                continue
             try:
                 reply = await self.client.call("POST", "/internal/heartbeat", json={
-                    "worker": self.args.id, "jobs": [job_id], "info": self.info}, timeout=10)
-                if job_id not in reply["jobs"]:
-                    log.info("job %s: lease lost; finishing it anyway", job_id)
+                    "worker": self.args.id, "jobs": list(self.held), "info": self.info},
+                    timeout=10)
+                lost = set(self.held) - set(reply["jobs"])
+                if lost:
+                    log.info("leases lost for %s; finishing them anyway", ", ".join(sorted(lost)))
             except (NoManager, CallFailed) as e:
-                log.warning("heartbeat for job %s failed: %s", job_id, e)
+                log.warning("heartbeat failed: %s", e)
 
     async def report(self, job_id: str, result: str) -> None:
         """Report a result, retrying until a manager takes it or the managers are gone."""

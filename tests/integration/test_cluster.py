@@ -269,3 +269,16 @@ def test_a_full_queue_answers_429_with_retry_after(make_cluster):
     r = cluster.enqueue(2, b"one too many", 1)
     assert r.status_code == 429
     assert r.headers["Retry-After"] and r.json()["error"].startswith("queue:")
+
+
+def test_a_worker_leasing_several_jobs_keeps_all_their_leases_alive(make_cluster):
+    cluster = make_cluster(lease_timeout=2)
+    jobs = {}
+    for n in range(4):
+        payload = b"batch %d" % n
+        jobs[cluster.enqueue(n % 3, payload, 1_000_000).json()["id"]] = payload
+    cluster.start_worker("batcher", None, "--max-jobs", "4")
+    expected = {job_id: expected_digest(p, 1_000_000) for job_id, p in jobs.items()}
+    cluster.wait_completed(0, expected, timeout=60)
+    # Each job was leased once: the later ones' leases did not expire while they waited.
+    assert [cluster.job(1, job_id)["attempts"] for job_id in jobs] == [1, 1, 1, 1]
