@@ -69,6 +69,8 @@ class Network:
         run("ip", "link", "set", host_if, "up")
         run("ip", "addr", "add", f"{ROUTER_SIDE}/24", "dev", router_if, ns=self.router)
         run("ip", "link", "set", router_if, "up", ns=self.router)
+        # A run killed mid-test may have left its route behind; it points nowhere now.
+        subprocess.run(["ip", "route", "del", f"{SUBNET}.0.0/20"], capture_output=True)
         run("ip", "route", "add", f"{SUBNET}.0.0/20", "via", ROUTER_SIDE)
         for i, ns in enumerate(self.nodes):
             node_if, peer_if = f"{self.tag}v{i}", f"{self.tag}p{i}"
