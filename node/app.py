@@ -104,10 +104,10 @@ class Node:
         if cmd is None or isinstance(cmd, (c.Enqueue, c.Requeue)):
             self.loop.call_soon_threadsafe(self.scheduler.work_arrived)
         if isinstance(cmd, c.Enqueue) and self.scaler is not None:
-            for job, job_id in zip(cmd.jobs, result, strict=True):
-                if job_id == job.id:
-                    self.loop.call_soon_threadsafe(self.scaler.job_arrived, job.enqueued_at,
-                                                   job.iterations)
+            added = [(job.enqueued_at, job.iterations)
+                     for job, job_id in zip(cmd.jobs, result, strict=True) if job_id == job.id]
+            if added:
+                self.loop.call_soon_threadsafe(self.scaler.jobs_arrived, added)
 
     def leader_url(self) -> str | None:
         leader = self.raft.leader

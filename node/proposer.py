@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Any
 
 from pysyncobj import FAIL_REASON
@@ -28,7 +29,7 @@ class Proposer:
         self._raft = raft
         self._timeout = timeout
         self._max_items = min(max_items, MAX_BATCH)
-        self._pending: list[tuple[tuple, int, asyncio.Future]] = []
+        self._pending: deque[tuple[tuple, int, asyncio.Future]] = deque()
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -54,7 +55,7 @@ class Proposer:
         while self._pending:
             batch, items = [], 0
             while self._pending and (not batch or items + self._pending[0][1] <= self._max_items):
-                wire, width, fut = self._pending.pop(0)
+                wire, width, fut = self._pending.popleft()
                 batch.append((wire, fut))
                 items += width
             self._submit(batch)

@@ -29,7 +29,7 @@ class Scaler:
         self.roster = roster
         self.limits = limits
         self.boot_timeout = boot_timeout
-        self.arrivals: deque[tuple[float, int]] = deque()
+        self.arrivals: deque[tuple[float, int]] = deque(maxlen=100_000)
         self.launch_times: deque[float] = deque()
         self.decision: Decision | None = None
         self.launches = 0
@@ -40,10 +40,9 @@ class Scaler:
         self._grace_until = now + ADOPTION_GRACE
         self.launch_times.clear()
 
-    def job_arrived(self, enqueued_at: float, iterations: int) -> None:
-        self.arrivals.append((enqueued_at, iterations))
-        while len(self.arrivals) > 100_000:
-            self.arrivals.popleft()
+    def jobs_arrived(self, jobs: list[tuple[float, int]]) -> None:
+        """Record (enqueue time, iterations) of newly committed jobs."""
+        self.arrivals.extend(jobs)
 
     def idle_timeout(self, default: float) -> float:
         return self.decision.idle_timeout if self.decision is not None else default
