@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _DECIMAL = re.compile(r"[0-9]{1,19}")
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
+JOB_ID = re.compile(r"[0-9a-f]{32}")      # uuid4().hex, as enqueue makes them
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
@@ -174,7 +174,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
     async def work(request: web.Request) -> web.Response:
         only_params(request)
         job_id = request.match_info["id"]
-        job = await node.run_db(node.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
+        job = await node.run_db(node.store.job, job_id) if JOB_ID.fullmatch(job_id) else None
         if job is None:
             raise JobNotFound(f"id: no job {job_id[:64]!r} on this node")
         return web.json_response(job_view(job))

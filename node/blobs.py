@@ -39,7 +39,6 @@ class Blobs:
         self._db = run_db
         self._auth = {"Authorization": f"Bearer {cfg.secret}"}
         self._background: set[asyncio.Task] = set()
-        self.bytes_sent = 0
         self._suspect_until: dict[str, float] = {}     # peer URL -> monotonic time
 
     async def store_local(self, job_id: str, data: bytes) -> None:
@@ -97,7 +96,6 @@ class Blobs:
             self._suspect_until[base] = time.monotonic() + SUSPECT_SECONDS
             raise
         self._suspect_until.pop(base, None)
-        self.bytes_sent += len(data)
 
     async def fetch(self, job_id: str, digest: str | None, from_peers: bool = True) -> bytes | None:
         """The payload from this node, or else from the first peer that has it."""

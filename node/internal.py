@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 
 from . import commands as c
-from .api import read_body
+from .api import JOB_ID, read_body
 from .blobs import DIGEST_HEADER, digest_of
 from .errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
 
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 FORWARDED = "X-WQ-Forwarded"
 MAX_LEASE_JOBS = 64
 MAX_WAIT = 30.0
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
 _RESULT = re.compile(r"[0-9a-f]{128}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -61,7 +60,7 @@ def bounded_number(body: dict, name: str, lo: float, hi: float, default: float) 
 def job_ids(body: dict) -> list[str]:
     jobs = body.get("jobs", [])
     if not isinstance(jobs, list) or len(jobs) > MAX_LEASE_JOBS or \
-            not all(isinstance(j, str) and _JOB_ID.fullmatch(j) for j in jobs):
+            not all(isinstance(j, str) and JOB_ID.fullmatch(j) for j in jobs):
         raise InvalidInput(f"jobs: a list of up to {MAX_LEASE_JOBS} job ids is required")
     return jobs
 
@@ -126,7 +125,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         pairs = []
         for r in results:
             if not isinstance(r, dict) or not isinstance(r.get("id"), str) or \
-                    not _JOB_ID.fullmatch(r["id"]) or not isinstance(r.get("result"), str) or \
+                    not JOB_ID.fullmatch(r["id"]) or not isinstance(r.get("result"), str) or \
                     not _RESULT.fullmatch(r["result"]):
                 raise InvalidInput("results: each needs an 'id' (32 hex) and a 'result' "
                                    "(128 lowercase hex)")
@@ -139,7 +138,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
 
     async def put_payload(request: web.Request) -> web.Response:
         job_id = request.match_info["id"]
-        if not _JOB_ID.fullmatch(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise InvalidInput("id: 32 lowercase hex characters required")
         data = await read_body(request, cfg.max_body_bytes)
         if not data or digest_of(data) != request.headers.get(DIGEST_HEADER):
@@ -151,7 +150,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         """A payload from this node, or fetched from a peer. Workers pass the digest from
         their lease, so a node that has not applied the enqueue yet can still serve it."""
         job_id = request.match_info["id"]
-        if not _JOB_ID.fullmatch(job_id):
+        if not JOB_ID.fullmatch(job_id):
             raise JobNotFound(f"id: no payload {job_id[:64]!r}")
         local_only = request.query.get("local") == "1"
         digest = request.query.get("digest")

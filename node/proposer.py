@@ -17,7 +17,7 @@ from pysyncobj import FAIL_REASON
 
 from . import commands as c
 from .errors import NoQuorum
-from .state import MAX_BATCH, ApplyError, _width
+from .state import MAX_BATCH, ApplyError, command_width
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class Proposer:
         """Commit `cmd` and return its result once applied on this node."""
         self._loop = asyncio.get_running_loop()
         fut = self._loop.create_future()
-        self._pending.append((c.encode(cmd), _width(cmd), fut))
+        self._pending.append((c.encode(cmd), command_width(cmd), fut))
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._flush)

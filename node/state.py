@@ -48,7 +48,7 @@ class KeyConflict:
         return f"KeyConflict({self.job_id!r})"
 
 
-def _width(cmd: c.Command) -> int:
+def command_width(cmd: c.Command) -> int:
     """How many seq positions a command uses inside its entry."""
     if isinstance(cmd, c.Enqueue):
         return len(cmd.jobs)
@@ -105,7 +105,7 @@ class StateMachine:
                 cmd = c.decode(wire)
                 with conn.begin_nested():
                     result = self._dispatch(conn, index, base, cmd)
-                base += _width(cmd)
+                base += command_width(cmd)
                 results.append(result)
                 applied.append((cmd, result))
             except OperationalError:
