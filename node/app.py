@@ -74,7 +74,10 @@ class Node:
                                shutdown_timeout=1.0,
                                keepalive_timeout=self.cfg.idle_connection_timeout)
         await runner.setup()
-        await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port).start()
+        # A burst of new connections larger than the accept queue makes the kernel drop
+        # handshakes the client already believes complete; 1024 (capped by somaxconn) absorbs
+        # bursts that aiohttp's default of 128 would not.
+        await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port, backlog=1024).start()
         self._tasks = [asyncio.create_task(self._leader_duties()),
                        asyncio.create_task(self._collect_payloads())]
         if self.scaler is not None:

@@ -106,10 +106,11 @@ def test_ten_thousand_connections_leave_the_node_serving_and_are_freed(make_clus
             opened = await asyncio.gather(*[asyncio.open_connection("127.0.0.1", cluster.http[2])
                                             for _ in range(start, min(want, start + 500))])
             writers += [w for _, w in opened]
-        # Wait for the node to accept them all, then check it still answers a normal client.
-        deadline = time.monotonic() + 30
-        while open_fds(pid) - baseline < want * 0.95 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+            # Let the node accept each burst before the next, so the kernel's accept queue never
+            # overflows (that would drop handshakes this side already counts as open).
+            deadline = time.monotonic() + 30
+            while open_fds(pid) - baseline < len(writers) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
         held = open_fds(pid) - baseline
         ok = await asyncio.to_thread(served_quickly, cluster, 2)
         for w in writers:
@@ -120,6 +121,6 @@ def test_ten_thousand_connections_leave_the_node_serving_and_are_freed(make_clus
         held, ok = asyncio.run(flood())
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert held >= want * 0.95, f"only {held} connections were open at once"
+    assert held >= want, f"only {held} of {want} connections were open at once"
     assert ok
     wait_until(lambda: open_fds(pid) <= baseline + 20, 30, "the node to free the connections")
