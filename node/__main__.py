@@ -13,14 +13,14 @@ from .errors import ConfigError
 
 
 async def serve(node: Node) -> None:
-    runner = await node.start()
+    await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     logging.getLogger("node").info("stopping")
-    await node.stop(runner)
+    await node.stop()
 
 
 def raise_open_files_limit() -> None:

@@ -52,7 +52,7 @@ class Node:
         """Run a blocking store call off the event loop."""
         return await self.loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
-    async def start(self) -> web.AppRunner:
+    async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         # No global connection cap: a peer that stops answering must not starve the others.
         self.session = aiohttp.ClientSession(
@@ -63,30 +63,41 @@ class Node:
         self.blobs = Blobs(self.cfg, self.store, self.session, self.run_db)
         self.scheduler = Scheduler(self.cfg, self.store, self.proposer, self.raft._isLeader,
                                    self.run_db)
+        routes = api.routes(self) + internal.routes(self)
+        if self.cfg.internal_http:
+            public = [r for r in routes if not r.path.startswith("/internal/")]
+            listeners = [(self.cfg.http, public),
+                         (self.cfg.internal_http, [r for r in routes if r not in public])]
+        else:
+            listeners = [(self.cfg.http, routes)]
+        self._runners = [await self._listen(address, group) for address, group in listeners]
+        self._tasks = [asyncio.create_task(self._leader_duties()),
+                       asyncio.create_task(self._collect_payloads())]
+        if self.scaler is not None:
+            self._tasks.append(asyncio.create_task(self._scaling_loop()))
+        log.info("node %s serving HTTP on %s, Raft on %s, %d peers", self.cfg.node_id,
+                 " and ".join(a for a, _ in listeners), self.cfg.raft, len(self.cfg.peers))
+
+    async def _listen(self, address: str, routes: list) -> web.AppRunner:
         app = web.Application(
             client_max_size=self.cfg.max_body_bytes + 1,
             middlewares=[api.make_error_middleware(self.cfg.request_timeout),
                          api.make_auth_middleware(self.cfg.secret, self.cfg.api_key)])
-        app.add_routes(api.routes(self) + internal.routes(self))
+        app.add_routes(routes)
         # At shutdown, long-polls are answered at once (Scheduler.close); calls still open
         # after shutdown_timeout (e.g. forwarded to the leader) are cut, and workers retry.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                                shutdown_timeout=1.0,
                                keepalive_timeout=self.cfg.idle_connection_timeout)
         await runner.setup()
+        host, port = address.rsplit(":", 1)
         # A burst of new connections larger than the accept queue makes the kernel drop
         # handshakes the client already believes complete; 1024 (capped by somaxconn) absorbs
         # bursts that aiohttp's default of 128 would not.
-        await web.TCPSite(runner, self.cfg.http_host, self.cfg.http_port, backlog=1024).start()
-        self._tasks = [asyncio.create_task(self._leader_duties()),
-                       asyncio.create_task(self._collect_payloads())]
-        if self.scaler is not None:
-            self._tasks.append(asyncio.create_task(self._scaling_loop()))
-        log.info("node %s serving HTTP on %s, Raft on %s, %d peers", self.cfg.node_id,
-                 self.cfg.http, self.cfg.raft, len(self.cfg.peers))
+        await web.TCPSite(runner, host, int(port), backlog=1024).start()
         return runner
 
-    async def stop(self, runner: web.AppRunner) -> None:
+    async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         self.scheduler.close()
@@ -96,7 +107,8 @@ class Node:
         # handlers answer (503) instead of holding the HTTP shutdown.
         await self.blobs.close()
         await self.session.close()
-        await runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
         self.raft.destroy()
         self._executor.shutdown(wait=True)
         self.store.close()

@@ -44,8 +44,11 @@ class NodeConfig:
     # Key clients must send as X-API-Key on the public API (except /healthz and /openapi.json);
     # empty: the public API is open.
     api_key: str = field(default="", repr=False)
-    # URL peers and workers use to reach this node; defaults to http://<http>.
+    # URL peers and workers use to reach this node; defaults to http://<internal_http or http>.
     url: str = ""
+    # host:port serving the internal routes (peers, workers) on their own; the public API then
+    # stays on `http` alone, so a firewall can keep the two apart. Empty: both on `http`.
+    internal_http: str = ""
     # Largest accepted `iterations` (1..2**31-1).
     max_iterations: int = 10_000_000
     # Largest accepted payload in bytes (1..64 MiB).
@@ -92,7 +95,10 @@ class NodeConfig:
     ec2_instance_profile: str = ""
     ec2_subnet: str = ""
     ec2_security_groups: str = ""
-    ec2_install_command: str = "python3 -m pip install replicated-work-queue"
+    # s3://bucket/key of the wheel EC2 workers install (through a presigned URL).
+    ec2_package: str = ""
+    # SSM SecureString parameter holding the cluster secret, read by EC2 workers at boot.
+    ec2_secret_parameter: str = ""
     ec2_start_cost: float = 45.0
     # Raft log entries before the log is compacted into a snapshot (10..10**7).
     log_compaction_entries: int = 5000
@@ -101,14 +107,6 @@ class NodeConfig:
     raft_max_timeout: float = 1.4
     # Python logging level name.
     log_level: str = "INFO"
-
-    @property
-    def http_host(self) -> str:
-        return self.http.rsplit(":", 1)[0]
-
-    @property
-    def http_port(self) -> int:
-        return int(self.http.rsplit(":", 1)[1])
 
     @property
     def cluster_size(self) -> int:
@@ -130,6 +128,10 @@ class NodeConfig:
                 "(set WQ_SECRET or --secret-file)")
         for name in ("raft", "http"):
             _check_hostport(name, getattr(self, name))
+        if self.internal_http:
+            _check_hostport("internal_http", self.internal_http)
+            if self.internal_http.rsplit(":", 1)[1] == self.http.rsplit(":", 1)[1]:
+                raise ConfigError("internal_http: must use another port than --http")
         for peer in self.peers:
             _check_hostport("peers", peer.raft)
             _check_url("peers", peer.url)
@@ -170,8 +172,14 @@ class NodeConfig:
             raise ConfigError("raft_min_timeout: must be below raft_max_timeout")
         if self.backend not in ("local", "ec2"):
             raise ConfigError(f"backend: {self.backend!r}; allowed local, ec2")
-        if self.backend == "ec2" and self.max_workers > 0 and not self.ec2_ami:
-            raise ConfigError("ec2_ami: required with --backend ec2")
+        if self.backend == "ec2" and self.max_workers > 0:
+            if not self.ec2_ami:
+                raise ConfigError("ec2_ami: required with --backend ec2")
+            if not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/\S+\.whl", self.ec2_package):
+                raise ConfigError("ec2_package: required with --backend ec2, as s3://BUCKET/KEY.whl")
+            if not re.fullmatch(r"/?[A-Za-z0-9_.\-/]{1,1011}", self.ec2_secret_parameter):
+                raise ConfigError("ec2_secret_parameter: required with --backend ec2, an SSM "
+                                  "parameter name like /wq/NAME/secret")
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.cluster_name):
             raise ConfigError("cluster_name: 1 to 64 letters, digits and _.-")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -231,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--id", dest="node_id", help="node name in /status and logs (WQ_NODE_ID); default: the Raft address")
     a("--raft", help="host:port of this node's Raft transport, its identity in the group (WQ_RAFT)")
     a("--http", help="host:port of the HTTP API (WQ_HTTP)")
-    a("--url", help="URL peers and workers use to reach this node (WQ_URL); default http://<--http>")
+    a("--internal-http", help="host:port serving only the internal routes that peers and "
+                              "workers use, keeping --http for the public API alone "
+                              "(WQ_INTERNAL_HTTP); default: both on --http")
+    a("--url", help="URL peers and workers use to reach this node (WQ_URL); default "
+                    "http://<--internal-http or --http>")
     a("--peers", help="the other managers as RAFT_HOST:PORT=HTTP_URL, comma separated, e.g. "
                       "10.0.0.2:7001=http://10.0.0.2:8001,10.0.0.3:7001=http://10.0.0.3:8001 "
                       "(WQ_PEERS)")
@@ -273,8 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ec2-subnet", help="subnet id for EC2 workers (WQ_EC2_SUBNET)")
     a("--ec2-security-groups", help="security group ids for EC2 workers, comma separated "
                                     "(WQ_EC2_SECURITY_GROUPS)")
-    a("--ec2-install-command", help="shell command that installs this package on a new "
-                                    "instance (WQ_EC2_INSTALL_COMMAND)")
+    a("--ec2-package", help="s3://BUCKET/KEY of the wheel EC2 workers install (WQ_EC2_PACKAGE)")
+    a("--ec2-secret-parameter", help="SSM SecureString parameter holding the cluster secret, "
+                                     "which EC2 workers read with their instance role "
+                                     "(WQ_EC2_SECRET_PARAMETER)")
     a("--ec2-start-cost", type=float, help="seconds from launch to a polling EC2 worker "
                                            "(WQ_EC2_START_COST)")
     a("--log-compaction-entries", type=int, help="Raft log entries between snapshots "
@@ -314,7 +328,8 @@ def load_config(argv: Sequence[str] | None = None,
 
     kwargs = {}
     for f in NodeConfig.__dataclass_fields__.values():
-        if f.name in ("node_id", "raft", "http", "peers", "data_dir", "secret", "url", "api_key"):
+        if f.name in ("node_id", "raft", "http", "peers", "data_dir", "secret", "url", "api_key",
+                      "internal_http"):
             continue
         convert = {"int": int, "float": float, "str": str}[f.type]
         value = pick(f.name, convert)
@@ -324,7 +339,8 @@ def load_config(argv: Sequence[str] | None = None,
         node_id=pick("node_id") or raft,
         raft=raft,
         http=http,
-        url=(pick("url") or f"http://{http}").rstrip("/"),
+        internal_http=pick("internal_http") or "",
+        url=(pick("url") or f"http://{pick('internal_http') or http}").rstrip("/"),
         peers=parse_peers(pick("peers") or ""),
         data_dir=data_dir,
         secret=secret,

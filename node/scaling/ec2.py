@@ -1,63 +1,62 @@
 """EC2 backend: each worker is an instance started with boto3.
 
 An instance carries the tags `wq-cluster=<cluster name>`, `wq-role=worker` and
-`wq-worker-id=<worker id>`; its user data installs the package and runs `python -m worker`
-with the managers' addresses, then powers the instance off when the worker exits (idle), and
-`InstanceInitiatedShutdownBehavior=terminate` turns that into a termination: nothing is left
-billing. Any leader finds the cluster's workers by tag, so a new leader counts the instances
-an earlier one started. The boto3 client is injected, so tests pass one pointed at moto.
+`wq-worker-id=<worker id>`; its user data (`provision.bootstrap.worker_script`) installs the
+package from a presigned S3 URL, reads the cluster secret from SSM with the worker's
+instance role, runs `python -m worker` with the managers' addresses, then powers the instance
+off when the worker exits (idle), and `InstanceInitiatedShutdownBehavior=terminate` turns that
+into a termination: nothing is left billing. Any leader finds the cluster's workers by tag, so
+a new leader counts the instances an earlier one started. The boto3 clients are injected, so
+tests pass ones pointed at moto.
 """
 from __future__ import annotations
 
 import logging
-import shlex
 import uuid
 from typing import Any
 
+from provision.bootstrap import worker_script
+from provision.deployment import CLUSTER_TAG, ROLE_TAG
+
 log = logging.getLogger(__name__)
 
-CLUSTER_TAG = "wq-cluster"
-ROLE_TAG = "wq-role"
 WORKER_TAG = "wq-worker-id"
 ALIVE_STATES = ["pending", "running"]
-
-
-def render_user_data(*, manager_urls: list[str], secret: str, worker_id: str,
-                     install_command: str, idle_timeout: float) -> str:
-    """The cloud-init shell script a worker instance runs at first boot."""
-    managers = ",".join(manager_urls)
-    return f"""#!/bin/bash
-# Worker bootstrap: install the package, run one worker, power off when it exits.
-set -u
-exec >>/var/log/wq-worker.log 2>&1
-{install_command}
-WQ_SECRET={shlex.quote(secret)} WQ_WORKER_BACKEND=ec2 python3 -m worker \\
-    --managers {shlex.quote(managers)} --id {shlex.quote(worker_id)} \\
-    --idle-timeout {idle_timeout:g}
-shutdown -h now
-"""
+# The presigned package URL only has to outlive the boot; it also ends with the signing
+# credentials (a manager's role credentials have at least ten minutes left when boto3 signs).
+PACKAGE_URL_SECONDS = 3600
 
 
 class EC2Backend:
     name = "ec2"
 
-    def __init__(self, client: Any, *, cluster: str, manager_urls: list[str], secret: str,
-                 ami: str, instance_type: str, instance_profile: str = "", subnet: str = "",
-                 security_groups: tuple[str, ...] = (), install_command: str,
-                 idle_timeout: float, start_cost: float):
+    def __init__(self, client: Any, s3: Any, *, cluster: str, manager_urls: list[str],
+                 package: str, secret_parameter: str, ami: str, instance_type: str,
+                 instance_profile: str = "", subnet: str = "",
+                 security_groups: tuple[str, ...] = (), idle_timeout: float, start_cost: float):
         self._ec2 = client
+        self._s3 = s3
         self._cluster = cluster
         self._urls = manager_urls
-        self._secret = secret
+        self._bucket, _, self._key = package.removeprefix("s3://").partition("/")
+        self._secret_parameter = secret_parameter
         self._ami = ami
         self._type = instance_type
         self._profile = instance_profile
         self._subnet = subnet
         self._groups = list(security_groups)
-        self._install = install_command
         self._idle = idle_timeout
         self.start_cost = start_cost
         self._instances: dict[str, str] = {}     # worker id -> instance id
+
+    def user_data(self, worker_id: str) -> str:
+        url = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self._bucket, "Key": self._key},
+            ExpiresIn=PACKAGE_URL_SECONDS)
+        return worker_script(package_url=url, wheel=self._key.rsplit("/", 1)[-1],
+                             region=self._ec2.meta.region_name,
+                             secret_parameter=self._secret_parameter, manager_urls=self._urls,
+                             worker_id=worker_id, idle_timeout=self._idle)
 
     def launch(self, count: int) -> list[str]:
         started = []
@@ -65,9 +64,8 @@ class EC2Backend:
             worker_id = f"{self._cluster}-ec2-{uuid.uuid4().hex[:10]}"
             params: dict[str, Any] = {
                 "ImageId": self._ami, "InstanceType": self._type, "MinCount": 1, "MaxCount": 1,
-                "UserData": render_user_data(manager_urls=self._urls, secret=self._secret,
-                                             worker_id=worker_id, install_command=self._install,
-                                             idle_timeout=self._idle),
+                "UserData": self.user_data(worker_id),
+                "MetadataOptions": {"HttpTokens": "required"},
                 "InstanceInitiatedShutdownBehavior": "terminate",
                 "TagSpecifications": [{"ResourceType": "instance", "Tags": [
                     {"Key": CLUSTER_TAG, "Value": self._cluster},

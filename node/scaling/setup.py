@@ -11,14 +11,16 @@ def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
         import boto3
 
         from .ec2 import EC2Backend
-        client = boto3.client("ec2", region_name=cfg.ec2_region or None)
+        region = cfg.ec2_region or None
         return EC2Backend(
-            client, cluster=cfg.cluster_name, manager_urls=manager_urls, secret=cfg.secret,
+            boto3.client("ec2", region_name=region), boto3.client("s3", region_name=region),
+            cluster=cfg.cluster_name, manager_urls=manager_urls, package=cfg.ec2_package,
+            secret_parameter=cfg.ec2_secret_parameter,
             ami=cfg.ec2_ami, instance_type=cfg.ec2_instance_type,
             instance_profile=cfg.ec2_instance_profile, subnet=cfg.ec2_subnet,
             security_groups=tuple(g.strip() for g in cfg.ec2_security_groups.split(",")
                                   if g.strip()),
-            install_command=cfg.ec2_install_command, idle_timeout=cfg.worker_idle_timeout,
+            idle_timeout=cfg.worker_idle_timeout,
             start_cost=cfg.ec2_start_cost)
     from .local import LocalBackend
     return LocalBackend(manager_urls, cfg.secret, cfg.node_id, cfg.worker_idle_timeout)

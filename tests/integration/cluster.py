@@ -53,8 +53,10 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3, max_workers: int = 0, network=None, **options):
-        """`network`: a tests.chaos.netns.Network to run each node in its own namespace."""
+    def __init__(self, root: Path, size: int = 3, max_workers: int = 0, network=None,
+                 separate_internal: bool = False, **options):
+        """`network`: a tests.chaos.netns.Network to run each node in its own namespace.
+        `separate_internal`: serve internal routes on their own ports (`--internal-http`)."""
         self.root = root
         self.size = size
         self.network = network
@@ -66,6 +68,7 @@ class Cluster:
             self.hosts = list(network.hosts)
             self.http, self.raft = [8001] * size, [7001] * size
         self.max_workers = max_workers
+        self.internal = free_ports(size) if separate_internal else None
         self.options = {"request_timeout": 5, "raft_min_timeout": 0.3, "raft_max_timeout": 0.9,
                         **options}
         self.procs: dict[int, subprocess.Popen] = {}
@@ -79,6 +82,10 @@ class Cluster:
     def raft_addr(self, i: int) -> str:
         return f"{self.hosts[i]}:{self.raft[i]}"
 
+    def internal_url(self, i: int) -> str:
+        """Where peers and workers reach node i."""
+        return f"http://{self.hosts[i]}:{self.internal[i]}" if self.internal else self.url(i)
+
     @property
     def urls(self) -> list[str]:
         return [self.url(i) for i in range(self.size)]
@@ -87,13 +94,16 @@ class Cluster:
         return {**os.environ, "WQ_SECRET": SECRET, "PYTHONUNBUFFERED": "1", **self.extra_env}
 
     def start_node(self, i: int) -> None:
-        peers = ",".join(f"{self.raft_addr(j)}={self.url(j)}" for j in range(self.size) if j != i)
+        peers = ",".join(f"{self.raft_addr(j)}={self.internal_url(j)}" for j in range(self.size)
+                         if j != i)
         prefix = self.network.prefix(i) if self.network else []
         args = prefix + [
                 sys.executable, "-m", "node", "--id", f"n{i}",
                 "--http", f"{self.hosts[i]}:{self.http[i]}", "--raft", self.raft_addr(i),
                 "--peers", peers,
                 "--data-dir", str(self.root / f"n{i}"), "--max-workers", str(self.max_workers)]
+        if self.internal:
+            args += ["--internal-http", f"{self.hosts[i]}:{self.internal[i]}"]
         for name, value in self.options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         log = open(self.root / f"n{i}.log", "ab")
@@ -145,7 +155,8 @@ class Cluster:
                      *extra: str) -> subprocess.Popen:
         log = open(self.root / f"{worker_id}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--managers", ",".join(managers or self.urls),
+            [sys.executable, "-m", "worker", "--managers",
+             ",".join(managers or [self.internal_url(i) for i in range(self.size)]),
              "--id", worker_id, "--idle-timeout", "600", *extra],
             env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

@@ -31,7 +31,7 @@ def moto_server(tmp_path):
 def aws_env(url: str) -> dict[str, str]:
     """Environment for boto3 to talk to the moto server, never to AWS."""
     return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_SECRET_ACCESS_KEY": "moto-secret-access-key", "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_SESSION_TOKEN": "testing"}
 
 

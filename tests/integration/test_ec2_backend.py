@@ -1,5 +1,6 @@
 """The EC2 backend through real boto3 calls against a moto server started here."""
 import base64
+import os
 import time
 
 import boto3
@@ -12,7 +13,7 @@ from node.scaling.policy import Limits
 
 from .moto import apply_env, moto_server
 
-SECRET = "ec2-test-secret-" + "z" * 20
+PACKAGE = "s3://wq-bucket/packages/0123/replicated_work_queue-0.1.0-py3-none-any.whl"
 MANAGERS = ["http://10.0.0.1:8001", "http://10.0.0.2:8001"]
 
 
@@ -41,10 +42,10 @@ def backend(client, cluster=None, **kwargs) -> EC2Backend:
         iam.create_instance_profile(InstanceProfileName="wq-worker")
     except iam.exceptions.EntityAlreadyExistsException:
         pass
-    return EC2Backend(client, cluster=cluster, manager_urls=MANAGERS, secret=SECRET,
+    return EC2Backend(client, boto3.client("s3", region_name="us-east-1"), cluster=cluster,
+                      manager_urls=MANAGERS, package=PACKAGE, secret_parameter="/wq/t/secret",
                       ami=ami(client), instance_type="t3.small", instance_profile="wq-worker",
-                      install_command="python3 -m pip install wq-package", idle_timeout=90,
-                      start_cost=45, **kwargs)
+                      idle_timeout=90, start_cost=45, **kwargs)
 
 
 def alive(client, cluster=None):
@@ -67,11 +68,17 @@ def test_a_launch_carries_user_data_tags_and_terminate_on_shutdown(ec2):
     assert attr["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     data = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")
     script = base64.b64decode(data["UserData"]["Value"]).decode()
-    assert "python3 -m pip install wq-package" in script
+    # The package comes through a presigned URL, the secret from SSM with the instance role:
+    # the user data holds neither the secret nor any AWS key.
+    assert "wq-bucket/packages/0123/replicated_work_queue-0.1.0-py3-none-any.whl?" in script
+    assert "X-Amz-Signature" in script or "Signature=" in script
+    assert "-m provision.parameter --region us-east-1 /wq/t/secret" in script
+    assert "WQ_SECRET=" not in script and os.environ["AWS_SECRET_ACCESS_KEY"] not in script
     assert f"--managers {','.join(MANAGERS)}" in script
     assert f"--id {worker_id}" in script
-    assert f"WQ_SECRET={SECRET}" in script
     assert "shutdown -h now" in script
+    options = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])
+    assert options["Reservations"][0]["Instances"][0]["MetadataOptions"]["HttpTokens"] == "required"
     assert inst["IamInstanceProfile"]["Arn"].endswith("/wq-worker")
 
 

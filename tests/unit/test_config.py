@@ -8,6 +8,8 @@ SECRET = "s" * 32
 BASE = ["--raft", "127.0.0.1:7001", "--http", "127.0.0.1:8001", "--data-dir", "/tmp/x",
         "--peers", "127.0.0.1:7002=http://127.0.0.1:8002,127.0.0.1:7003=http://127.0.0.1:8003"]
 
+EC2 = ["--max-workers", "2", "--backend", "ec2", "--ec2-secret-parameter", "/wq/x/secret", "--ec2-ami", "ami-1"]
+
 
 def test_flags_and_environment_fill_the_config():
     cfg = load_config(BASE + ["--max-workers", "4"], {"WQ_SECRET": SECRET, "WQ_LEASE_TIMEOUT": "12.5"})
@@ -56,11 +58,23 @@ def test_the_secret_never_shows_in_the_repr():
     (["--raft", "nohost", "--http", "127.0.0.1:8001", "--data-dir", "/x"], {"WQ_SECRET": SECRET}, "raft"),
     (BASE, {"WQ_SECRET": SECRET, "WQ_MAX_QUEUED": "lots"}, "max_queued"),
     (BASE + ["--secret-file", "/nonexistent/secret"], {}, "secret_file"),
+    (BASE + EC2[:-2], {"WQ_SECRET": SECRET}, "ec2_ami"),
+    (BASE + EC2, {"WQ_SECRET": SECRET}, "ec2_package"),
+    (BASE + EC2 + ["--ec2-package", "s3://bkt/pkg.tar.gz"], {"WQ_SECRET": SECRET}, "ec2_package"),
+    (BASE + EC2[:4] + EC2[-2:] + ["--ec2-package", "s3://bkt/k.whl"], {"WQ_SECRET": SECRET},
+     "ec2_secret_parameter"),
 ])
 def test_invalid_settings_are_refused_naming_the_field(argv, env, field):
     with pytest.raises(ConfigError) as e:
         load_config(argv, env)
     assert str(e.value).startswith(field + ":")
+
+
+def test_an_ec2_backend_takes_its_package_and_secret_parameter():
+    cfg = load_config(BASE + EC2 + ["--ec2-package", "s3://wq-b/packages/0a/x-0.1-py3-none-any.whl"],
+                      {"WQ_SECRET": SECRET})
+    assert cfg.ec2_package.endswith("x-0.1-py3-none-any.whl")
+    assert cfg.ec2_secret_parameter == "/wq/x/secret"
 
 
 def test_range_errors_state_the_allowed_range():

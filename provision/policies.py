@@ -1,0 +1,65 @@
+"""IAM policy documents for the managers and the workers, as pure functions.
+
+Least privilege:
+- Managers may run instances only when the launch tags them as this deployment's workers,
+  only into the deployment's subnet and security group, from one AMI; they may tag only at
+  launch, terminate only instances tagged as this deployment's workers, pass only the worker
+  role, read only the package object and the deployment's two parameters.
+  `ec2:DescribeInstances` is the one action on `*`: EC2's describe actions do not support
+  resource-level permissions.
+- Workers may read the cluster secret and nothing else (the package reaches them through a
+  short-lived presigned URL that the manager puts in their user data).
+No statement uses a wildcard action.
+"""
+from __future__ import annotations
+
+from .deployment import CLUSTER_TAG, ROLE_TAG
+
+EC2_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+                   "Action": "sts:AssumeRole"}],
+}
+
+
+def manager_policy(*, name: str, region: str, account: str, subnet: str, security_group: str,
+                   ami: str, worker_role_arn: str, bucket: str, package_key: str,
+                   parameters: list[str]) -> dict:
+    ec2 = f"arn:aws:ec2:{region}:{account}"
+    is_our_worker = {f"ec2:ResourceTag/{CLUSTER_TAG}": name, f"ec2:ResourceTag/{ROLE_TAG}": "worker"}
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "LaunchTaggedWorkers", "Effect": "Allow", "Action": "ec2:RunInstances",
+         "Resource": f"{ec2}:instance/*",
+         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": name,
+                                        f"aws:RequestTag/{ROLE_TAG}": "worker"}}},
+        {"Sid": "LaunchIntoOurNetworkFromOurImage", "Effect": "Allow",
+         "Action": "ec2:RunInstances",
+         "Resource": [f"{ec2}:subnet/{subnet}", f"{ec2}:security-group/{security_group}",
+                      f"{ec2}:network-interface/*", f"{ec2}:volume/*",
+                      f"arn:aws:ec2:{region}::image/{ami}"]},
+        {"Sid": "TagOnlyAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags",
+         "Resource": f"{ec2}:instance/*",
+         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+        {"Sid": "TerminateOurWorkers", "Effect": "Allow", "Action": "ec2:TerminateInstances",
+         "Resource": f"{ec2}:instance/*", "Condition": {"StringEquals": is_our_worker}},
+        {"Sid": "FindWorkers", "Effect": "Allow", "Action": "ec2:DescribeInstances",
+         "Resource": "*"},
+        {"Sid": "PassWorkerRole", "Effect": "Allow", "Action": "iam:PassRole",
+         "Resource": worker_role_arn,
+         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        {"Sid": "ReadPackage", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/{package_key}"},
+        {"Sid": "ReadSecrets", "Effect": "Allow", "Action": "ssm:GetParameter",
+         "Resource": [parameter_arn(region, account, p) for p in parameters]},
+    ]}
+
+
+def worker_policy(*, region: str, account: str, secret_parameter: str) -> dict:
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadClusterSecret", "Effect": "Allow", "Action": "ssm:GetParameter",
+         "Resource": parameter_arn(region, account, secret_parameter)},
+    ]}
+
+
+def parameter_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:ssm:{region}:{account}:parameter/{name.lstrip('/')}"

@@ -1,0 +1,58 @@
+"""`provision status`: every resource the deployment owns, and its managers' health."""
+from __future__ import annotations
+
+from . import aws
+from .aws import Clients
+from .deployment import HTTP_PORT, MANAGER_TAG, ROLE_TAG, Deployment
+from .health import probe
+
+
+def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
+    """(kind, id, detail) of everything found; empty when nothing is left."""
+    rows = []
+    group = aws.security_group(c, d)
+    if group is not None:
+        rows.append(("security group", group["GroupId"], d.security_group))
+    for name in aws.parameters(c, d):
+        rows.append(("parameter", name, "SecureString"))
+    bucket = d.bucket(c.account)
+    if aws.bucket_exists(c, bucket):
+        rows.append(("bucket", bucket, ""))
+    for name in (d.manager_role, d.worker_role):
+        if aws.role_exists(c, name):
+            rows.append(("role", name, ""))
+        if aws.profile_exists(c, name):
+            rows.append(("instance profile", name, ""))
+    for m, iface in sorted(aws.interfaces(c, d).items()):
+        rows.append(("network interface", iface["NetworkInterfaceId"], f"{m} {iface['PrivateIpAddress']}"))
+    for m, address in sorted(aws.addresses(c, d).items()):
+        rows.append(("elastic IP", address["AllocationId"], f"{m} {address['PublicIp']}"))
+    for inst in aws.instances(c, d):
+        tags = aws.tags_of(inst)
+        rows.append(("instance", inst["InstanceId"],
+                     f"{tags.get(ROLE_TAG, '?')} {tags.get(MANAGER_TAG, '')} "
+                     f"{inst['State']['Name']}".replace("  ", " ")))
+    for name in aws.alarms(c, d):
+        rows.append(("alarm", name, ""))
+    return rows
+
+
+def managers(c: Clients, d: Deployment) -> list[dict]:
+    """Each manager's public URL, private address, instance and health."""
+    addresses = aws.addresses(c, d)
+    instances = {aws.tags_of(i).get(MANAGER_TAG): i for i in aws.instances(c, d, role="manager")}
+    out = []
+    for m, iface in sorted(aws.interfaces(c, d).items()):
+        public = addresses.get(m, {}).get("PublicIp")
+        url = f"http://{public}:{HTTP_PORT}" if public else ""
+        inst = instances.get(m)
+        out.append({"manager": m, "url": url, "private": iface["PrivateIpAddress"],
+                    "instance": f"{inst['InstanceId']} {inst['State']['Name']}" if inst else "none",
+                    "health": probe(url) if url else "no address"})
+    return out
+
+
+def table(rows: list[tuple | list], header: tuple) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])

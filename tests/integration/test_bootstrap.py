@@ -1,0 +1,116 @@
+"""The EC2 worker's user data, run on this machine: the script the EC2 backend hands to
+run_instances (read back from a moto server) installs the wheel built from this checkout from
+a presigned S3 URL, reads the cluster secret from SSM, and starts a worker that completes a
+job on a local cluster; then it powers off. Only the OS-level steps (installing Python,
+powering off) and the install directory are replaced, through WQ_BOOT_OVERRIDES."""
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from node.scaling.ec2 import EC2Backend
+from provision.package import build_wheel
+
+from .cluster import SECRET, expected_digest, wait_until
+from .moto import aws_env, moto_server
+
+PARAMETER = "/wq/boot/secret"
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory):
+    """A moto server holding the wheel (bucket) and the cluster secret (SSM), like `up` leaves them."""
+    tmp = tmp_path_factory.mktemp("boot-aws")
+    with moto_server(tmp) as url:
+        env = aws_env(url)
+        session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                                aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
+        clients = {n: session.client(n, endpoint_url=url) for n in ("ec2", "s3", "ssm")}
+        package = build_wheel(tmp)
+        clients["s3"].create_bucket(Bucket="wq-boot")
+        clients["s3"].upload_file(str(package.path), "wq-boot", package.key)
+        clients["ssm"].put_parameter(Name=PARAMETER, Type="SecureString", Value=SECRET)
+        yield {**clients, "env": env, "package": f"s3://wq-boot/{package.key}"}
+
+
+def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
+    """Launch one worker through the EC2 backend; return its id and the user data EC2 holds."""
+    ec2 = aws["ec2"]
+    backend = EC2Backend(ec2, aws["s3"], cluster="boot", manager_urls=managers, package=package,
+                         secret_parameter=PARAMETER,
+                         ami=ec2.describe_images()["Images"][0]["ImageId"],
+                         instance_type="t3.small", idle_timeout=5, start_cost=45)
+    (worker_id,) = backend.launch(1)
+    (reservation,) = ec2.describe_instances(Filters=[
+        {"Name": "tag:wq-worker-id", "Values": [worker_id]}])["Reservations"]
+    data = ec2.describe_instance_attribute(InstanceId=reservation["Instances"][0]["InstanceId"],
+                                           Attribute="userData")
+    return worker_id, base64.b64decode(data["UserData"]["Value"]).decode()
+
+
+def run_boot(script: str, tmp: Path, aws) -> tuple[subprocess.Popen, Path]:
+    """Start the script as cloud-init would (as a file run by bash), OS steps replaced."""
+    (tmp / "user-data").write_text(script)
+    marker = tmp / "powered-off"
+    (tmp / "overrides.sh").write_text(f"""
+WQ_ROOT={tmp}/root
+WQ_LOG={tmp}/bootstrap.log
+install_python() {{ echo {sys.base_prefix}/bin/python3; }}
+power_off() {{ echo "exit status $?" > {marker}; }}
+""")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WQ_"))},
+           "WQ_BOOT_OVERRIDES": str(tmp / "overrides.sh"), **aws["env"]}
+    proc = subprocess.Popen(["bash", str(tmp / "user-data")], env=env, start_new_session=True)
+    return proc, marker
+
+
+def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_cluster, aws, tmp_path):
+    cluster = make_cluster(worker_idle_timeout=5)
+    worker_id, script = user_data(aws, cluster.urls, aws["package"])
+    assert SECRET not in script
+    proc, marker = run_boot(script, tmp_path, aws)
+    try:
+        payload = os.urandom(2048)
+        r = cluster.enqueue(0, payload, 1000)
+        assert r.status_code == 200, r.text
+        job_id = r.json()["id"]
+        # Installing the package and its dependencies into a fresh environment takes a while.
+        cluster.wait_completed(1, {job_id: expected_digest(payload, 1000)}, timeout=240)
+        # No other worker exists (the cluster starts none); the managers know this one by the
+        # id the EC2 backend gave it.
+        leader = cluster.wait_leader()
+        assert worker_id in json.dumps(cluster.status(leader)["workers"])
+        # Idle past its timeout, the worker exits and the script powers the instance off.
+        wait_until(lambda: marker.exists(), 60, "the script to power off")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    secret_file = tmp_path / "root" / "secret"
+    assert secret_file.read_text() == SECRET
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    log = (tmp_path / "bootstrap.log").read_text()
+    assert "worker exited" in log and SECRET not in log
+
+
+def test_a_failed_step_still_powers_the_instance_off(aws, tmp_path):
+    missing = aws["package"].replace("/packages/", "/missing/")
+    _, script = user_data(aws, ["http://127.0.0.1:9"], missing)
+    proc, marker = run_boot(script, tmp_path, aws)
+    started = time.monotonic()
+    try:
+        assert proc.wait(timeout=60) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert marker.read_text().strip() not in ("", "exit status 0")
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "root" / "secret").exists()

@@ -1,0 +1,229 @@
+"""`python -m provision` as a real process against a real moto server: up, status, up again,
+repair after a manager is terminated, down, down again."""
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+from tests.unit.test_deployment import assert_least_privilege
+
+from .moto import aws_env, moto_server
+
+NAME = "ptest"
+CIDR = "203.0.113.7/32"
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory):
+    with moto_server(tmp_path_factory.mktemp("moto")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def env(moto_url):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {**base, **aws_env(moto_url)}
+
+
+@pytest.fixture(scope="module")
+def aws(env):
+    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
+    return {name: session.client(name, endpoint_url=env["AWS_ENDPOINT_URL"])
+            for name in ("ec2", "iam", "s3", "ssm", "cloudwatch")}
+
+
+def provision(env, *args, check=True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "provision", *args, "--name", NAME],
+                          env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def tags(resource) -> dict:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", resource.get("TagSet", []))}
+
+
+def ours(aws):
+    """Everything tagged as this deployment's, by kind (terminated instances are gone)."""
+    ec2, f = aws["ec2"], [{"Name": "tag:wq-cluster", "Values": [NAME]}]
+    instances = [i for r in ec2.describe_instances(Filters=f + [
+        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    )["Reservations"] for i in r["Instances"]]
+    return {
+        "groups": ec2.describe_security_groups(Filters=f)["SecurityGroups"],
+        "interfaces": ec2.describe_network_interfaces(Filters=f)["NetworkInterfaces"],
+        "addresses": ec2.describe_addresses(Filters=f)["Addresses"],
+        "instances": instances,
+        "parameters": aws["ssm"].describe_parameters(ParameterFilters=[
+            {"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{NAME}/"]}])["Parameters"],
+        "alarms": aws["cloudwatch"].describe_alarms(AlarmNamePrefix=f"wq.{NAME}.")["MetricAlarms"],
+        "roles": [r for r in aws["iam"].list_roles()["Roles"] if r["RoleName"].startswith(f"wq-{NAME}-")],
+        "profiles": [p for p in aws["iam"].list_instance_profiles()["InstanceProfiles"]
+                     if p["InstanceProfileName"].startswith(f"wq-{NAME}-")],
+        "buckets": [b for b in aws["s3"].list_buckets()["Buckets"]
+                    if b["Name"].startswith(f"wq-{NAME}-")],
+    }
+
+
+def ids(found) -> dict:
+    key = {"groups": "GroupId", "interfaces": "NetworkInterfaceId", "addresses": "AllocationId",
+           "instances": "InstanceId", "parameters": "Name", "alarms": "AlarmName",
+           "roles": "RoleName", "profiles": "InstanceProfileName", "buckets": "Name"}
+    return {kind: sorted(r[key[kind]] for r in rows) for kind, rows in found.items()}
+
+
+def test_up_status_up_repair_down(env, aws):
+    first = provision(env, "up", "--client-cidr", CIDR, "--wait", "0", "--max-workers", "6")
+    found = ours(aws)
+    counts = {kind: len(rows) for kind, rows in found.items()}
+    assert counts == {"groups": 1, "interfaces": 3, "addresses": 3, "instances": 3,
+                      "parameters": 2, "alarms": 6, "roles": 2, "profiles": 2, "buckets": 1}
+    for kind in ("groups", "interfaces", "addresses", "instances"):
+        assert all(tags(r)["wq-cluster"] == NAME for r in found[kind]), kind
+    (group,) = found["groups"]
+    check_rules(group)
+    check_managers(aws, found)
+    check_roles(aws)
+    check_secrets_stay_secret(env, aws, first)
+    bucket = found["buckets"][0]["Name"]
+    assert tags(aws["s3"].get_bucket_tagging(Bucket=bucket))["wq-cluster"] == NAME
+    block = aws["s3"].get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert all(block.values())
+    (package,) = aws["s3"].list_objects_v2(Bucket=bucket)["Contents"]
+    assert package["Key"].endswith("-py3-none-any.whl")
+    urls = [line.split()[0] for line in first.stdout.splitlines() if line.startswith("  http://")]
+    assert len(urls) == 3 and all(u.endswith(":8000") for u in urls)
+
+    status = provision(env, "status").stdout
+    for kind_ids in ids(found).values():
+        for resource_id in kind_ids:
+            assert resource_id in status
+    assert status.count("unreachable") == 3          # moto's addresses answer nothing
+
+    # A second `up` finds everything and creates nothing.
+    again = provision(env, "up", "--client-cidr", CIDR, "--wait", "0", "--max-workers", "6")
+    assert ids(ours(aws)) == ids(found)
+    assert "created" not in again.stderr and "launched" not in again.stderr
+
+    # A terminated manager comes back on its own network interface: same address, same identity.
+    m1 = next(i for i in found["instances"] if tags(i)["wq-manager"] == "m1")
+    aws["ec2"].terminate_instances(InstanceIds=[m1["InstanceId"]])
+    aws["ec2"].get_waiter("instance_terminated").wait(InstanceIds=[m1["InstanceId"]])
+    repaired = provision(env, "up", "--client-cidr", CIDR, "--wait", "0", "--max-workers", "6")
+    assert "launched   manager m1" in repaired.stderr
+    after = ours(aws)
+    new_m1 = next(i for i in after["instances"] if tags(i)["wq-manager"] == "m1")
+    assert new_m1["InstanceId"] != m1["InstanceId"]
+    assert new_m1["PrivateIpAddress"] == m1["PrivateIpAddress"]
+    assert {k: v for k, v in ids(after).items() if k != "instances"} == \
+        {k: v for k, v in ids(found).items() if k != "instances"}
+    alarm = aws["cloudwatch"].describe_alarms(AlarmNames=[f"wq.{NAME}.m1.recover"])["MetricAlarms"][0]
+    assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": new_m1["InstanceId"]}]
+
+    # A worker the leader launched (tagged by the node's EC2 backend) goes down with the rest.
+    aws["ec2"].run_instances(ImageId=new_m1["ImageId"], MinCount=1, MaxCount=1, TagSpecifications=[
+        {"ResourceType": "instance", "Tags": [{"Key": "wq-cluster", "Value": NAME},
+                                              {"Key": "wq-role", "Value": "worker"}]}])
+    assert len(ours(aws)["instances"]) == 4
+
+    refused = provision(env, "down", check=False)        # no terminal, no --yes: refuses
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    provision(env, "down", "--yes")
+    assert all(not rows for rows in ours(aws).values()), ours(aws)
+    assert "nothing exists" in provision(env, "status").stdout
+    second = provision(env, "down", "--yes")
+    assert second.stderr.strip() == ""
+
+
+def check_rules(group):
+    rules = {(p["FromPort"], src): p for p in group["IpPermissions"]
+             for src in [r["CidrIp"] for r in p.get("IpRanges", [])]
+             + [g["GroupId"] for g in p.get("UserIdGroupPairs", [])]}
+    me = group["GroupId"]
+    # Public API port from the client CIDR; internal routes and Raft only from members.
+    assert set(rules) == {(8000, CIDR), (8100, me), (7000, me)}
+    assert all(p["IpProtocol"] == "tcp" and p["FromPort"] == p["ToPort"]
+               for p in group["IpPermissions"])
+
+
+def check_managers(aws, found):
+    by_iface = {i["NetworkInterfaceId"]: i for i in found["interfaces"]}
+    addresses = {a["NetworkInterfaceId"]: a for a in found["addresses"]}
+    ips = sorted(i["PrivateIpAddress"] for i in found["interfaces"])
+    for inst in found["instances"]:
+        t = tags(inst)
+        assert t["wq-role"] == "manager" and t["wq-manager"] in ("m0", "m1", "m2")
+        (eni,) = inst["NetworkInterfaces"]
+        iface = by_iface[eni["NetworkInterfaceId"]]
+        assert tags(iface)["wq-manager"] == t["wq-manager"]
+        assert eni["NetworkInterfaceId"] in addresses
+        assert inst["IamInstanceProfile"]["Arn"].endswith(f"/wq-{NAME}-manager")
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        data = aws["ec2"].describe_instance_attribute(InstanceId=inst["InstanceId"],
+                                                      Attribute="userData")
+        script = base64.b64decode(data["UserData"]["Value"]).decode()
+        me = iface["PrivateIpAddress"]
+        assert f"WQ_NODE_ID={t['wq-manager']}\n" in script
+        assert f"WQ_RAFT={me}:7000\n" in script
+        (peers,) = [line[len("WQ_PEERS="):] for line in script.splitlines()
+                    if line.startswith("WQ_PEERS=")]
+        assert sorted(peers.split(",")) == [f"{ip}:7000=http://{ip}:8100" for ip in ips if ip != me]
+        assert "WQ_HTTP=0.0.0.0:8000\n" in script and f"WQ_INTERNAL_HTTP={me}:8100\n" in script
+        assert "WQ_BACKEND=ec2\n" in script and "WQ_MAX_WORKERS=6\n" in script
+        assert f"-m provision.parameter --region us-east-1 /wq/{NAME}/secret" in script
+        assert "systemctl enable --now wq-node.service" in script and "Restart=always" in script
+    for alarm in found["alarms"]:
+        action = alarm["AlarmName"].rsplit(".", 1)[1]
+        assert alarm["AlarmActions"] == [f"arn:aws:automate:us-east-1:ec2:{action}"]
+        assert alarm["MetricName"] == {"recover": "StatusCheckFailed_System",
+                                       "reboot": "StatusCheckFailed_Instance"}[action]
+
+
+def check_roles(aws):
+    iam = aws["iam"]
+    for role in ("manager", "worker"):
+        name = f"wq-{NAME}-{role}"
+        trust = iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
+        assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+        assert iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
+        (policy_name,) = iam.list_role_policies(RoleName=name)["PolicyNames"]
+        doc = iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
+        doc = json.loads(doc) if isinstance(doc, str) else doc
+        assert_least_privilege(doc, NAME)
+        (profile,) = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]
+        assert profile["RoleName"] == name
+
+
+def check_secrets_stay_secret(env, aws, first):
+    values = [aws["ssm"].get_parameter(Name=f"/wq/{NAME}/{p}", WithDecryption=True)["Parameter"]
+              for p in ("secret", "api-key")]
+    assert all(v["Type"] == "SecureString" and len(v["Value"]) >= 32 for v in values)
+    for v in values:
+        assert v["Value"] not in first.stdout + first.stderr
+        for inst in ours(aws)["instances"]:
+            data = aws["ec2"].describe_instance_attribute(InstanceId=inst["InstanceId"],
+                                                          Attribute="userData")
+            assert v["Value"] not in base64.b64decode(data["UserData"]["Value"]).decode()
+    assert env["AWS_SECRET_ACCESS_KEY"] not in first.stdout + first.stderr
+    # The API key is printed only when asked for.
+    assert provision(env, "api-key").stdout.strip() == values[1]["Value"]
+
+
+@pytest.mark.parametrize("args, field", [
+    (["up", "--wait", "0"], "--client-cidr"),
+    (["up", "--client-cidr", "10.0.0.0/33", "--wait", "0"], "client_cidr"),
+    (["up", "--client-cidr", "10.0.0.1/8", "--wait", "0"], "client_cidr"),
+    (["up", "--client-cidr", CIDR, "--managers", "4"], "managers"),
+    (["up", "--client-cidr", CIDR, "--min-workers", "5", "--max-workers", "2"], "min_workers"),
+    (["status", "--region", "mars"], "region"),
+])
+def test_bad_settings_are_refused_before_touching_aws(env, args, field):
+    done = provision({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, *args, check=False)
+    assert done.returncode == 2 and field in done.stderr, done.stderr
