@@ -229,8 +229,11 @@ class Node:
         """Why this node cannot commit anything right now, if it knows; None otherwise."""
         if self.raft.leader is None:
             return "no leader known"
-        if self.raft._isLeader() and not self.raft.leader_has_majority(2 * self.cfg.raft_max_timeout):
-            return "leader without a majority of answering followers"
+        if self.raft._isLeader():
+            if not self.raft.leader_has_majority(2 * self.cfg.raft_max_timeout):
+                return "leader without a majority of answering followers"
+        elif not self.raft.hears_leader():
+            return "no heartbeat from the leader within the election timeout"
         return None
 
     def check_quorum(self) -> None:

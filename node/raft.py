@@ -87,6 +87,13 @@ class RaftNode(SyncObj):
         answered = 1 + sum(1 for t in responses.values() if now - t <= within)
         return answered > (len(self.otherNodes) + 1) / 2
 
+    def hears_leader(self) -> bool:
+        """As follower: did a heartbeat from the leader arrive within the election timeout?
+
+        pysyncobj starts no election while it is connected to no peer at all, so a follower
+        whose peers are all gone keeps naming its last leader; this tells it apart."""
+        return getattr(self, "_SyncObj__raftElectionDeadline", 0) > monotonic()
+
     def _state_changed(self, old: int, new: int) -> None:
         log.info("raft role %s -> %s (term %d)", _ROLES.get(old), _ROLES.get(new),
                  self.raftCurrentTerm)

@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from .cluster import AUTH, expected_digest, processes_mentioning, wait_until
@@ -282,3 +283,22 @@ def test_a_worker_leasing_several_jobs_keeps_all_their_leases_alive(make_cluster
     cluster.wait_completed(0, expected, timeout=60)
     # Each job was leased once: the later ones' leases did not expire while they waited.
     assert [cluster.job(1, job_id)["attempts"] for job_id in jobs] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("survivor_role", ["leader", "follower"])
+def test_a_node_left_alone_says_so_and_refuses_writes_at_once(make_cluster, survivor_role):
+    """With both peers dead, the survivor must not claim health: a follower connected to no
+    one never starts an election in pysyncobj, so it would keep naming the dead leader."""
+    cluster = make_cluster()
+    leader = cluster.wait_leader()
+    survivor = leader if survivor_role == "leader" else (leader + 1) % 3
+    for i in range(3):
+        if i != survivor:
+            cluster.kill_node(i)
+    url = cluster.url(survivor)
+    wait_until(lambda: requests.get(url + "/healthz", timeout=5).status_code == 503, 10,
+               "the survivor to report itself unhealthy")
+    started = time.monotonic()
+    r = cluster.enqueue(survivor, b"alone", 1)
+    assert r.status_code == 503 and "majority" in r.json()["error"]
+    assert time.monotonic() - started < 2          # refused, not waited out
