@@ -22,6 +22,7 @@ from .cluster import SECRET, expected_digest, wait_until
 from .moto import aws_env, moto_server
 
 PARAMETER = "/wq/boot/secret"
+IDLE = 20       # the worker's idle timeout: long enough to enqueue after it registers
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
     backend = EC2Backend(ec2, aws["s3"], cluster="boot", manager_urls=managers, package=package,
                          secret_parameter=PARAMETER,
                          ami=ec2.describe_images()["Images"][0]["ImageId"],
-                         instance_type="t3.small", idle_timeout=5, start_cost=45)
+                         instance_type="t3.small", idle_timeout=IDLE, start_cost=45)
     (worker_id,) = backend.launch(1)
     (reservation,) = ec2.describe_instances(Filters=[
         {"Name": "tag:wq-worker-id", "Values": [worker_id]}])["Reservations"]
@@ -73,23 +74,23 @@ power_off() {{ echo "exit status $?" > {marker}; }}
 
 
 def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_cluster, aws, tmp_path):
-    cluster = make_cluster(worker_idle_timeout=5)
+    cluster = make_cluster(worker_idle_timeout=IDLE)
     worker_id, script = user_data(aws, cluster.urls, aws["package"])
     assert SECRET not in script
     proc, marker = run_boot(script, tmp_path, aws)
     try:
+        # Installing the package and its dependencies into a fresh environment takes a while;
+        # then the worker registers under the id the EC2 backend gave it. The cluster starts
+        # no worker of its own, so the job below can only be computed by this one.
+        leader = cluster.wait_leader()
+        wait_until(lambda: worker_id in json.dumps(cluster.status(leader)["workers"]), 240,
+                   "the bootstrapped worker to register", interval=0.3)
         payload = os.urandom(2048)
         r = cluster.enqueue(0, payload, 1000)
         assert r.status_code == 200, r.text
-        job_id = r.json()["id"]
-        # Installing the package and its dependencies into a fresh environment takes a while.
-        cluster.wait_completed(1, {job_id: expected_digest(payload, 1000)}, timeout=240)
-        # No other worker exists (the cluster starts none); the managers know this one by the
-        # id the EC2 backend gave it.
-        leader = cluster.wait_leader()
-        assert worker_id in json.dumps(cluster.status(leader)["workers"])
+        cluster.wait_completed(1, {r.json()["id"]: expected_digest(payload, 1000)}, timeout=60)
         # Idle past its timeout, the worker exits and the script powers the instance off.
-        wait_until(lambda: marker.exists(), 60, "the script to power off")
+        wait_until(lambda: marker.exists(), IDLE + 60, "the script to power off")
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:

@@ -11,10 +11,12 @@ import pytest
 
 from tests.unit.test_deployment import assert_least_privilege
 
+from .cluster import wait_until
 from .moto import aws_env, moto_server
 
 NAME = "ptest"
 CIDR = "203.0.113.7/32"
+NEW_CIDR = "198.51.100.0/24"
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_up_status_up_repair_down(env, aws):
     for kind in ("groups", "interfaces", "addresses", "instances"):
         assert all(tags(r)["wq-cluster"] == NAME for r in found[kind]), kind
     (group,) = found["groups"]
-    check_rules(group)
+    check_rules(group, CIDR)
     check_managers(aws, found)
     check_roles(aws)
     check_secrets_stay_secret(env, aws, first)
@@ -116,8 +118,11 @@ def test_up_status_up_repair_down(env, aws):
     m1 = next(i for i in found["instances"] if tags(i)["wq-manager"] == "m1")
     aws["ec2"].terminate_instances(InstanceIds=[m1["InstanceId"]])
     aws["ec2"].get_waiter("instance_terminated").wait(InstanceIds=[m1["InstanceId"]])
-    repaired = provision(env, "up", "--client-cidr", CIDR, "--wait", "0", "--max-workers", "6")
+    # Also a changed client CIDR: the old rule goes, the new one comes.
+    repaired = provision(env, "up", "--client-cidr", NEW_CIDR, "--wait", "0", "--max-workers", "6")
     assert "launched   manager m1" in repaired.stderr
+    check_rules(aws["ec2"].describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"][0],
+                NEW_CIDR)
     after = ours(aws)
     new_m1 = next(i for i in after["instances"] if tags(i)["wq-manager"] == "m1")
     assert new_m1["InstanceId"] != m1["InstanceId"]
@@ -142,13 +147,13 @@ def test_up_status_up_repair_down(env, aws):
     assert second.stderr.strip() == ""
 
 
-def check_rules(group):
+def check_rules(group, cidr=CIDR):
     rules = {(p["FromPort"], src): p for p in group["IpPermissions"]
              for src in [r["CidrIp"] for r in p.get("IpRanges", [])]
              + [g["GroupId"] for g in p.get("UserIdGroupPairs", [])]}
     me = group["GroupId"]
     # Public API port from the client CIDR; internal routes and Raft only from members.
-    assert set(rules) == {(8000, CIDR), (8100, me), (7000, me)}
+    assert set(rules) == {(8000, cidr), (8100, me), (7000, me)}
     assert all(p["IpProtocol"] == "tcp" and p["FromPort"] == p["ToPort"]
                for p in group["IpPermissions"])
 
@@ -227,3 +232,18 @@ def check_secrets_stay_secret(env, aws, first):
 def test_bad_settings_are_refused_before_touching_aws(env, args, field):
     done = provision({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, *args, check=False)
     assert done.returncode == 2 and field in done.stderr, done.stderr
+
+
+def test_waiting_for_health_reports_each_manager(make_cluster):
+    """`up` waits on this: healthy managers, a minority one (503) and one that never answers."""
+    from provision.health import wait_healthy
+    cluster = make_cluster()
+    dead = "http://127.0.0.1:9"
+    assert wait_healthy(cluster.urls, timeout=20, interval=0.5) == {
+        url: "healthy" for url in cluster.urls}
+    assert wait_healthy([dead], timeout=0) == {dead: "unreachable"}
+    cluster.kill_node(0)
+    cluster.kill_node(1)
+    alone = cluster.url(2)
+    wait_until(lambda: wait_healthy([alone], timeout=0) == {alone: "unhealthy (HTTP 503)"}, 30,
+               "the node left alone to report itself unhealthy")
