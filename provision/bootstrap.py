@@ -26,7 +26,7 @@ WQ_ROOT=/opt/wq
 WQ_LOG=/var/log/wq-bootstrap.log
 
 install_python() {{
-    dnf install -y python3.11 >/dev/null
+    dnf install -y python3.11 python3.11-pip >/dev/null
     command -v python3.11
 }}
 {functions}
