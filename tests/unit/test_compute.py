@@ -1,10 +1,25 @@
-"""The work function against hashlib, computed here independently."""
+"""The work function and both kernels against hashlib, computed here independently."""
 import hashlib
 import os
+import random
+import shutil
 
 import pytest
 
-from worker.compute import iterate_sha512
+from worker import compute
+from worker.compute import iterate_sha512, rehash_python
+
+KERNELS = [pytest.param(rehash_python, id="python"), pytest.param("native", id="c")]
+
+
+def kernel(which):
+    if which != "native":
+        return which
+    if compute._native_rehash is None:
+        if shutil.which("cc") or shutil.which("gcc"):
+            pytest.fail("a C compiler is here but the C kernel was not built")
+        pytest.skip("no C compiler here: the C kernel is not built")
+    return compute._native_rehash
 
 
 def reference(payload: bytes, iterations: int) -> str:
@@ -39,3 +54,28 @@ def test_result_is_128_lowercase_hex():
 def test_zero_iterations_is_refused():
     with pytest.raises(ValueError):
         iterate_sha512(b"x", 0)
+
+
+@pytest.mark.parametrize("which", KERNELS)
+def test_each_kernel_is_bit_identical_to_hashlib_on_many_vectors(which):
+    rehash = kernel(which)
+    rng = random.Random(512)
+    for _ in range(300):
+        digest = rng.randbytes(64)
+        times = rng.choice([0, 1, 2, 3, rng.randint(4, 300)])
+        expected = digest
+        for _ in range(times):
+            expected = hashlib.sha512(expected).digest()
+        assert rehash(digest, times) == expected
+
+
+@pytest.mark.parametrize("digest, times", [(b"x" * 63, 1), (b"x" * 65, 1), (b"", 0), (b"x" * 64, -1)])
+def test_the_c_kernel_refuses_what_it_cannot_hash(digest, times):
+    rehash = kernel("native")
+    with pytest.raises(ValueError):
+        rehash(digest, times)
+
+
+def test_the_worker_uses_the_c_kernel_when_it_is_built():
+    assert compute.rehash is (compute._native_rehash or rehash_python)
+    assert compute.KERNEL == ("c" if compute._native_rehash else "python")
