@@ -95,7 +95,7 @@ class NodeConfig:
     ec2_instance_profile: str = ""
     ec2_subnet: str = ""
     ec2_security_groups: str = ""
-    # s3://bucket/key of the wheel EC2 workers install (through a presigned URL).
+    # s3://bucket/key of the package (source archive or wheel) EC2 workers install.
     ec2_package: str = ""
     # SSM SecureString parameter holding the cluster secret, read by EC2 workers at boot.
     ec2_secret_parameter: str = ""
@@ -175,8 +175,9 @@ class NodeConfig:
         if self.backend == "ec2" and self.max_workers > 0:
             if not self.ec2_ami:
                 raise ConfigError("ec2_ami: required with --backend ec2")
-            if not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/\S+\.whl", self.ec2_package):
-                raise ConfigError("ec2_package: required with --backend ec2, as s3://BUCKET/KEY.whl")
+            if not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/\S+\.(tar\.gz|whl)", self.ec2_package):
+                raise ConfigError("ec2_package: required with --backend ec2, as "
+                                  "s3://BUCKET/KEY.tar.gz (or .whl)")
             if not re.fullmatch(r"/?[A-Za-z0-9_.\-/]{1,1011}", self.ec2_secret_parameter):
                 raise ConfigError("ec2_secret_parameter: required with --backend ec2, an SSM "
                                   "parameter name like /wq/NAME/secret")
@@ -285,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--ec2-subnet", help="subnet id for EC2 workers (WQ_EC2_SUBNET)")
     a("--ec2-security-groups", help="security group ids for EC2 workers, comma separated "
                                     "(WQ_EC2_SECURITY_GROUPS)")
-    a("--ec2-package", help="s3://BUCKET/KEY of the wheel EC2 workers install (WQ_EC2_PACKAGE)")
+    a("--ec2-package", help="s3://BUCKET/KEY of the package (source archive or wheel) EC2 workers "
+                            "install (WQ_EC2_PACKAGE)")
     a("--ec2-secret-parameter", help="SSM SecureString parameter holding the cluster secret, "
                                      "which EC2 workers read with their instance role "
                                      "(WQ_EC2_SECRET_PARAMETER)")

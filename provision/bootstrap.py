@@ -1,7 +1,8 @@
 """User data (cloud-init shell scripts) for manager and worker instances.
 
-Both scripts install Python 3.11, make a virtual environment, download the project's wheel
-from a presigned S3 URL, install it, and copy the cluster secret from SSM Parameter Store
+Both scripts install Python 3.11 and a C compiler, make a virtual environment, download the
+project's source archive from a presigned S3 URL, build and install it (the C kernel is
+compiled for the instance itself), and copy the cluster secret from SSM Parameter Store
 into a private file with the instance role's credentials. No secret and no AWS key is in the
 user data itself. Then a worker runs `python -m worker` and powers the instance off when it
 exits (the instance is launched with shutdown behaviour "terminate", so nothing is left
@@ -26,7 +27,7 @@ WQ_ROOT=/opt/wq
 WQ_LOG=/var/log/wq-bootstrap.log
 
 install_python() {{
-    dnf install -y python3.11 python3.11-pip >/dev/null
+    dnf install -y python3.11 python3.11-pip python3.11-devel gcc >/dev/null
     command -v python3.11
 }}
 {functions}
@@ -38,8 +39,9 @@ echo "bootstrap started $(date -u +%FT%TZ)"
 {on_exit}
 PYTHON=$(install_python)
 "$PYTHON" -m venv "$WQ_ROOT/venv"
-curl -fsSL --retry 8 --retry-connrefused -o "$WQ_ROOT/{wheel}" {package_url}
-"$WQ_ROOT/venv/bin/pip" install --quiet --disable-pip-version-check "$WQ_ROOT/{wheel}"
+curl -fsSL --retry 8 --retry-connrefused -o "$WQ_ROOT/{package}" {package_url}
+"$WQ_ROOT/venv/bin/pip" install --quiet --disable-pip-version-check "$WQ_ROOT/{package}"
+"$WQ_ROOT/venv/bin/python" -c 'import worker.compute as c; print("SHA-512 kernel:", c.KERNEL)'
 "$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {secret_parameter} "$WQ_ROOT/secret"
 """
 
@@ -94,31 +96,31 @@ def _check(**values: str) -> None:
             raise ValueError(f"{name}: {value!r} has characters not allowed in user data")
 
 
-def _prelude(title: str, functions: str, on_exit: str, *, package_url: str, wheel: str,
+def _prelude(title: str, functions: str, on_exit: str, *, package_url: str, package: str,
              region: str, secret_parameter: str) -> str:
-    _check(wheel=wheel, region=region, secret_parameter=secret_parameter)
+    _check(package=package, region=region, secret_parameter=secret_parameter)
     return PRELUDE.format(title=title, functions=functions, on_exit=on_exit,
-                          package_url=shlex.quote(package_url), wheel=wheel, region=region,
+                          package_url=shlex.quote(package_url), package=package, region=region,
                           secret_parameter=secret_parameter)
 
 
-def worker_script(*, package_url: str, wheel: str, region: str, secret_parameter: str,
+def worker_script(*, package_url: str, package: str, region: str, secret_parameter: str,
                   manager_urls: list[str], worker_id: str, idle_timeout: float) -> str:
     managers = ",".join(manager_urls)
     _check(managers=managers, worker_id=worker_id)
     return _prelude("Worker bootstrap: install the package, run one worker, power off when it exits.",
-                    WORKER, "trap power_off EXIT", package_url=package_url, wheel=wheel,
+                    WORKER, "trap power_off EXIT", package_url=package_url, package=package,
                     region=region, secret_parameter=secret_parameter) + \
         WORKER_MAIN.format(managers=managers, worker_id=worker_id, idle_timeout=idle_timeout)
 
 
-def manager_script(*, package_url: str, wheel: str, region: str, secret_parameter: str,
+def manager_script(*, package_url: str, package: str, region: str, secret_parameter: str,
                    api_key_parameter: str, node_env: dict[str, str]) -> str:
     """`node_env` holds the node's WQ_* settings; paths may use $WQ_ROOT."""
     _check(api_key_parameter=api_key_parameter,
            **{k: v.replace("$WQ_ROOT", "") for k, v in node_env.items()})
     env = "\n".join(f"{k}={v}" for k, v in node_env.items())
     return _prelude("Manager bootstrap: install the package, configure the node, run it under systemd.",
-                    MANAGER, "", package_url=package_url, wheel=wheel, region=region,
+                    MANAGER, "", package_url=package_url, package=package, region=region,
                     secret_parameter=secret_parameter) + \
         MANAGER_MAIN.format(region=region, api_key_parameter=api_key_parameter, env=env)

@@ -1,51 +1,60 @@
-"""Build the project's wheel from this checkout, the package every instance installs.
+"""Pack the project's sources from this checkout, the package every instance installs.
 
-The build runs on a copy of the sources (the checkout stays clean) with a fixed
-SOURCE_DATE_EPOCH, so the same sources give the same bytes and the same S3 key: a second
-`provision up` finds the package it uploaded before instead of adding another.
+A source archive, not a wheel: each instance builds it with pip, compiling the C kernel for
+its own platform (a wheel built here would carry this machine's binary). The archive is
+deterministic (sorted entries, fixed times and owners), so the same sources give the same
+bytes and the same S3 key: a second `provision up` finds the package it uploaded before
+instead of adding another.
 """
 from __future__ import annotations
 
+import configparser
+import gzip
 import hashlib
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
+import io
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ["node", "worker", "provision", "setup.cfg", "pyproject.toml", "README.md"]
+PACKAGE_PREFIX = "packages/"
+SOURCES = ["node", "worker", "provision", "setup.cfg", "setup.py", "pyproject.toml", "README.md"]
+SUFFIXES = {".py", ".c", ".cfg", ".toml", ".md", ".json", ".html"}
 
 
 @dataclass(frozen=True)
 class Package:
     path: Path
-    digest: str             # sha256 of the wheel
+    digest: str             # sha256 of the archive
 
     @property
     def key(self) -> str:
-        """S3 key: the content digest keeps versions apart, the file name stays a wheel name."""
-        return f"packages/{self.digest[:16]}/{self.path.name}"
+        """S3 key: the content digest keeps versions apart; the file name is what pip expects."""
+        return f"{PACKAGE_PREFIX}{self.digest[:16]}/{self.path.name}"
 
 
-def build_wheel(out_dir: Path, root: Path = ROOT) -> Package:
-    with tempfile.TemporaryDirectory(prefix="wq-build-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for name in SOURCES:
-            item = root / name
-            if item.is_dir():
-                shutil.copytree(item, src / name,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-            else:
-                shutil.copy2(item, src / name)
-        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(src)],
-            env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"building the package failed:\n{done.stderr.strip()}")
-    (wheel,) = sorted(out_dir.glob("replicated_work_queue-*.whl"))
-    return Package(wheel, hashlib.sha256(wheel.read_bytes()).hexdigest())
+def source_files(root: Path = ROOT) -> list[Path]:
+    files = []
+    for name in SOURCES:
+        item = root / name
+        found = sorted(item.rglob("*")) if item.is_dir() else [item]
+        files += [f for f in found if f.is_file() and f.suffix in SUFFIXES
+                  and "__pycache__" not in f.parts]
+    return files
+
+
+def build_sdist(out_dir: Path, root: Path = ROOT) -> Package:
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    base = f"{cfg['metadata']['name'].replace('-', '_')}-{cfg['metadata']['version']}"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in source_files(root):
+            data = f.read_bytes()
+            info = tarfile.TarInfo(f"{base}/{f.relative_to(root).as_posix()}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 315532800
+            tar.addfile(info, io.BytesIO(data))
+    path = out_dir / f"{base}.tar.gz"
+    with open(path, "wb") as out, gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return Package(path, hashlib.sha256(path.read_bytes()).hexdigest())

@@ -4,7 +4,7 @@ Least privilege:
 - Managers may run instances only when the launch tags them as this deployment's workers,
   only into the deployment's subnet and security group, from one AMI; they may tag only at
   launch, terminate only instances tagged as this deployment's workers, pass only the worker
-  role, read only the package object and the deployment's two parameters.
+  role, read only the packages in the deployment's bucket and its two parameters.
   `ec2:DescribeInstances` is the one action on `*`: EC2's describe actions do not support
   resource-level permissions.
 - Workers may read the cluster secret and nothing else (the package reaches them through a
@@ -14,6 +14,7 @@ No statement uses a wildcard action.
 from __future__ import annotations
 
 from .deployment import CLUSTER_TAG, ROLE_TAG
+from .package import PACKAGE_PREFIX
 
 EC2_TRUST = {
     "Version": "2012-10-17",
@@ -23,8 +24,11 @@ EC2_TRUST = {
 
 
 def manager_policy(*, name: str, region: str, account: str, subnet: str, security_group: str,
-                   ami: str, worker_role_arn: str, bucket: str, package_key: str,
+                   images: list[str], worker_role_arn: str, bucket: str,
                    parameters: list[str]) -> dict:
+    """`images`: the AMIs the deployment's managers run (workers are launched from the same).
+    The bucket holds only this deployment's packages; a manager may read any of them, so one
+    provisioned from an older checkout still hands its own package to its workers."""
     ec2 = f"arn:aws:ec2:{region}:{account}"
     is_our_worker = {f"ec2:ResourceTag/{CLUSTER_TAG}": name, f"ec2:ResourceTag/{ROLE_TAG}": "worker"}
     return {"Version": "2012-10-17", "Statement": [
@@ -36,7 +40,7 @@ def manager_policy(*, name: str, region: str, account: str, subnet: str, securit
          "Action": "ec2:RunInstances",
          "Resource": [f"{ec2}:subnet/{subnet}", f"{ec2}:security-group/{security_group}",
                       f"{ec2}:network-interface/*", f"{ec2}:volume/*",
-                      f"arn:aws:ec2:{region}::image/{ami}"]},
+                      *[f"arn:aws:ec2:{region}::image/{ami}" for ami in images]]},
         {"Sid": "TagOnlyAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags",
          "Resource": f"{ec2}:instance/*",
          "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
@@ -47,8 +51,8 @@ def manager_policy(*, name: str, region: str, account: str, subnet: str, securit
         {"Sid": "PassWorkerRole", "Effect": "Allow", "Action": "iam:PassRole",
          "Resource": worker_role_arn,
          "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-        {"Sid": "ReadPackage", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{bucket}/{package_key}"},
+        {"Sid": "ReadPackages", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/{PACKAGE_PREFIX}*"},
         {"Sid": "ReadSecrets", "Effect": "Allow", "Action": "ssm:GetParameter",
          "Resource": [parameter_arn(region, account, p) for p in parameters]},
     ]}

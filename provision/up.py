@@ -20,7 +20,7 @@ from .aws import Clients, error_code, say
 from .bootstrap import manager_script
 from .deployment import (AMI_PARAMETER, HTTP_PORT, INTERNAL_PORT, MANAGER_TAG, RAFT_PORT, ROLE_TAG,
                          Deployment, manager_id)
-from .package import Package, build_wheel
+from .package import Package, build_sdist
 
 PACKAGE_URL_SECONDS = 3600
 SETTLE_SECONDS = 120
@@ -32,13 +32,25 @@ def up(c: Clients, d: Deployment) -> dict[str, dict]:
     group = ensure_security_group(c, d, subnet["VpcId"])
     ensure_parameters(c, d)
     with tempfile.TemporaryDirectory(prefix="wq-package-") as tmp:
-        package = ensure_package(c, d, build_wheel(Path(tmp)))
-    ami = d.ami or c.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
-    ensure_roles(c, d, subnet=subnet["SubnetId"], group=group, ami=ami, package=package)
+        package = ensure_package(c, d, build_sdist(Path(tmp)))
+    ami, images = choose_image(c, d)
+    ensure_roles(c, d, subnet=subnet["SubnetId"], group=group, images=images)
     ifaces = ensure_interfaces(c, d, subnet["SubnetId"], group)
     ensure_addresses(c, d, ifaces)
     ensure_managers(c, d, ifaces, subnet=subnet["SubnetId"], group=group, ami=ami, package=package)
     return ifaces
+
+
+def choose_image(c: Clients, d: Deployment) -> tuple[str, list[str]]:
+    """The AMI for new instances, and every AMI the deployment's managers run.
+
+    A deployment keeps the image its managers were first launched from (unless --ami names
+    another), so a later `up` does not move it to a newer Amazon Linux under running managers
+    that launch their workers from the old one."""
+    running = sorted({i["ImageId"] for i in aws.instances(c, d, role="manager")})
+    ami = d.ami or (running[0] if running else
+                    c.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"])
+    return ami, sorted(set(running) | {ami})
 
 
 def find_subnet(c: Clients, d: Deployment) -> dict:
@@ -74,7 +86,9 @@ def ensure_security_group(c: Clients, d: Deployment, vpc: str) -> str:
         say("found", f"security group {group}")
     wanted = [
         {"IpProtocol": "tcp", "FromPort": HTTP_PORT, "ToPort": HTTP_PORT,
-         "IpRanges": [{"CidrIp": d.client_cidr, "Description": "clients"}]},
+         **({"Ipv6Ranges": [{"CidrIpv6": d.client_cidr, "Description": "clients"}]}
+            if ":" in d.client_cidr else
+            {"IpRanges": [{"CidrIp": d.client_cidr, "Description": "clients"}]})},
         {"IpProtocol": "tcp", "FromPort": INTERNAL_PORT, "ToPort": INTERNAL_PORT,
          "UserIdGroupPairs": [{"GroupId": group, "Description": "managers and workers"}]},
         {"IpProtocol": "tcp", "FromPort": RAFT_PORT, "ToPort": RAFT_PORT,
@@ -147,13 +161,12 @@ def ensure_package(c: Clients, d: Deployment, package: Package) -> Package:
     return package
 
 
-def ensure_roles(c: Clients, d: Deployment, *, subnet: str, group: str, ami: str,
-                 package: Package) -> None:
+def ensure_roles(c: Clients, d: Deployment, *, subnet: str, group: str, images: list[str]) -> None:
     worker_arn = _ensure_role(c, d, d.worker_role, "worker", policies.worker_policy(
         region=d.region, account=c.account, secret_parameter=d.secret_parameter))
     _ensure_role(c, d, d.manager_role, "manager", policies.manager_policy(
         name=d.name, region=d.region, account=c.account, subnet=subnet, security_group=group,
-        ami=ami, worker_role_arn=worker_arn, bucket=d.bucket(c.account), package_key=package.key,
+        images=images, worker_role_arn=worker_arn, bucket=d.bucket(c.account),
         parameters=[d.secret_parameter, d.api_key_parameter]))
 
 
@@ -166,7 +179,7 @@ def _ensure_role(c: Clients, d: Deployment, name: str, role: str, policy: dict) 
                                 AssumeRolePolicyDocument=json.dumps(policies.EC2_TRUST),
                                 Description=f"work queue {d.name}: {role} instances")["Role"]["Arn"]
         say("created", f"role {name}")
-    # Written every time: the policy names the current subnet, group, image and package.
+    # Written every time: the policy names the current subnet, group and images.
     c.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
     if not aws.profile_exists(c, name):
         c.iam.create_instance_profile(InstanceProfileName=name, Tags=d.tags(**{ROLE_TAG: role}))
@@ -262,7 +275,7 @@ def _launch_manager(c: Clients, d: Deployment, m: str, ifaces: dict[str, dict], 
     url = c.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": package.key},
                                       ExpiresIn=PACKAGE_URL_SECONDS)
     user_data = manager_script(
-        package_url=url, wheel=package.path.name, region=d.region,
+        package_url=url, package=package.path.name, region=d.region,
         secret_parameter=d.secret_parameter, api_key_parameter=d.api_key_parameter,
         node_env=node_env(d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package,
                           account=c.account))

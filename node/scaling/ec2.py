@@ -53,7 +53,7 @@ class EC2Backend:
         url = self._s3.generate_presigned_url(
             "get_object", Params={"Bucket": self._bucket, "Key": self._key},
             ExpiresIn=PACKAGE_URL_SECONDS)
-        return worker_script(package_url=url, wheel=self._key.rsplit("/", 1)[-1],
+        return worker_script(package_url=url, package=self._key.rsplit("/", 1)[-1],
                              region=self._ec2.meta.region_name,
                              secret_parameter=self._secret_parameter, manager_urls=self._urls,
                              worker_id=worker_id, idle_timeout=self._idle)

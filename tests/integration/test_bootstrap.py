@@ -1,11 +1,12 @@
 """The EC2 worker's user data, run on this machine: the script the EC2 backend hands to
-run_instances (read back from a moto server) installs the wheel built from this checkout from
+run_instances (read back from a moto server) installs the source archive packed from this checkout from
 a presigned S3 URL, reads the cluster secret from SSM, and starts a worker that completes a
 job on a local cluster; then it powers off. Only the OS-level steps (installing Python,
 powering off) and the install directory are replaced, through WQ_BOOT_OVERRIDES."""
 import base64
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import boto3
 import pytest
 
 from node.scaling.ec2 import EC2Backend
-from provision.package import build_wheel
+from provision.package import build_sdist
 
 from .cluster import SECRET, expected_digest, wait_until
 from .moto import aws_env, moto_server
@@ -27,7 +28,7 @@ IDLE = 20       # the worker's idle timeout: long enough to enqueue after it reg
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory):
-    """A moto server holding the wheel (bucket) and the cluster secret (SSM), like `up` leaves them."""
+    """A moto server holding the package (bucket) and the cluster secret (SSM), like `up` leaves them."""
     tmp = tmp_path_factory.mktemp("boot-aws")
     with moto_server(tmp) as url:
         env = aws_env(url)
@@ -35,7 +36,7 @@ def aws(tmp_path_factory):
                                 aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
                                 aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
         clients = {n: session.client(n, endpoint_url=url) for n in ("ec2", "s3", "ssm")}
-        package = build_wheel(tmp)
+        package = build_sdist(tmp)
         clients["s3"].create_bucket(Bucket="wq-boot")
         clients["s3"].upload_file(str(package.path), "wq-boot", package.key)
         clients["ssm"].put_parameter(Name=PARAMETER, Type="SecureString", Value=SECRET)
@@ -100,6 +101,8 @@ def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_clus
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     log = (tmp_path / "bootstrap.log").read_text()
     assert "worker exited" in log and SECRET not in log
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert "SHA-512 kernel: c" in log          # compiled on the "instance" itself
 
 
 def test_a_failed_step_still_powers_the_instance_off(aws, tmp_path):

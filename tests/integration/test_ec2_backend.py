@@ -13,7 +13,7 @@ from node.scaling.policy import Limits
 
 from .moto import apply_env, moto_server
 
-PACKAGE = "s3://wq-bucket/packages/0123/replicated_work_queue-0.1.0-py3-none-any.whl"
+PACKAGE = "s3://wq-bucket/packages/0123/replicated_work_queue-0.1.0.tar.gz"
 MANAGERS = ["http://10.0.0.1:8001", "http://10.0.0.2:8001"]
 
 
@@ -70,7 +70,7 @@ def test_a_launch_carries_user_data_tags_and_terminate_on_shutdown(ec2):
     script = base64.b64decode(data["UserData"]["Value"]).decode()
     # The package comes through a presigned URL, the secret from SSM with the instance role:
     # the user data holds neither the secret nor any AWS key.
-    assert "wq-bucket/packages/0123/replicated_work_queue-0.1.0-py3-none-any.whl?" in script
+    assert "wq-bucket/packages/0123/replicated_work_queue-0.1.0.tar.gz?" in script
     assert "X-Amz-Signature" in script or "Signature=" in script
     assert "-m provision.parameter --region us-east-1 /wq/t/secret" in script
     assert "WQ_SECRET=" not in script and os.environ["AWS_SECRET_ACCESS_KEY"] not in script

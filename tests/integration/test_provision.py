@@ -99,7 +99,7 @@ def test_up_status_up_repair_down(env, aws):
     block = aws["s3"].get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values())
     (package,) = aws["s3"].list_objects_v2(Bucket=bucket)["Contents"]
-    assert package["Key"].endswith("-py3-none-any.whl")
+    assert package["Key"].endswith("/replicated_work_queue-0.1.0.tar.gz")
     urls = [line.split()[0] for line in first.stdout.splitlines() if line.startswith("  http://")]
     assert len(urls) == 3 and all(u.endswith(":8000") for u in urls)
 

@@ -60,7 +60,7 @@ def test_the_secret_never_shows_in_the_repr():
     (BASE + ["--secret-file", "/nonexistent/secret"], {}, "secret_file"),
     (BASE + EC2[:-2], {"WQ_SECRET": SECRET}, "ec2_ami"),
     (BASE + EC2, {"WQ_SECRET": SECRET}, "ec2_package"),
-    (BASE + EC2 + ["--ec2-package", "s3://bkt/pkg.tar.gz"], {"WQ_SECRET": SECRET}, "ec2_package"),
+    (BASE + EC2 + ["--ec2-package", "s3://bkt/pkg.zip"], {"WQ_SECRET": SECRET}, "ec2_package"),
     (BASE + EC2[:4] + EC2[-2:] + ["--ec2-package", "s3://bkt/k.whl"], {"WQ_SECRET": SECRET},
      "ec2_secret_parameter"),
 ])

@@ -11,8 +11,8 @@ WORKER_ROLE = "arn:aws:iam::123456789012:role/wq-demo-worker"
 
 def manager(**overrides) -> dict:
     args = dict(name=NAME, region="us-east-1", account="123456789012", subnet="subnet-1",
-                security_group="sg-1", ami="ami-1", worker_role_arn=WORKER_ROLE,
-                bucket="wq-demo-b", package_key="packages/ab/x.whl",
+                security_group="sg-1", images=["ami-1"], worker_role_arn=WORKER_ROLE,
+                bucket="wq-demo-b",
                 parameters=["/wq/demo/secret", "/wq/demo/api-key"])
     return manager_policy(**{**args, **overrides})
 
@@ -131,10 +131,10 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
 
     d = Deployment(name="demo", client_cidr="203.0.113.7/32")
     ifaces = {f"m{i}": {"PrivateIpAddress": f"10.0.0.{10 + i}"} for i in range(3)}
-    package = Package(Path("/x/replicated_work_queue-0.1.0-py3-none-any.whl"), "ab" * 32)
+    package = Package(Path("/x/replicated_work_queue-0.1.0.tar.gz"), "ab" * 32)
     env = node_env(d, "m1", ifaces, subnet="subnet-1", group="sg-1", ami="ami-1",
                    package=package, account="123456789012")
-    script = manager_script(package_url="https://b.s3/x?sig=1", wheel=package.path.name,
+    script = manager_script(package_url="https://b.s3/x?sig=1", package=package.path.name,
                             region=d.region, secret_parameter=d.secret_parameter,
                             api_key_parameter=d.api_key_parameter, node_env=env)
     written = script.split("<<ENV\n", 1)[1].split("\nENV\n", 1)[0]
@@ -149,3 +149,23 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
     assert cfg.backend == "ec2" and cfg.api_key == "k" * 43 and cfg.cluster_name == "demo"
     assert cfg.ec2_package == f"s3://wq-demo-123456789012-us-east-1/{package.key}"
     assert cfg.ec2_secret_parameter == "/wq/demo/secret"
+
+
+def test_the_package_is_a_deterministic_source_archive(tmp_path):
+    """Instances compile the C kernel themselves, so they get sources; the same sources give
+    the same bytes, hence the same S3 key, so a second `up` uploads nothing."""
+    import tarfile
+
+    from provision.package import build_sdist
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = build_sdist(tmp_path / "a"), build_sdist(tmp_path / "b")
+    assert first.digest == second.digest and first.key == second.key
+    with tarfile.open(first.path) as tar:
+        names = tar.getnames()
+    top = "replicated_work_queue-0.1.0/"
+    assert all(n.startswith(top) for n in names)
+    for needed in ("setup.py", "setup.cfg", "pyproject.toml", "worker/_sha512.c",
+                   "node/app.py", "provision/parameter.py"):
+        assert top + needed in names
+    assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
