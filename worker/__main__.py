@@ -14,7 +14,7 @@ import time
 import aiohttp
 
 from .client import CallFailed, ManagerClient, NoManager
-from .compute import iterate_sha512
+from .compute import LANES, rehash_batch
 
 log = logging.getLogger("worker")
 
@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "[default: 60]")
     p.add_argument("--orphan-timeout", type=float, default=30.0,
                    help="seconds without any manager answering before exiting [default: 30]")
-    p.add_argument("--max-jobs", type=int, default=1, help="jobs leased per request, 1 to 64 [default: 1]")
+    p.add_argument("--max-jobs", type=int, default=LANES,
+                   help="jobs leased and computed together, 1 to 64 [default: the kernel's lanes "
+                        f"here, {LANES}]")
     p.add_argument("--log-level", default=os.environ.get("WQ_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL) [default: INFO]")
     args = p.parse_args(argv)
@@ -91,13 +93,12 @@ class Worker:
             idle_since = time.monotonic()
 
     async def work_through(self, jobs: list[dict]) -> None:
-        """Compute leased jobs one after the other, heartbeating every lease still held."""
+        """Compute leased jobs together (one kernel lane each), heartbeating every lease still
+        held, and report each result as soon as its job is done."""
         self.held = [job["id"] for job in jobs]
         heartbeat = asyncio.create_task(self.heartbeat())
         try:
-            for job in jobs:
-                await self.work_on(job)
-                self.held.remove(job["id"])
+            await self.compute(jobs)
         except asyncio.CancelledError:
             # Stopping (SIGTERM): give the jobs back now rather than at lease expiry.
             heartbeat.cancel()
@@ -109,26 +110,47 @@ class Worker:
         finally:
             heartbeat.cancel()
 
-    async def work_on(self, job: dict) -> None:
-        job_id = job["id"]
+    async def payload(self, job: dict) -> bytes | None:
+        """The job's payload, checked against its digest; None (job released) if unavailable."""
         try:
-            data = await self.client.call("GET", f"/internal/payloads/{job_id}"
+            data = await self.client.call("GET", f"/internal/payloads/{job['id']}"
                                                  f"?digest={job['digest']}", raw=True)
         except (CallFailed, NoManager) as e:
-            await self.release([job_id], f"payload unavailable ({e})")
-            return
+            await self.release([job["id"]], f"payload unavailable ({e})")
+            return None
         if hashlib.sha256(data).hexdigest() != job["digest"]:
-            await self.release([job_id], "payload digest mismatch")
+            await self.release([job["id"]], "payload digest mismatch")
+            return None
+        return data
+
+    async def compute(self, jobs: list[dict]) -> None:
+        payloads = await asyncio.gather(*(self.payload(job) for job in jobs))
+        ready = []
+        for job, data in zip(jobs, payloads, strict=True):
+            if data is None:
+                self.held.remove(job["id"])      # released
+            else:
+                ready.append((job, data))
+        if not ready:
             return
+        loop = asyncio.get_running_loop()
         started = time.monotonic()
-        result = await asyncio.get_running_loop().run_in_executor(
-            None, iterate_sha512, data, job["iterations"])
+        firsts = await loop.run_in_executor(
+            None, lambda: [hashlib.sha512(data).digest() for _, data in ready])
+        batch = rehash_batch(firsts, [job["iterations"] - 1 for job, _ in ready], lanes=LANES)
+        while True:
+            done = await loop.run_in_executor(None, next, batch, None)
+            if done is None:
+                break
+            job = ready[done[0]][0]
+            log.info("job %s computed (%d iterations in %.2fs)", job["id"], job["iterations"],
+                     time.monotonic() - started)
+            await self.report(job["id"], done[1].hex())
+            self.held.remove(job["id"])
         elapsed = time.monotonic() - started
         if elapsed > 0.05:
             # Reported with every poll; the scaling policy sizes the pool with it.
-            self.info["speed"] = round(job["iterations"] / elapsed)
-        log.info("job %s computed (%d iterations in %.2fs)", job_id, job["iterations"], elapsed)
-        await self.report(job_id, result)
+            self.info["speed"] = round(sum(job["iterations"] for job, _ in ready) / elapsed)
 
     async def release(self, job_ids: list[str], reason: str) -> None:
         """Give jobs back so another attempt can start without waiting for the lease."""

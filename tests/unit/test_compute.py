@@ -12,14 +12,22 @@ from worker.compute import iterate_sha512, rehash_python
 KERNELS = [pytest.param(rehash_python, id="python"), pytest.param("native", id="c")]
 
 
-def kernel(which):
-    if which != "native":
-        return which
-    if compute._native_rehash is None:
+def native():
+    if compute._sha512 is None:
         if shutil.which("cc") or shutil.which("gcc"):
             pytest.fail("a C compiler is here but the C kernel was not built")
         pytest.skip("no C compiler here: the C kernel is not built")
-    return compute._native_rehash
+    return compute._sha512
+
+
+def kernel(which):
+    return native().rehash if which == "native" else which
+
+
+def chain(digest: bytes, times: int) -> bytes:
+    for _ in range(times):
+        digest = hashlib.sha512(digest).digest()
+    return digest
 
 
 def reference(payload: bytes, iterations: int) -> str:
@@ -63,10 +71,7 @@ def test_each_kernel_is_bit_identical_to_hashlib_on_many_vectors(which):
     for _ in range(300):
         digest = rng.randbytes(64)
         times = rng.choice([0, 1, 2, 3, rng.randint(4, 300)])
-        expected = digest
-        for _ in range(times):
-            expected = hashlib.sha512(expected).digest()
-        assert rehash(digest, times) == expected
+        assert rehash(digest, times) == chain(digest, times)
 
 
 @pytest.mark.parametrize("digest, times", [(b"x" * 63, 1), (b"x" * 65, 1), (b"", 0), (b"x" * 64, -1)])
@@ -76,6 +81,43 @@ def test_the_c_kernel_refuses_what_it_cannot_hash(digest, times):
         rehash(digest, times)
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 7, 8])
+def test_the_lanes_kernel_is_bit_identical_on_many_vectors(lanes):
+    """Eight chains at once in vector lanes (AVX-512 where the CPU has it) or one by one."""
+    k = native()
+    rng = random.Random(lanes)
+    for _ in range(40):
+        digests = [rng.randbytes(64) for _ in range(lanes)]
+        times = rng.choice([0, 1, 2, rng.randint(3, 500)])
+        out = k.rehash_lanes(b"".join(digests), times)
+        assert out == b"".join(chain(d, times) for d in digests)
+
+
+@pytest.mark.parametrize("digests, times", [(b"", 1), (b"x" * 63, 1), (b"x" * 64 * 9, 1),
+                                            (b"x" * 64, -1)])
+def test_the_lanes_kernel_refuses_what_it_cannot_hash(digests, times):
+    with pytest.raises(ValueError):
+        native().rehash_lanes(digests, times)
+
+
+@pytest.mark.parametrize("kernels", ["built", "python"])
+@pytest.mark.parametrize("lanes", [1, 3, 8])
+def test_a_batch_of_jobs_finishes_shortest_first_with_every_result_right(lanes, kernels, monkeypatch):
+    if kernels == "python":
+        monkeypatch.setattr(compute, "rehash", rehash_python)
+        monkeypatch.setattr(compute, "rehash_lanes", compute._lanes_python)
+    rng = random.Random(99)
+    digests = [rng.randbytes(64) for _ in range(13)]
+    times = [rng.choice([0, 1, 5, 50, 300, 301]) for _ in digests]
+    done = list(compute.rehash_batch(digests, times, lanes=lanes))
+    assert sorted(i for i, _ in done) == list(range(13))
+    assert [times[i] for i, _ in done] == sorted(times)
+    for i, digest in done:
+        assert digest == chain(digests[i], times[i])
+
+
 def test_the_worker_uses_the_c_kernel_when_it_is_built():
-    assert compute.rehash is (compute._native_rehash or rehash_python)
-    assert compute.KERNEL == ("c" if compute._native_rehash else "python")
+    k = compute._sha512
+    assert compute.rehash is (k.rehash if k else rehash_python)
+    assert compute.KERNEL == ("python" if k is None else "c-avx512" if k.VECTOR else "c")
+    assert compute.LANES == (8 if k is not None and k.VECTOR else 1)
