@@ -6,9 +6,9 @@ import json
 import platform
 import sys
 
-from . import scaling
+from . import kernel, scaling
 
-BENCHMARKS = {"scaling": scaling}
+BENCHMARKS = {"kernel": kernel, "scaling": scaling}
 
 
 def main(argv: list[str] | None = None) -> int:
