@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import requests
-
 from tests.integration.cluster import Cluster, free_ports, wait_until
 from worker import compute
 
