@@ -100,9 +100,39 @@ class StateMachine:
         results: list = []
         applied: list = []
         base = 0                 # positions in the entry, so seq numbers never collide
+        cmds: list = []
         for wire in batch:
             try:
-                cmd = c.decode(wire)
+                cmds.append(c.decode(wire))
+            except Exception as e:
+                cmds.append(e)
+        i = 0
+        while i < len(cmds):
+            # Consecutive enqueues (group commit under load) are applied with one statement
+            # per table; if that fails, each is applied on its own below.
+            end = i
+            while end < len(cmds) and isinstance(cmds[end], c.Enqueue):
+                end += 1
+            if end - i > 1:
+                run = cmds[i:end]
+                try:
+                    with conn.begin_nested():
+                        out = self._enqueue_run(conn, index, base, run)
+                except OperationalError:
+                    raise
+                except Exception:
+                    log.exception("enqueues of Raft entry %d applied one by one", index)
+                else:
+                    results += out
+                    applied += zip(run, out)
+                    base += sum(command_width(cmd) for cmd in run)
+                    i = end
+                    continue
+            cmd = cmds[i]
+            i += 1
+            try:
+                if isinstance(cmd, Exception):
+                    raise cmd
                 with conn.begin_nested():
                     result = self._dispatch(conn, index, base, cmd)
                 base += command_width(cmd)
@@ -112,7 +142,7 @@ class StateMachine:
                 raise
             except Exception as e:
                 # Deterministic: every replica rejects the same command the same way.
-                log.exception("rejected a command in Raft entry %d", index)
+                log.error("rejected a command in Raft entry %d: %s: %s", index, type(e).__name__, e)
                 self.failures += 1
                 self.store.bump(conn, "apply_failures", 1)
                 results.append(ApplyError(f"{type(e).__name__}: {e}"))
@@ -135,7 +165,7 @@ class StateMachine:
     def _dispatch(self, conn: Connection, index: int, base: int, cmd: c.Command) -> Any:
         seq = (index << BATCH_SHIFT) + base
         if isinstance(cmd, c.Enqueue):
-            return self._enqueue(conn, seq, cmd)
+            return self._enqueue_run(conn, index, base, [cmd])[0]
         if isinstance(cmd, c.Lease):
             return self._lease(conn, cmd)
         if isinstance(cmd, c.Requeue):
@@ -146,38 +176,57 @@ class StateMachine:
             return self._workers(conn, cmd)
         raise TypeError(f"unknown command {cmd!r}")
 
-    def _enqueue(self, conn: Connection, seq: int, cmd: c.Enqueue) -> list:
-        """Per job: its id (the earlier job's id for a known idempotency key), or a
-        `KeyConflict` when the key was first used with another payload or iteration count."""
-        if cmd.jobs:
-            horizon = max(float(j.enqueued_at) for j in cmd.jobs) - float(cmd.key_ttl)
-            conn.execute(delete(idempotency).where(idempotency.c.created_at < horizon))
-        ids = [j.id for j in cmd.jobs]
-        existing = set(conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids))).scalars())
-        results: list = []
-        added = added_iterations = 0
-        for pos, j in enumerate(cmd.jobs):
-            if j.key is not None:
-                known = conn.execute(select(idempotency).where(idempotency.c.key == j.key)).first()
-                if known is not None:
-                    same = (known.digest, known.iterations) == (j.digest, int(j.iterations))
-                    results.append(known.job_id if same else KeyConflict(known.job_id))
+    def _enqueue_run(self, conn: Connection, index: int, base: int, run: list) -> list[list]:
+        """Apply consecutive Enqueue commands: per command, per job, its id (the earlier job's
+        id for a known idempotency key), or a `KeyConflict` when the key was first used with
+        another payload or iteration count.
+
+        A key counts as known while it is younger than the command's window (its newest job's
+        time minus `key_ttl`); expired keys are deleted when keyed jobs come in."""
+        seq0 = index << BATCH_SHIFT
+        new_jobs = [j for cmd in run for j in cmd.jobs]
+        keys = {j.key for j in new_jobs if j.key is not None}
+        known: dict[str, tuple] = {}
+        if keys:
+            rows = conn.execute(select(idempotency).where(idempotency.c.key.in_(keys)))
+            known = {r.key: (r.job_id, r.digest, r.iterations, r.created_at) for r in rows}
+        existing = set(conn.execute(select(jobs.c.id)
+                                    .where(jobs.c.id.in_([j.id for j in new_jobs]))).scalars())
+        job_rows: list[dict] = []
+        key_rows: dict[str, dict] = {}
+        out: list[list] = []
+        horizon = float("-inf")
+        for cmd in run:
+            if cmd.jobs:
+                horizon = max(float(j.enqueued_at) for j in cmd.jobs) - float(cmd.key_ttl)
+            results: list = []
+            for pos, j in enumerate(cmd.jobs):
+                if j.key is not None:
+                    k = known.get(j.key)
+                    if k is not None and k[3] >= horizon:
+                        same = (k[1], k[2]) == (j.digest, int(j.iterations))
+                        results.append(k[0] if same else KeyConflict(k[0]))
+                        continue
+                    known[j.key] = (j.id, j.digest, int(j.iterations), float(j.enqueued_at))
+                    key_rows[j.key] = {"key": j.key, "job_id": j.id, "iterations": int(j.iterations),
+                                       "digest": j.digest, "created_at": float(j.enqueued_at)}
+                results.append(j.id)
+                if j.id in existing:
                     continue
-                conn.execute(insert(idempotency).values(
-                    key=j.key, job_id=j.id, iterations=int(j.iterations), digest=j.digest,
-                    created_at=float(j.enqueued_at)))
-            results.append(j.id)
-            if j.id in existing:
-                continue
-            existing.add(j.id)
-            conn.execute(insert(jobs).values(
-                id=j.id, seq=seq + pos, iterations=int(j.iterations), size=int(j.size),
-                digest=j.digest, status="queued", attempts=0, enqueued_at=float(j.enqueued_at)))
-            added += 1
-            added_iterations += int(j.iterations)
-        self.store.bump(conn, "queued", added)
-        self.store.bump(conn, "backlog_iterations", added_iterations)
-        return results
+                existing.add(j.id)
+                job_rows.append({"id": j.id, "seq": seq0 + base + pos, "iterations": int(j.iterations),
+                                 "size": int(j.size), "digest": j.digest, "status": "queued",
+                                 "attempts": 0, "enqueued_at": float(j.enqueued_at)})
+            base += command_width(cmd)
+            out.append(results)
+        if key_rows:
+            conn.execute(insert(idempotency).prefix_with("OR REPLACE"), list(key_rows.values()))
+            conn.execute(delete(idempotency).where(idempotency.c.created_at < horizon))
+        if job_rows:
+            conn.execute(insert(jobs), job_rows)
+        self.store.bump(conn, "queued", len(job_rows))
+        self.store.bump(conn, "backlog_iterations", sum(r["iterations"] for r in job_rows))
+        return out
 
     def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
         rows = conn.execute(select(jobs.c.id, jobs.c.attempts)

@@ -52,5 +52,5 @@ def test_the_quick_benchmark_meets_the_scaling_targets(tmp_path):
     run = subprocess.run([sys.executable, "-m", "bench", "scaling", "--quick", "--json", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    verdicts = json.loads(out.read_text())["targets"]
+    verdicts = json.loads(out.read_text())["benchmarks"]["scaling"]["targets"]
     assert len(verdicts) == 3 and all(v.startswith("met") for v in verdicts), verdicts

@@ -208,3 +208,40 @@ def test_keys_are_forgotten_after_their_window(machine, later, ttl, expected):
     machine.run(c.Enqueue((job("a", key="k", at=100.0),), key_ttl=ttl))
     (results,) = machine.run(c.Enqueue((job("b", key="k", at=later),), key_ttl=ttl))
     assert results == [jid(expected)]
+
+
+def snapshot(m):
+    with m.store.engine.connect() as conn:
+        return sorted((r.id, r.status, r.iterations) for r in conn.execute(
+            select(jobs.c.id, jobs.c.status, jobs.c.iterations))), m.store.counts()["queued"]
+
+
+ENQUEUES = [
+    c.Enqueue((job("a", key="k1"),)),
+    c.Enqueue((job("b"), job("c", key="k2"))),
+    c.Enqueue((job("d", key="k1"),)),                    # k1 again: job a
+    c.Enqueue((job("e", key="k2", iterations=9),)),      # k2 with other iterations: conflict
+    c.Enqueue((job("b"),)),                              # an id already enqueued
+    c.Enqueue((job("f", key="k3", at=500.0),), key_ttl=100.0),
+]
+
+
+def test_enqueues_in_one_entry_give_what_they_give_one_entry_each(machine, tmp_path):
+    """Consecutive enqueues in one entry are applied together; the results and the store are
+    those of applying them one entry at a time."""
+    together = machine.run(*ENQUEUES)
+    alone_machine = StateMachine(Store(str(tmp_path / "alone")))
+    alone = [alone_machine.apply(i + 2, [c.encode(cmd)])[0] for i, cmd in enumerate(ENQUEUES)]
+    assert together == alone == [[jid("a")], [jid("b"), jid("c")], [jid("a")],
+                                 [KeyConflict(jid("c"))], [jid("b")], [jid("f")]]
+    assert snapshot(machine) == snapshot(alone_machine)
+    assert_counters_match(machine)
+
+
+def test_a_failing_enqueue_among_others_fails_alone(machine):
+    bad = c.Enqueue((c.NewJob(jid("x"), "many", 10, "d" * 64, 100.0, None),))
+    results = machine.run(c.Enqueue((job("a"),)), bad, c.Enqueue((job("b"),)))
+    assert results[0] == [jid("a")] and results[2] == [jid("b")]
+    assert isinstance(results[1], ApplyError)
+    assert statuses(machine) == {"a": "queued", "b": "queued"}
+    assert_counters_match(machine)
