@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -23,6 +23,14 @@ log = logging.getLogger(__name__)
 BATCH_SHIFT = 16            # seq = raft index << 16 | position in the command
 MAX_BATCH = 1 << BATCH_SHIFT
 TRANSIENT_RETRIES = 5
+
+
+_EXISTING = select(jobs.c.id).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT_JOB = insert(jobs)
+
+
+class _Rejected(Exception):
+    """A command of the entry failed while applying it without savepoints."""
 
 
 class ApplyError:
@@ -70,14 +78,19 @@ class StateMachine:
 
         Returns one result per command (an `ApplyError` for a command that could not be
         applied), or None when the entry was applied before (journal replay)."""
+        isolate = False
         for attempt in range(TRANSIENT_RETRIES):
             try:
                 with self.store.engine.begin() as conn:
                     if self.store.last_applied(conn) >= index:
                         return None
-                    results, applied = self._apply_batch(conn, index, batch)
+                    results, applied = self._apply_batch(conn, index, batch, isolate)
                     self.store.set_counter(conn, "last_applied", index)
                 break
+            except _Rejected:
+                # Rolled back; again, each command in a savepoint of its own, so the one that
+                # fails changes nothing and the others still apply.
+                isolate = True
             except OperationalError as e:
                 # A locked or busy database passes; retrying beats diverging from the peers.
                 log.warning("apply of entry %d failed (%s), retrying", index, e.orig)
@@ -96,7 +109,11 @@ class StateMachine:
                     log.exception("on_applied hook failed for entry %d", index)
         return results
 
-    def _apply_batch(self, conn: Connection, index: int, batch: list) -> tuple[list, list]:
+    def _apply_batch(self, conn: Connection, index: int, batch: list,
+                     isolate: bool) -> tuple[list, list]:
+        """Apply the commands of one entry. Without `isolate`, all in the entry's transaction
+        (the common case, no savepoints), raising `_Rejected` at the first command that
+        fails; with it, each enqueue run and each other command in its own savepoint."""
         results: list = []
         applied: list = []
         base = 0                 # positions in the entry, so seq numbers never collide
@@ -105,7 +122,11 @@ class StateMachine:
             try:
                 cmds.append(c.decode(wire))
             except Exception as e:
+                if not isolate:
+                    raise _Rejected() from e
                 cmds.append(e)
+        if not isolate:
+            return self._apply_all(conn, index, cmds)
         i = 0
         while i < len(cmds):
             # Consecutive enqueues (group commit under load) are applied with one statement
@@ -176,6 +197,29 @@ class StateMachine:
             return self._workers(conn, cmd)
         raise TypeError(f"unknown command {cmd!r}")
 
+    def _apply_all(self, conn: Connection, index: int, cmds: list) -> tuple[list, list]:
+        results: list = []
+        base = i = 0
+        try:
+            while i < len(cmds):
+                end = i + 1
+                while isinstance(cmds[i], c.Enqueue) and end < len(cmds) \
+                        and isinstance(cmds[end], c.Enqueue):
+                    end += 1
+                if isinstance(cmds[i], c.Enqueue):
+                    results += self._enqueue_run(conn, index, base, cmds[i:end])
+                else:
+                    results.append(self._dispatch(conn, index, base, cmds[i]))
+                base += sum(command_width(cmd) for cmd in cmds[i:end])
+                i = end
+        except OperationalError:
+            raise
+        except Exception as e:
+            raise _Rejected() from e
+        if base > MAX_BATCH:
+            raise _Rejected()
+        return results, list(zip(cmds, results))
+
     def _enqueue_run(self, conn: Connection, index: int, base: int, run: list) -> list[list]:
         """Apply consecutive Enqueue commands: per command, per job, its id (the earlier job's
         id for a known idempotency key), or a `KeyConflict` when the key was first used with
@@ -190,8 +234,7 @@ class StateMachine:
         if keys:
             rows = conn.execute(select(idempotency).where(idempotency.c.key.in_(keys)))
             known = {r.key: (r.job_id, r.digest, r.iterations, r.created_at) for r in rows}
-        existing = set(conn.execute(select(jobs.c.id)
-                                    .where(jobs.c.id.in_([j.id for j in new_jobs]))).scalars())
+        existing = set(conn.execute(_EXISTING, {"ids": [j.id for j in new_jobs]}).scalars())
         job_rows: list[dict] = []
         key_rows: dict[str, dict] = {}
         out: list[list] = []
@@ -223,7 +266,7 @@ class StateMachine:
             conn.execute(insert(idempotency).prefix_with("OR REPLACE"), list(key_rows.values()))
             conn.execute(delete(idempotency).where(idempotency.c.created_at < horizon))
         if job_rows:
-            conn.execute(insert(jobs), job_rows)
+            conn.execute(_INSERT_JOB, job_rows)
         self.store.bump(conn, "queued", len(job_rows))
         self.store.bump(conn, "backlog_iterations", sum(r["iterations"] for r in job_rows))
         return out

@@ -15,7 +15,8 @@ import sqlite3
 from typing import Any, Iterable
 
 from sqlalchemy import (Column, Float, Index, Integer, LargeBinary, MetaData, String, Table,
-                        create_engine, delete, event, func, insert, select, text, update)
+                        bindparam, create_engine, delete, event, func, insert, select, text,
+                        update)
 from sqlalchemy.engine import Connection, Engine
 
 metadata = MetaData()
@@ -81,6 +82,14 @@ STATUSES = ("queued", "running", "completed", "failed")
 COUNTERS = ("last_applied", "finished", "apply_failures", "backlog_iterations") + STATUSES
 
 
+# Statements on the hottest paths, built once: building one costs more than running it.
+_COUNTER = select(counters.c.value).where(counters.c.name == bindparam("n"))
+_BUMP = update(counters).where(counters.c.name == bindparam("n")).values(
+    value=counters.c.value + bindparam("d"))
+_SET = update(counters).where(counters.c.name == bindparam("n")).values(value=bindparam("v"))
+_PUT_PAYLOAD = insert(payloads).prefix_with("OR REPLACE")
+
+
 class Store:
     """Tables and queries. Safe to use from several threads (one pooled connection each)."""
 
@@ -125,8 +134,7 @@ class Store:
         if conn is None:
             with self.engine.connect() as c:
                 return self.last_applied(c)
-        return conn.execute(select(counters.c.value)
-                            .where(counters.c.name == "last_applied")).scalar_one()
+        return conn.execute(_COUNTER, {"n": "last_applied"}).scalar_one()
 
     def oldest_queued_at(self) -> float | None:
         """Enqueue time of the first job in the queue: one index lookup."""
@@ -182,8 +190,7 @@ class Store:
 
     def put_payload(self, job_id: str, data: bytes, now: float) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(payloads).prefix_with("OR REPLACE"),
-                         {"id": job_id, "data": data, "stored_at": now})
+            conn.execute(_PUT_PAYLOAD, {"id": job_id, "data": data, "stored_at": now})
 
     def get_payload(self, job_id: str) -> bytes | None:
         with self.engine.connect() as conn:
@@ -207,16 +214,15 @@ class Store:
     @staticmethod
     def bump(conn: Connection, name: str, delta: int) -> None:
         if delta:
-            conn.execute(update(counters).where(counters.c.name == name)
-                         .values(value=counters.c.value + delta))
+            conn.execute(_BUMP, {"n": name, "d": delta})
 
     @staticmethod
     def set_counter(conn: Connection, name: str, value: int) -> None:
-        conn.execute(update(counters).where(counters.c.name == name).values(value=value))
+        conn.execute(_SET, {"n": name, "v": value})
 
     @staticmethod
     def counter(conn: Connection, name: str) -> int:
-        return conn.execute(select(counters.c.value).where(counters.c.name == name)).scalar_one()
+        return conn.execute(_COUNTER, {"n": name}).scalar_one()
 
     # --- snapshots ------------------------------------------------------------------------
 
