@@ -145,7 +145,7 @@ class StateMachine:
                     log.exception("enqueues of Raft entry %d applied one by one", index)
                 else:
                     results += out
-                    applied += zip(run, out)
+                    applied += zip(run, out, strict=True)
                     base += sum(command_width(cmd) for cmd in run)
                     i = end
                     continue
@@ -218,7 +218,7 @@ class StateMachine:
             raise _Rejected() from e
         if base > MAX_BATCH:
             raise _Rejected()
-        return results, list(zip(cmds, results))
+        return results, list(zip(cmds, results, strict=True))
 
     def _enqueue_run(self, conn: Connection, index: int, base: int, run: list) -> list[list]:
         """Apply consecutive Enqueue commands: per command, per job, its id (the earlier job's
