@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import deque
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -30,6 +31,58 @@ def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class GroupWriter:
+    """Writes payloads to the local store in groups: the puts that arrive while a write is
+    under way go to SQLite together, in one transaction, when it ends. Each put returns once
+    its payload is committed. Under load this turns a commit per payload into a commit per
+    group, and one writer instead of many avoids waiting on SQLite's write lock."""
+
+    MAX_GROUP_BYTES = 32 << 20
+
+    def __init__(self, store: Store, run_db: Callable[..., Awaitable]):
+        self._store = store
+        self._db = run_db
+        self._pending: deque[tuple[str, bytes, float, asyncio.Future]] = deque()
+        self._writing = False
+
+    async def put(self, job_id: str, data: bytes) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((job_id, data, time.time(), done))
+        if not self._writing:
+            self._writing = True
+            asyncio.ensure_future(self._drain())
+        await done
+
+    async def _drain(self) -> None:
+        group: list = []
+        try:
+            while self._pending:
+                group, size = [], 0
+                while self._pending and (not group or size < self.MAX_GROUP_BYTES):
+                    group.append(self._pending.popleft())
+                    size += len(group[-1][1])
+                try:
+                    await self._db(self._store.put_payloads, [item[:3] for item in group])
+                except Exception as e:
+                    self._settle(group, e)
+                else:
+                    self._settle(group, None)
+        finally:
+            # Cancelled (the node is stopping): nobody may wait forever.
+            self._settle(group + list(self._pending), NoQuorum("the node is stopping"))
+            self._pending.clear()
+            self._writing = False
+
+    @staticmethod
+    def _settle(group: list, error: Exception | None) -> None:
+        for *_, done in group:
+            if not done.done():
+                if error is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(error)
+
+
 class Blobs:
     def __init__(self, cfg: NodeConfig, store: Store, session: aiohttp.ClientSession,
                  run_db: Callable[..., Awaitable]):
@@ -40,9 +93,10 @@ class Blobs:
         self._auth = {"Authorization": f"Bearer {cfg.secret}"}
         self._background: set[asyncio.Task] = set()
         self._suspect_until: dict[str, float] = {}     # peer URL -> monotonic time
+        self._writer = GroupWriter(store, run_db)
 
     async def store_local(self, job_id: str, data: bytes) -> None:
-        await self._db(self._store.put_payload, job_id, data, time.time())
+        await self._writer.put(job_id, data)
 
     async def replicate(self, job_id: str, data: bytes, digest: str) -> None:
         """Store on this node and the peers; return when a majority holds the payload.

@@ -188,9 +188,11 @@ class Store:
 
     # --- payloads (node-local data plane) -------------------------------------------------
 
-    def put_payload(self, job_id: str, data: bytes, now: float) -> None:
+    def put_payloads(self, items: list[tuple[str, bytes, float]]) -> None:
+        """Store payloads in one transaction."""
         with self.engine.begin() as conn:
-            conn.execute(_PUT_PAYLOAD, {"id": job_id, "data": data, "stored_at": now})
+            conn.execute(_PUT_PAYLOAD, [{"id": job_id, "data": data, "stored_at": at}
+                                        for job_id, data, at in items])
 
     def get_payload(self, job_id: str) -> bytes | None:
         with self.engine.connect() as conn:

@@ -135,7 +135,7 @@ def test_requeue_returns_or_fails_a_job_by_attempts(machine, leases, max_attempt
 
 
 def test_complete_records_the_first_result_and_drops_the_payload(machine):
-    machine.store.put_payload(jid("a"), b"payload", 1.0)
+    machine.store.put_payloads([(jid("a"), b"payload", 1.0)])
     machine.run(c.Enqueue((job("a"),)))
     machine.run(c.Lease("w", (jid("a"),), 1.0))
     (first,) = machine.run(c.Complete(((jid("a"), RESULT),), 5.0, 100))
