@@ -8,6 +8,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 
 from . import capacity, endtoend, failover, ingest, kernel, scaleup, scaling
 
@@ -44,11 +45,18 @@ def main(argv: list[str] | None = None) -> int:
           f"Python {about['machine']['python']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in about["versions"].items()))
     report = {**about, "benchmarks": {}}
+    failed = []
     for name in names:
         module = BENCHMARKS[name]
-        print(f"\n=== {name}{' --quick' if args.quick else ''}")
+        print(f"\n=== {name}{' --quick' if args.quick else ''}", flush=True)
         started = time.monotonic()
-        results = module.run(args)
+        try:
+            results = module.run(args)
+        except Exception as e:        # one broken benchmark must not lose the others' figures
+            traceback.print_exc()
+            failed.append(name)
+            report["benchmarks"][name] = {"error": f"{type(e).__name__}: {e}"}
+            continue
         module.print_table(results)
         verdicts = module.targets(results)
         if verdicts:
@@ -60,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    return 0
+    if failed:
+        print(f"\nfailed to run: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -139,14 +139,18 @@ class Worker:
             None, lambda: [hashlib.sha512(data).digest() for _, data in ready])
         batch = rehash_batch(firsts, [job["iterations"] - 1 for job, _ in ready], lanes=LANES)
         while True:
-            done = await loop.run_in_executor(None, next, batch, None)
-            if done is None:
+            finished = await loop.run_in_executor(None, next, batch, None)
+            if finished is None:
                 break
-            job = ready[done[0]][0]
-            log.info("job %s computed (%d iterations in %.2fs)", job["id"], job["iterations"],
-                     time.monotonic() - started)
-            await self.report(job["id"], done[1].hex())
-            self.held.remove(job["id"])
+            done = [ready[i][0] for i, _ in finished]
+            for job in done:
+                log.info("job %s computed (%d iterations in %.2fs)", job["id"], job["iterations"],
+                         time.monotonic() - started)
+            # Jobs that finish together are reported together: one call, one Raft command.
+            await self.report([(job["id"], digest.hex()) for job, (_, digest)
+                               in zip(done, finished, strict=True)])
+            for job in done:
+                self.held.remove(job["id"])
         elapsed = time.monotonic() - started
         if elapsed > 0.05:
             # Reported with every poll; the scaling policy sizes the pool with it.
@@ -179,19 +183,21 @@ class Worker:
             except (NoManager, CallFailed) as e:
                 log.warning("heartbeat failed: %s", e)
 
-    async def report(self, job_id: str, result: str) -> None:
-        """Report a result, retrying until a manager takes it or the managers are gone."""
-        body = {"worker": self.args.id, "results": [{"id": job_id, "result": result}]}
+    async def report(self, results: list[tuple[str, str]]) -> None:
+        """Report results, retrying until a manager takes them or the managers are gone."""
+        body = {"worker": self.args.id,
+                "results": [{"id": job_id, "result": result} for job_id, result in results]}
+        ids = ", ".join(job_id for job_id, _ in results)
         while True:
             try:
                 await self.client.call("POST", "/internal/complete", json=body)
                 return
             except CallFailed as e:
-                log.error("job %s: result refused: %s", job_id, e)
+                log.error("jobs %s: results refused: %s", ids, e)
                 return
             except NoManager:
                 if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
-                    log.error("job %s: result not delivered, no manager answers", job_id)
+                    log.error("jobs %s: results not delivered, no manager answers", ids)
                     return
                 await asyncio.sleep(1.0)
 

@@ -43,9 +43,10 @@ def iterate_sha512(payload: bytes, iterations: int) -> str:
     return rehash(hashlib.sha512(payload).digest(), iterations - 1).hex()
 
 
-def rehash_batch(digests: list[bytes], times: list[int], lanes: int = 8) -> Iterator[tuple[int, bytes]]:
-    """Rehash each digest its own number of times, up to `lanes` chains together; yields
-    (index, final digest) as each chain finishes, shortest first."""
+def rehash_batch(digests: list[bytes], times: list[int],
+                 lanes: int = 8) -> Iterator[list[tuple[int, bytes]]]:
+    """Rehash each digest its own number of times, up to `lanes` chains together; yields the
+    (index, final digest) pairs of the chains that finish together, shortest first."""
     state, left = list(digests), list(times)
     active = sorted(range(len(digests)), key=lambda i: left[i])
     while active:
@@ -57,6 +58,8 @@ def rehash_batch(digests: list[bytes], times: list[int], lanes: int = 8) -> Iter
             for j, i in enumerate(group):
                 state[i] = out[64 * j:64 * j + 64]
                 left[i] -= step
+        finished = []
         while active and left[active[0]] == 0:
             i = active.pop(0)
-            yield i, state[i]
+            finished.append((i, state[i]))
+        yield finished

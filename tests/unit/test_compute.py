@@ -109,8 +109,11 @@ def test_a_batch_of_jobs_finishes_shortest_first_with_every_result_right(lanes, 
     rng = random.Random(99)
     digests = [rng.randbytes(64) for _ in range(13)]
     times = [rng.choice([0, 1, 5, 50, 300, 301]) for _ in digests]
-    done = list(compute.rehash_batch(digests, times, lanes=lanes))
+    steps = list(compute.rehash_batch(digests, times, lanes=lanes))
+    done = [pair for step in steps for pair in step]
     assert sorted(i for i, _ in done) == list(range(13))
+    for step in steps:            # chains that finish together come out together
+        assert len({times[i] for i, _ in step}) == 1
     assert [times[i] for i, _ in done] == sorted(times)
     for i, digest in done:
         assert digest == chain(digests[i], times[i])
