@@ -11,7 +11,8 @@ from botocore.exceptions import ClientError
 
 from .deployment import CLUSTER_TAG, MANAGER_TAG, ROLE_TAG, Deployment
 
-NOT_TERMINATED = ["pending", "running", "stopping", "stopped", "shutting-down"]
+LIVE = ["pending", "running", "stopping", "stopped"]
+NOT_TERMINATED = LIVE + ["shutting-down"]
 
 
 @dataclass
@@ -78,20 +79,20 @@ def addresses(c: Clients, d: Deployment) -> dict[str, dict]:
     return {tags_of(a).get(MANAGER_TAG, a["AllocationId"]): a for a in found}
 
 
-def role_exists(c: Clients, name: str) -> bool:
+def role(c: Clients, name: str) -> dict | None:
+    """The IAM role, or None when there is none."""
     try:
-        c.iam.get_role(RoleName=name)
-        return True
+        return c.iam.get_role(RoleName=name)["Role"]
     except c.iam.exceptions.NoSuchEntityException:
-        return False
+        return None
 
 
-def profile_exists(c: Clients, name: str) -> bool:
+def profile(c: Clients, name: str) -> dict | None:
+    """The instance profile (with its roles), or None when there is none."""
     try:
-        c.iam.get_instance_profile(InstanceProfileName=name)
-        return True
+        return c.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
     except c.iam.exceptions.NoSuchEntityException:
-        return False
+        return None
 
 
 def bucket_exists(c: Clients, name: str) -> bool:

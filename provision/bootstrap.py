@@ -18,6 +18,10 @@ from __future__ import annotations
 import re
 import shlex
 
+# A presigned package URL only has to outlive the boot; it also ends with the signing
+# credentials (a manager's role credentials have at least ten minutes left when boto3 signs).
+PACKAGE_URL_SECONDS = 3600
+
 _SAFE = re.compile(r"[A-Za-z0-9_.,:/=@+-]*")
 
 PRELUDE = r"""#!/bin/bash

@@ -54,8 +54,7 @@ def down(c: Clients, d: Deployment) -> None:
 
 
 def _terminate(c: Clients, d: Deployment, role: str | None) -> None:
-    live = ["pending", "running", "stopping", "stopped"]
-    ids = [i["InstanceId"] for i in aws.instances(c, d, role=role, states=live)]
+    ids = [i["InstanceId"] for i in aws.instances(c, d, role=role, states=aws.LIVE)]
     if ids:
         c.ec2.terminate_instances(InstanceIds=ids)
         say("terminated", f"{len(ids)} {role or 'remaining'} instance(s): {', '.join(ids)}")
@@ -82,12 +81,13 @@ def _retry(call) -> None:
 
 
 def _delete_role(c: Clients, name: str) -> None:
-    if aws.profile_exists(c, name):
-        for role in c.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]["Roles"]:
+    profile = aws.profile(c, name)
+    if profile is not None:
+        for role in profile["Roles"]:
             c.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
         c.iam.delete_instance_profile(InstanceProfileName=name)
         say("deleted", f"instance profile {name}")
-    if aws.role_exists(c, name):
+    if aws.role(c, name) is not None:
         for policy in c.iam.list_role_policies(RoleName=name)["PolicyNames"]:
             c.iam.delete_role_policy(RoleName=name, PolicyName=policy)
         for policy in c.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:

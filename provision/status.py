@@ -19,9 +19,9 @@ def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
     if aws.bucket_exists(c, bucket):
         rows.append(("bucket", bucket, ""))
     for name in (d.manager_role, d.worker_role):
-        if aws.role_exists(c, name):
+        if aws.role(c, name) is not None:
             rows.append(("role", name, ""))
-        if aws.profile_exists(c, name):
+        if aws.profile(c, name) is not None:
             rows.append(("instance profile", name, ""))
     for m, iface in sorted(aws.interfaces(c, d).items()):
         rows.append(("network interface", iface["NetworkInterfaceId"], f"{m} {iface['PrivateIpAddress']}"))

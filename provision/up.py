@@ -17,12 +17,11 @@ from botocore.exceptions import ClientError
 
 from . import aws, policies
 from .aws import Clients, error_code, say
-from .bootstrap import manager_script
+from .bootstrap import PACKAGE_URL_SECONDS, manager_script
 from .deployment import (AMI_PARAMETER, HTTP_PORT, INTERNAL_PORT, MANAGER_TAG, RAFT_PORT, ROLE_TAG,
                          Deployment, manager_id)
 from .package import Package, build_sdist
 
-PACKAGE_URL_SECONDS = 3600
 SETTLE_SECONDS = 120
 
 
@@ -171,8 +170,9 @@ def ensure_roles(c: Clients, d: Deployment, *, subnet: str, group: str, images: 
 
 
 def _ensure_role(c: Clients, d: Deployment, name: str, role: str, policy: dict) -> str:
-    if aws.role_exists(c, name):
-        arn = c.iam.get_role(RoleName=name)["Role"]["Arn"]
+    found = aws.role(c, name)
+    if found is not None:
+        arn = found["Arn"]
         say("found", f"role {name}")
     else:
         arn = c.iam.create_role(RoleName=name, Tags=d.tags(**{ROLE_TAG: role}),
@@ -181,7 +181,7 @@ def _ensure_role(c: Clients, d: Deployment, name: str, role: str, policy: dict) 
         say("created", f"role {name}")
     # Written every time: the policy names the current subnet, group and images.
     c.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
-    if not aws.profile_exists(c, name):
+    if aws.profile(c, name) is None:
         c.iam.create_instance_profile(InstanceProfileName=name, Tags=d.tags(**{ROLE_TAG: role}))
         c.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
         say("created", f"instance profile {name}")
@@ -255,7 +255,7 @@ def ensure_managers(c: Clients, d: Deployment, ifaces: dict[str, dict], *, subne
                     group: str, ami: str, package: Package) -> None:
     running = {aws.tags_of(i).get(MANAGER_TAG): i
                for i in aws.instances(c, d, role="manager",
-                                      states=["pending", "running", "stopping", "stopped"])}
+                                      states=aws.LIVE)}
     for m in ifaces:
         instance = running.get(m)
         if instance is not None:

@@ -15,16 +15,13 @@ import logging
 import uuid
 from typing import Any
 
-from provision.bootstrap import worker_script
+from provision.bootstrap import PACKAGE_URL_SECONDS, worker_script
 from provision.deployment import CLUSTER_TAG, ROLE_TAG
 
 log = logging.getLogger(__name__)
 
 WORKER_TAG = "wq-worker-id"
 ALIVE_STATES = ["pending", "running"]
-# The presigned package URL only has to outlive the boot; it also ends with the signing
-# credentials (a manager's role credentials have at least ten minutes left when boto3 signs).
-PACKAGE_URL_SECONDS = 3600
 
 
 class EC2Backend:
