@@ -113,10 +113,7 @@ class StateMachine:
                      isolate: bool) -> tuple[list, list]:
         """Apply the commands of one entry. Without `isolate`, all in the entry's transaction
         (the common case, no savepoints), raising `_Rejected` at the first command that
-        fails; with it, each enqueue run and each other command in its own savepoint."""
-        results: list = []
-        applied: list = []
-        base = 0                 # positions in the entry, so seq numbers never collide
+        fails; with it, each command in a savepoint of its own."""
         cmds: list = []
         for wire in batch:
             try:
@@ -127,30 +124,10 @@ class StateMachine:
                 cmds.append(e)
         if not isolate:
             return self._apply_all(conn, index, cmds)
-        i = 0
-        while i < len(cmds):
-            # Consecutive enqueues (group commit under load) are applied with one statement
-            # per table; if that fails, each is applied on its own below.
-            end = i
-            while end < len(cmds) and isinstance(cmds[end], c.Enqueue):
-                end += 1
-            if end - i > 1:
-                run = cmds[i:end]
-                try:
-                    with conn.begin_nested():
-                        out = self._enqueue_run(conn, index, base, run)
-                except OperationalError:
-                    raise
-                except Exception:
-                    log.exception("enqueues of Raft entry %d applied one by one", index)
-                else:
-                    results += out
-                    applied += zip(run, out, strict=True)
-                    base += sum(command_width(cmd) for cmd in run)
-                    i = end
-                    continue
-            cmd = cmds[i]
-            i += 1
+        results: list = []
+        applied: list = []
+        base = 0                 # positions in the entry, so seq numbers never collide
+        for cmd in cmds:
             try:
                 if isinstance(cmd, Exception):
                     raise cmd
