@@ -321,6 +321,7 @@ def load_config(argv: Sequence[str] | None = None,
 
     raft = pick("raft")
     http = pick("http")
+    internal_http = pick("internal_http") or ""
     data_dir = pick("data_dir")
     for name, value in (("raft", raft), ("http", http), ("data_dir", data_dir)):
         if not value:
@@ -341,8 +342,8 @@ def load_config(argv: Sequence[str] | None = None,
         node_id=pick("node_id") or raft,
         raft=raft,
         http=http,
-        internal_http=pick("internal_http") or "",
-        url=(pick("url") or f"http://{pick('internal_http') or http}").rstrip("/"),
+        internal_http=internal_http,
+        url=(pick("url") or f"http://{internal_http or http}").rstrip("/"),
         peers=parse_peers(pick("peers") or ""),
         data_dir=data_dir,
         secret=secret,
