@@ -30,10 +30,8 @@ def rss_mb(pid: int) -> float:
 def run(args: argparse.Namespace) -> dict:
     jobs = args.jobs or (5_000 if args.quick else 100_000)
     with tempfile.TemporaryDirectory(prefix="wq-bench-capacity-") as tmp:
-        cluster = Cluster(Path(tmp) / "c", max_workers=0, request_timeout=10, max_queued=10**8)
-        cluster.root.mkdir()
-        try:
-            cluster.start()
+        with Cluster(Path(tmp) / "c", max_workers=0, request_timeout=10,
+                     max_queued=10**8) as cluster:
             for n in range(os.cpu_count() or 2):
                 cluster.start_worker(f"w{n}")
             started = time.monotonic()
@@ -56,8 +54,6 @@ def run(args: argparse.Namespace) -> dict:
             wait_until(lambda: requests.get(cluster.url(0) + "/healthz", timeout=2).ok, 120,
                        "the restarted node to be healthy", interval=0.05)
             restart = time.monotonic() - t
-        finally:
-            cluster.stop()
     return {"jobs": jobs, "fill_s": round(fill, 1), "rss_mb": rss,
             "pull_top100_p50_ms": round(latencies[500] * 1000, 2),
             "pull_top100_p99_ms": round(latencies[989] * 1000, 2),

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from tests.integration.cluster import Cluster, free_ports, wait_until
-from worker import compute
 
+from .kernel import worker_kernel_ns
 from .load import enqueue_many
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +97,7 @@ def _completed(cluster: Cluster, i: int = 0) -> int:
 
 
 def run_ours(tmp: Path, jobs: int, size: int, iterations: int, clients: int) -> dict:
-    cluster = Cluster(tmp / "ours", max_workers=0, request_timeout=10, max_queued=10**8)
-    cluster.root.mkdir()
-    try:
-        cluster.start()
+    with Cluster(tmp / "ours", max_workers=0, request_timeout=10, max_queued=10**8) as cluster:
         for n in range(WORKERS):
             cluster.start_worker(f"w{n}")
         started = time.monotonic()
@@ -116,8 +113,6 @@ def run_ours(tmp: Path, jobs: int, size: int, iterations: int, clients: int) -> 
         wait_until(lambda: _completed(cluster) >= jobs, 1800, f"{jobs} results", interval=0.05)
         finished = time.monotonic()
         thread.join()
-    finally:
-        cluster.stop()
     return {"system": "this cluster, 3 nodes", "jobs": jobs, "total_s": round(finished - started, 2),
             "jobs_per_second": round(jobs / (finished - started), 1),
             "enqueue_per_second": round(jobs / (enqueued_at[0] - started), 1)}
@@ -126,23 +121,14 @@ def run_ours(tmp: Path, jobs: int, size: int, iterations: int, clients: int) -> 
 def run_compute_bound(tmp: Path, jobs: int, iterations: int) -> dict:
     """Jobs enqueued first, then 2 workers started: iterations per second until the last result,
     against 2 x the kernel's speed measured here just before."""
-    digests = b"".join(hashlib.sha512(bytes([i])).digest() for i in range(compute.LANES))
-    probe = 2_000_000
-    t = time.perf_counter()
-    compute.rehash_lanes(digests, probe) if compute.LANES > 1 else compute.rehash(digests, probe)
-    kernel_speed = probe * compute.LANES / (time.perf_counter() - t)
-    cluster = Cluster(tmp / "compute", max_workers=0, request_timeout=10, max_queued=10**8)
-    cluster.root.mkdir()
-    try:
-        cluster.start()
+    kernel_speed = 1e9 / worker_kernel_ns(2_000_000)
+    with Cluster(tmp / "compute", max_workers=0, request_timeout=10, max_queued=10**8) as cluster:
         enqueue_many(cluster.urls, jobs, body_bytes=16 * 1024, iterations=iterations)
         started = time.monotonic()
         for n in range(WORKERS):
             cluster.start_worker(f"cw{n}")
         wait_until(lambda: _completed(cluster) >= jobs, 1800, f"{jobs} results", interval=0.05)
         elapsed = time.monotonic() - started
-    finally:
-        cluster.stop()
     speed = jobs * iterations / elapsed
     return {"jobs": jobs, "iterations": iterations, "seconds": round(elapsed, 2),
             "iterations_per_second": round(speed), "kernel_per_core": round(kernel_speed),

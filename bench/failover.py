@@ -64,28 +64,24 @@ def run(args: argparse.Namespace) -> dict:
     rounds = 2 if args.quick else 5
     seconds = []
     with tempfile.TemporaryDirectory(prefix="wq-bench-failover-") as tmp:
-        cluster = Cluster(Path(tmp) / "c", max_workers=0, raft_min_timeout=0.4,
-                          raft_max_timeout=1.4, request_timeout=5)
-        cluster.root.mkdir()
-        stop = threading.Event()
-        load = threading.Thread(target=_light_load, args=(cluster, stop))
-        try:
-            cluster.start()
+        with Cluster(Path(tmp) / "c", max_workers=0, raft_min_timeout=0.4,
+                     raft_max_timeout=1.4, request_timeout=5) as cluster:
+            stop = threading.Event()
+            load = threading.Thread(target=_light_load, args=(cluster, stop))
             load.start()
-            for _ in range(rounds):
-                leader = cluster.wait_leader(timeout=30)
-                time.sleep(1)
-                killed_at = time.monotonic()
-                cluster.kill_node(leader)
-                seconds.append(_first_ack_after(cluster, [i for i in range(3) if i != leader],
-                                                killed_at))
-                cluster.start_node(leader)
-                time.sleep(2)
-        finally:
-            stop.set()
-            if load.is_alive():
+            try:
+                for _ in range(rounds):
+                    leader = cluster.wait_leader(timeout=30)
+                    time.sleep(1)
+                    killed_at = time.monotonic()
+                    cluster.kill_node(leader)
+                    seconds.append(_first_ack_after(cluster, [i for i in range(3) if i != leader],
+                                                    killed_at))
+                    cluster.start_node(leader)
+                    time.sleep(2)
+            finally:
+                stop.set()
                 load.join()
-            cluster.stop()
     return {"rounds": rounds, "seconds": [round(s, 3) for s in seconds],
             "median_s": round(statistics.median(seconds), 3), "max_s": round(max(seconds), 3)}
 

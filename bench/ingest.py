@@ -38,14 +38,9 @@ def _baseline(root: Path, size: int, seconds: float, clients: int) -> dict:
 
 
 def _cluster(root: Path, size: int, seconds: float, clients: int) -> dict:
-    cluster = Cluster(root / f"cluster-{size}", max_workers=0, request_timeout=10,
-                      max_body_bytes=1 << 20, max_queued=10**8)
-    cluster.root.mkdir()
-    try:
-        cluster.start()
+    with Cluster(root / f"cluster-{size}", max_workers=0, request_timeout=10,
+                 max_body_bytes=1 << 20, max_queued=10**8) as cluster:
         return run_load(cluster.urls, body_bytes=size, clients=clients, seconds=seconds)
-    finally:
-        cluster.stop()
 
 
 def run(args: argparse.Namespace) -> dict:

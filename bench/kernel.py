@@ -31,6 +31,14 @@ def _ns_per_iteration(rehash, iterations: int, rounds: int) -> list[float]:
     return out
 
 
+def worker_kernel_ns(iterations: int) -> float:
+    """ns per iteration of one chain in the worker's kernel, all its lanes busy."""
+    digests = b"".join(hashlib.sha512(bytes([i])).digest() for i in range(compute.LANES))
+    started = time.perf_counter()
+    compute.rehash_lanes(digests, iterations)
+    return (time.perf_counter() - started) / iterations / compute.LANES * 1e9
+
+
 def _openssl_ns(seconds: int) -> float | None:
     """ns per 64-byte SHA-512 from `openssl speed -evp sha512 -bytes 64` (1000s of bytes/s)."""
     if shutil.which("openssl") is None:
@@ -54,10 +62,7 @@ def run(args: argparse.Namespace) -> dict:
         if k is not None:
             native_ns += _ns_per_iteration(k.rehash, iterations, 1)
             if lanes > 1:
-                digests = b"".join(hashlib.sha512(bytes([i])).digest() for i in range(lanes))
-                started = time.perf_counter()
-                k.rehash_lanes(digests, iterations)
-                lanes_ns.append((time.perf_counter() - started) / iterations / lanes * 1e9)
+                lanes_ns.append(worker_kernel_ns(iterations))
     single = statistics.median(native_ns) if native_ns else None
     results = {
         "iterations_per_round": iterations, "rounds": rounds, "kernel": compute.KERNEL,

@@ -30,10 +30,7 @@ def run(args: argparse.Namespace) -> dict:
     # worker well under a second each: what is measured is the reaction, not the job.
     jobs, iterations = (128, 1_000_000) if args.quick else (512, 1_000_000)
     with tempfile.TemporaryDirectory(prefix="wq-bench-scaleup-") as tmp:
-        cluster = Cluster(Path(tmp) / "c", max_workers=max_workers, request_timeout=10)
-        cluster.root.mkdir()
-        try:
-            cluster.start()
+        with Cluster(Path(tmp) / "c", max_workers=max_workers, request_timeout=10) as cluster:
             leader = cluster.wait_leader()
             time.sleep(ADOPTION_GRACE + 1)           # idle, past the new leader's grace
             assert cluster.status(leader)["workers"] == []
@@ -65,8 +62,6 @@ def run(args: argparse.Namespace) -> dict:
             watcher.join(timeout=120)
             done.set()
             wait_until(lambda: len(marks) == 2, 5, "the scale-up marks")
-        finally:
-            cluster.stop()
     return {"jobs": jobs, "iterations": iterations, "max_workers": max_workers,
             "kernel": compute.KERNEL, "lanes": compute.LANES,
             "first_result_s": round(marks["first_result"] - start, 2),

@@ -119,6 +119,19 @@ class Cluster:
         self.wait_leader()
         return self
 
+    def __enter__(self) -> "Cluster":
+        """`with Cluster(root) as c:` makes `root`, starts the nodes, and stops every process
+        on the way out, also when starting fails."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
         """Signal the node process only (its local workers live on, as after a crash)."""
         proc = self.procs.pop(i)
