@@ -6,6 +6,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
+import boto3
 import requests
 
 from .cluster import free_ports, wait_until
@@ -33,6 +34,15 @@ def aws_env(url: str) -> dict[str, str]:
     return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "moto-secret-access-key", "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_SESSION_TOKEN": "testing"}
+
+
+def clients(url: str, *names: str) -> dict:
+    """boto3 clients talking to the moto server at `url`, without touching os.environ."""
+    env = aws_env(url)
+    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
+    return {name: session.client(name, endpoint_url=url) for name in names}
 
 
 def apply_env(monkeypatch, url: str) -> None:

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 
 from node.scaling.ec2 import EC2Backend
@@ -21,6 +20,7 @@ from provision.package import build_sdist
 
 from .cluster import SECRET, expected_digest, wait_until
 from .moto import aws_env, moto_server
+from .moto import clients as moto_clients
 
 PARAMETER = "/wq/boot/secret"
 IDLE = 20       # the worker's idle timeout: long enough to enqueue after it registers
@@ -32,10 +32,7 @@ def aws(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("boot-aws")
     with moto_server(tmp) as url:
         env = aws_env(url)
-        session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                                aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                                aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
-        clients = {n: session.client(n, endpoint_url=url) for n in ("ec2", "s3", "ssm")}
+        clients = moto_clients(url, "ec2", "s3", "ssm")
         package = build_sdist(tmp)
         clients["s3"].create_bucket(Bucket="wq-boot")
         clients["s3"].upload_file(str(package.path), "wq-boot", package.key)

@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 
-import boto3
 import pytest
 
 from tests.unit.test_deployment import assert_least_privilege
 
 from .cluster import wait_until
-from .moto import aws_env, moto_server
+from .moto import aws_env, clients, moto_server
 
 NAME = "ptest"
 CIDR = "203.0.113.7/32"
@@ -33,11 +32,7 @@ def env(moto_url):
 
 @pytest.fixture(scope="module")
 def aws(env):
-    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
-    return {name: session.client(name, endpoint_url=env["AWS_ENDPOINT_URL"])
-            for name in ("ec2", "iam", "s3", "ssm", "cloudwatch")}
+    return clients(env["AWS_ENDPOINT_URL"], "ec2", "iam", "s3", "ssm", "cloudwatch")
 
 
 def provision(env, *args, check=True) -> subprocess.CompletedProcess:
