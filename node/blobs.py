@@ -2,54 +2,103 @@
 through the Raft log.
 
 `replicate` stores a payload here and on the peers and returns once a majority holds it (the
-remaining copies finish in the background). `fetch` returns a payload from here or, for a node
+remaining copies finish in the background). Copies to a peer travel many per request: those
+that arrive while a request to that peer is under way go together in the next one. `fetch` returns a payload from here or, for a node
 that was down when it arrived, from a peer, checking its digest before keeping the copy.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import json
 import logging
+import re
 import time
 from collections import deque
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 
 from .config import NodeConfig
-from .errors import NoQuorum
+from .errors import InvalidInput, NoQuorum
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-DIGEST_HEADER = "X-Payload-SHA256"
 # How long a peer whose payload copy failed is left out of new copies.
 SUSPECT_SECONDS = 5.0
+# A request carrying payloads to a peer holds at most this many bytes, or one larger payload.
+MAX_BATCH_BYTES = 8 << 20
+MAX_BATCH_ITEMS = 1024
+# Room for the JSON manifest of a full batch.
+MAX_MANIFEST_BYTES = 256 << 10
+# Payloads written to the local store in one transaction.
+MAX_WRITE_BYTES = 32 << 20
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def digest_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class GroupWriter:
-    """Writes payloads to the local store in groups: the puts that arrive while a write is
-    under way go to SQLite together, in one transaction, when it ends. Each put returns once
-    its payload is committed. Under load this turns a commit per payload into a commit per
-    group, and one writer instead of many avoids waiting on SQLite's write lock."""
+def encode_batch(items: list[tuple[str, bytes, str]]) -> bytes:
+    """Payloads (job id, data, sha256) as one body: a JSON manifest line, then the data."""
+    manifest = [{"id": job_id, "size": len(data), "digest": digest}
+                for job_id, data, digest in items]
+    return b"".join([json.dumps(manifest).encode(), b"\n", *(data for _, data, _ in items)])
 
-    MAX_GROUP_BYTES = 32 << 20
 
-    def __init__(self, store: Store, run_db: Callable[..., Awaitable]):
-        self._store = store
-        self._db = run_db
-        self._pending: deque[tuple[str, bytes, float, asyncio.Future]] = deque()
-        self._writing = False
+def decode_batch(body: bytes) -> list[tuple[str, bytes]]:
+    """The (job id, data) pairs of an encode_batch body; InvalidInput if it is malformed or a
+    payload does not match its digest."""
+    head, sep, _ = body.partition(b"\n")
+    try:
+        manifest = json.loads(head) if sep else None
+    except (ValueError, RecursionError):
+        manifest = None
+    if not isinstance(manifest, list) or not 1 <= len(manifest) <= MAX_BATCH_ITEMS:
+        raise InvalidInput(f"body: a JSON manifest line of 1 to {MAX_BATCH_ITEMS} payloads, "
+                           "then their bytes, is required")
+    items, at = [], len(head) + 1
+    for entry in manifest:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or \
+                not _JOB_ID.fullmatch(entry["id"]) or not isinstance(entry.get("digest"), str) or \
+                not _DIGEST.fullmatch(entry["digest"]) or type(entry.get("size")) is not int or \
+                entry["size"] < 1:
+            raise InvalidInput("body: each manifest entry needs an 'id' (32 hex), a 'digest' "
+                               "(64 hex) and a 'size' (at least 1)")
+        data = body[at:at + entry["size"]]
+        at += entry["size"]
+        if len(data) != entry["size"] or digest_of(data) != entry["digest"]:
+            raise InvalidInput(f"body: payload {entry['id']} is short or does not match its digest")
+        items.append((entry["id"], data))
+    if at != len(body):
+        raise InvalidInput("body: bytes left over after the payloads the manifest lists")
+    return items
 
-    async def put(self, job_id: str, data: bytes) -> None:
+
+class Batcher:
+    """Runs `flush` on groups of items: the items submitted while a flush is under way go
+    together in the next one (up to max_items, and max_bytes unless one item is larger). Each
+    submit returns once the flush carrying its item succeeded, and raises if it failed.
+
+    Under load this turns a commit (or a request) per payload into one per group, and a
+    single flush at a time avoids waiting on SQLite's write lock."""
+
+    def __init__(self, flush: Callable[[list], Awaitable[None]], max_items: int, max_bytes: int):
+        self._flush = flush
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._pending: deque[tuple[Any, int, asyncio.Future]] = deque()
+        self._running = False
+
+    async def submit(self, item: Any, size: int) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._pending.append((job_id, data, time.time(), done))
-        if not self._writing:
-            self._writing = True
+        self._pending.append((item, size, done))
+        if not self._running:
+            self._running = True
             asyncio.ensure_future(self._drain())
         await done
 
@@ -58,11 +107,12 @@ class GroupWriter:
         try:
             while self._pending:
                 group, size = [], 0
-                while self._pending and (not group or size < self.MAX_GROUP_BYTES):
+                while self._pending and len(group) < self._max_items and \
+                        (not group or size + self._pending[0][1] <= self._max_bytes):
                     group.append(self._pending.popleft())
-                    size += len(group[-1][1])
+                    size += group[-1][1]
                 try:
-                    await self._db(self._store.put_payloads, [item[:3] for item in group])
+                    await self._flush([item for item, _, _ in group])
                 except Exception as e:
                     self._settle(group, e)
                 else:
@@ -71,7 +121,7 @@ class GroupWriter:
             # Cancelled (the node is stopping): nobody may wait forever.
             self._settle(group + list(self._pending), NoQuorum("the node is stopping"))
             self._pending.clear()
-            self._writing = False
+            self._running = False
 
     @staticmethod
     def _settle(group: list, error: Exception | None) -> None:
@@ -93,10 +143,17 @@ class Blobs:
         self._auth = {"Authorization": f"Bearer {cfg.secret}"}
         self._background: set[asyncio.Task] = set()
         self._suspect_until: dict[str, float] = {}     # peer URL -> monotonic time
-        self._writer = GroupWriter(store, run_db)
+        self._writer = Batcher(functools.partial(run_db, store.put_payloads), MAX_BATCH_ITEMS,
+                               MAX_WRITE_BYTES)
+        self._pipes = {p.url: Batcher(functools.partial(self._send, p.url), MAX_BATCH_ITEMS,
+                                      MAX_BATCH_BYTES) for p in cfg.peers}
 
     async def store_local(self, job_id: str, data: bytes) -> None:
-        await self._writer.put(job_id, data)
+        await self._writer.submit((job_id, data, time.time()), len(data))
+
+    async def store_batch(self, items: list[tuple[str, bytes]]) -> None:
+        """Store payloads sent by a peer; they are committed together."""
+        await asyncio.gather(*(self.store_local(job_id, data) for job_id, data in items))
 
     async def replicate(self, job_id: str, data: bytes, digest: str) -> None:
         """Store on this node and the peers; return when a majority holds the payload.
@@ -109,7 +166,8 @@ class Blobs:
         if len(peers) + 1 < self._cfg.majority:
             peers = [p.url for p in self._cfg.peers]
         tasks = [asyncio.ensure_future(self.store_local(job_id, data))]
-        tasks += [asyncio.ensure_future(self._push(url, job_id, data, digest)) for url in peers]
+        tasks += [asyncio.ensure_future(self._pipes[url].submit((job_id, data, digest), len(data)))
+                  for url in peers]
         stored, failed = 0, 0
         try:
             for next_done in asyncio.as_completed(tasks):
@@ -135,11 +193,11 @@ class Blobs:
         if not task.cancelled():
             task.exception()    # already logged by _push; retrieved so asyncio does not warn
 
-    async def _push(self, base: str, job_id: str, data: bytes, digest: str) -> None:
+    async def _send(self, base: str, items: list[tuple[str, bytes, str]]) -> None:
+        """Copy payloads to a peer in one request."""
         try:
-            async with self._session.put(
-                    f"{base}/internal/payloads/{job_id}", data=data,
-                    headers={**self._auth, DIGEST_HEADER: digest},
+            async with self._session.post(
+                    f"{base}/internal/payloads", data=encode_batch(items), headers=self._auth,
                     timeout=aiohttp.ClientTimeout(total=self._cfg.request_timeout)) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"{base} answered {resp.status}")

@@ -15,8 +15,8 @@ import aiohttp
 from aiohttp import web
 
 from . import commands as c
-from .api import JOB_ID, read_body
-from .blobs import DIGEST_HEADER, digest_of
+from .api import JOB_ID, only_params, read_body
+from .blobs import MAX_BATCH_BYTES, MAX_MANIFEST_BYTES, decode_batch
 from .errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
 
 if TYPE_CHECKING:
@@ -136,15 +136,14 @@ def routes(node: "Node") -> list[web.RouteDef]:
             log.info("job %s completed by %s", job_id, worker)
         return web.json_response({"accepted": accepted})
 
-    async def put_payload(request: web.Request) -> web.Response:
-        job_id = request.match_info["id"]
-        if not JOB_ID.fullmatch(job_id):
-            raise InvalidInput("id: 32 lowercase hex characters required")
-        data = await read_body(request, cfg.max_body_bytes)
-        if not data or digest_of(data) != request.headers.get(DIGEST_HEADER):
-            raise InvalidInput(f"body: empty, or its sha256 does not match {DIGEST_HEADER}")
-        await node.blobs.store_local(job_id, data)
-        return web.json_response({"stored": len(data)})
+    async def put_payloads(request: web.Request) -> web.Response:
+        """Payload copies from a peer, many per request (blobs.encode_batch)."""
+        only_params(request)
+        body = await read_body(request, max(cfg.max_body_bytes, MAX_BATCH_BYTES) +
+                               MAX_MANIFEST_BYTES)
+        items = decode_batch(body)
+        await node.blobs.store_batch(items)
+        return web.json_response({"stored": len(items)})
 
     async def get_payload(request: web.Request) -> web.StreamResponse:
         """A payload from this node, or fetched from a peer. Workers pass the digest from
@@ -189,7 +188,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         web.post("/internal/heartbeat", heartbeat),
         web.post("/internal/complete", complete),
         web.post("/internal/release", release),
-        web.put("/internal/payloads/{id}", put_payload),
+        web.post("/internal/payloads", put_payloads),
         web.get("/internal/payloads/{id}", get_payload),
         web.post("/internal/compact", compact),
     ]

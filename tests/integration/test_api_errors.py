@@ -79,7 +79,7 @@ def test_unknown_route_and_wrong_method_answer_json(cluster):
     ("POST", "/internal/heartbeat"),
     ("POST", "/internal/complete"),
     ("POST", "/internal/release"),
-    ("PUT", "/internal/payloads/" + "0" * 32),
+    ("POST", "/internal/payloads"),
     ("GET", "/internal/payloads/" + "0" * 32),
     ("POST", "/internal/compact"),
 ])

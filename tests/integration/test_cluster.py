@@ -1,4 +1,5 @@
 """A real three-node cluster with workers: correct results everywhere, nothing lost on failures."""
+import json
 import os
 import random
 import signal
@@ -235,9 +236,10 @@ def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluste
     payload = os.urandom(5000)
     digest = hashlib.sha256(payload).hexdigest()
     job_id = "ab" * 16
-    r = requests.put(f"{cluster.url(0)}/internal/payloads/{job_id}", data=payload, timeout=10,
-                     headers={**AUTH, "X-Payload-SHA256": digest})
-    assert r.status_code == 200
+    manifest = json.dumps([{"id": job_id, "size": len(payload), "digest": digest}]).encode()
+    r = requests.post(f"{cluster.url(0)}/internal/payloads", data=manifest + b"\n" + payload,
+                      timeout=10, headers=AUTH)
+    assert r.status_code == 200 and r.json() == {"stored": 1}
     r = requests.get(f"{cluster.url(1)}/internal/payloads/{job_id}", params={"digest": digest},
                      headers=AUTH, timeout=10)
     assert r.status_code == 200 and r.content == payload
