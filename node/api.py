@@ -151,8 +151,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
             known = await node.run_db(node.store.idempotency_key, key)
             if known is not None:
                 return web.json_response({"id": same_request(known, digest, iterations)})
-        counts = await node.run_db(node.store.counts)
-        if counts["queued"] >= cfg.max_queued:
+        if node.machine.counts["queued"] >= cfg.max_queued:
             raise QueueFull(f"queue: at its capacity of {cfg.max_queued} queued jobs; retry later")
         node.check_quorum()
         job_id = uuid.uuid4().hex

@@ -170,7 +170,7 @@ class Node:
                 log.exception("scaling step failed; retrying")
 
     async def _scale(self) -> None:
-        counts = await self.run_db(self.store.counts)
+        counts = self.machine.counts
         oldest = await self.run_db(self.store.oldest_queued_at)
         busy = {lease.worker for lease in self.scheduler.deadlines.values()}
         await self.loop.run_in_executor(None, self.scaler.step, time.time(), counts["queued"],
@@ -198,7 +198,7 @@ class Node:
     # --- status ------------------------------------------------------------------------
 
     async def status(self) -> dict:
-        counts = await self.run_db(self.store.counts)
+        counts = self.machine.counts
         workers = await self.run_db(self.store.workers)
         return {
             "node": self.cfg.node_id,

@@ -131,6 +131,7 @@ class RaftNode(SyncObj):
             store.restore_from(path)
             with store.engine.begin() as conn:
                 conn.exec_driver_sql("DROP TABLE IF EXISTS raft_snapshot")
+            self._machine.reload()
             if self._machine.on_applied is not None:
                 self._machine.on_applied(None, None)
         return meta

@@ -72,6 +72,13 @@ class StateMachine:
         self.store = store
         self.on_applied = on_applied
         self.failures = 0
+        # The counters as of the last applied entry, for readers that must not wait on the
+        # database (the queue-capacity check of every enqueue). Replaced whole, never mutated.
+        self.counts: dict[str, int] = store.counts()
+
+    def reload(self) -> None:
+        """Re-read what is kept in memory after the store was replaced (snapshot installed)."""
+        self.counts = self.store.counts()
 
     def apply(self, index: int, batch: list) -> list | None:
         """Apply the log entry at Raft `index`: a batch of encoded commands (group commit).
@@ -86,6 +93,8 @@ class StateMachine:
                         return None
                     results, applied = self._apply_batch(conn, index, batch, isolate)
                     self.store.set_counter(conn, "last_applied", index)
+                    counts = self.store.counts(conn)
+                self.counts = counts
                 break
             except _Rejected:
                 # Rolled back; again, each command in a savepoint of its own, so the one that
@@ -156,6 +165,7 @@ class StateMachine:
                 if self.store.last_applied(conn) < index:
                     self.store.set_counter(conn, "last_applied", index)
                     self.store.bump(conn, "apply_failures", 1)
+                    self.counts = self.store.counts(conn)
         except Exception:
             log.exception("cannot record the skipped entry %d", index)
         return None

@@ -87,6 +87,7 @@ COUNTERS = ("last_applied", "finished", "apply_failures", "backlog_iterations") 
 
 
 # Statements on the hottest paths, built once: building one costs more than running it.
+_COUNTERS = select(counters.c.name, counters.c.value)
 _COUNTER = select(counters.c.value).where(counters.c.name == bindparam("n"))
 _BUMP = update(counters).where(counters.c.name == bindparam("n")).values(
     value=counters.c.value + bindparam("d"))
@@ -133,9 +134,11 @@ class Store:
 
     # --- reads -------------------------------------------------------------------------
 
-    def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
-            return dict(conn.execute(select(counters.c.name, counters.c.value)).all())
+    def counts(self, conn: Connection | None = None) -> dict[str, int]:
+        if conn is None:
+            with self.engine.connect() as c:
+                return self.counts(c)
+        return dict(conn.execute(_COUNTERS).all())
 
     def last_applied(self, conn: Connection | None = None) -> int:
         if conn is None:

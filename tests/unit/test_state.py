@@ -45,6 +45,7 @@ def assert_counters_match(m):
                                .where(jobs.c.status.in_(("queued", "running")))).scalar_one()
     assert {k: counts[k] for k in actual} == actual
     assert counts["backlog_iterations"] == backlog
+    assert m.counts == counts         # the in-memory copy follows every applied entry
 
 
 def test_enqueue_adds_queued_jobs_in_order(machine):
