@@ -12,6 +12,7 @@ import sqlite3
 import time
 import uuid
 
+import uvloop
 from aiohttp import web
 
 
@@ -39,8 +40,9 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--db", required=True, help="SQLite file")
     args = p.parse_args()
+    # The same event loop as the nodes, so the comparison measures replication, not loops.
     web.run_app(make_app(args.db), host="127.0.0.1", port=args.port, access_log=None,
-                print=None, backlog=1024)
+                print=None, backlog=1024, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import resource
 import signal
 import sys
 
+import uvloop
+
 from .app import Node
 from .config import load_config
 from .errors import ConfigError
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"python -m node: cannot open the data directory: {e}", file=sys.stderr)
         return 1
-    asyncio.run(serve(node))
+    # uvloop's event loop: the same asyncio API, about 14% more enqueues per second than the
+    # standard loop on a loaded node (BENCHMARKS.md).
+    uvloop.run(serve(node))
     return 0
 
 
