@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, delete, insert, select, update
@@ -56,6 +57,14 @@ class KeyConflict:
         return f"KeyConflict({self.job_id!r})"
 
 
+@dataclass(frozen=True)
+class JobEvent:
+    """A job state change made by an applied entry (for metrics)."""
+    kind: str                      # enqueued, leased, requeued, completed or failed
+    job_id: str
+    seconds: float | None = None   # leased: time since enqueue; completed: time since lease
+
+
 def command_width(cmd: c.Command) -> int:
     """How many seq positions a command uses inside its entry."""
     if isinstance(cmd, c.Enqueue):
@@ -68,10 +77,13 @@ def command_width(cmd: c.Command) -> int:
 
 
 class StateMachine:
-    def __init__(self, store: Store, on_applied: Callable[[c.Command, Any], None] | None = None):
+    def __init__(self, store: Store, on_applied: Callable[[c.Command, Any], None] | None = None,
+                 on_events: Callable[[list[JobEvent]], None] | None = None):
         self.store = store
         self.on_applied = on_applied
+        self.on_events = on_events
         self.failures = 0
+        self._events: list[JobEvent] = []
         # The counters as of the last applied entry, for readers that must not wait on the
         # database (the queue-capacity check of every enqueue). Replaced whole, never mutated.
         self.counts: dict[str, int] = store.counts()
@@ -87,6 +99,7 @@ class StateMachine:
         applied), or None when the entry was applied before (journal replay)."""
         isolate = False
         for attempt in range(TRANSIENT_RETRIES):
+            self._events = []
             try:
                 with self.store.engine.begin() as conn:
                     if self.store.last_applied(conn) >= index:
@@ -110,6 +123,11 @@ class StateMachine:
         else:
             log.error("cannot apply Raft entry %d: database stays busy", index)
             return self._skip(index)
+        if self.on_events is not None and self._events:
+            try:
+                self.on_events(self._events)
+            except Exception:
+                log.exception("on_events hook failed for entry %d", index)
         if self.on_applied is not None:
             for cmd, result in applied:
                 try:
@@ -137,6 +155,7 @@ class StateMachine:
         applied: list = []
         base = 0                 # positions in the entry, so seq numbers never collide
         for cmd in cmds:
+            events_before = len(self._events)
             try:
                 if isinstance(cmd, Exception):
                     raise cmd
@@ -148,6 +167,7 @@ class StateMachine:
             except OperationalError:
                 raise
             except Exception as e:
+                del self._events[events_before:]       # rolled back with the savepoint
                 # Deterministic: every replica rejects the same command the same way.
                 log.error("rejected a command in Raft entry %d: %s: %s", index, type(e).__name__, e)
                 self.failures += 1
@@ -254,18 +274,20 @@ class StateMachine:
             conn.execute(delete(idempotency).where(idempotency.c.created_at < horizon))
         if job_rows:
             conn.execute(_INSERT_JOB, job_rows)
+            self._events += [JobEvent("enqueued", r["id"]) for r in job_rows]
         self.store.bump(conn, "queued", len(job_rows))
         self.store.bump(conn, "backlog_iterations", sum(r["iterations"] for r in job_rows))
         return out
 
     def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
-        rows = conn.execute(select(jobs.c.id, jobs.c.attempts)
+        rows = conn.execute(select(jobs.c.id, jobs.c.attempts, jobs.c.enqueued_at)
                             .where(jobs.c.id.in_(cmd.job_ids), jobs.c.status == "queued")).all()
         leased = []
-        for job_id, attempts in rows:
+        for job_id, attempts, enqueued_at in rows:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                 status="running", attempts=attempts + 1, worker=cmd.worker, leased_at=cmd.at))
             leased.append((job_id, attempts + 1))
+            self._events.append(JobEvent("leased", job_id, max(0.0, cmd.at - enqueued_at)))
         self.store.bump(conn, "queued", -len(leased))
         self.store.bump(conn, "running", len(leased))
         return leased
@@ -286,11 +308,13 @@ class StateMachine:
                 self.store.bump(conn, "failed", 1)
                 self.store.bump(conn, "finished", 1)
                 out["failed"].append(job_id)
+                self._events.append(JobEvent("failed", job_id))
             else:
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status="queued", worker=None, leased_at=None))
                 self.store.bump(conn, "queued", 1)
                 out["requeued"].append(job_id)
+                self._events.append(JobEvent("requeued", job_id))
             self.store.bump(conn, "running", -1)
         self._trim(conn, cmd.retain)
         return out
@@ -298,7 +322,7 @@ class StateMachine:
     def _complete(self, conn: Connection, seq: int, cmd: c.Complete) -> list[str]:
         done = []
         for pos, (job_id, result) in enumerate(cmd.results):
-            row = conn.execute(select(jobs.c.status, jobs.c.iterations)
+            row = conn.execute(select(jobs.c.status, jobs.c.iterations, jobs.c.leased_at)
                                .where(jobs.c.id == job_id)).first()
             if row is None or row.status not in ("queued", "running"):
                 continue        # unknown, or finished already: the first result stands
@@ -311,6 +335,8 @@ class StateMachine:
             self.store.bump(conn, "completed", 1)
             self.store.bump(conn, "finished", 1)
             done.append(job_id)
+            self._events.append(JobEvent("completed", job_id, None if row.leased_at is None
+                                         else max(0.0, cmd.at - row.leased_at)))
         self._trim(conn, cmd.retain)
         return done
 

@@ -3,7 +3,7 @@ import pytest
 from sqlalchemy import func, select
 
 from node import commands as c
-from node.state import ApplyError, KeyConflict, StateMachine
+from node.state import ApplyError, JobEvent, KeyConflict, StateMachine
 from node.store import Store, count_by_status, jobs
 
 RESULT = "ab" * 64
@@ -177,6 +177,38 @@ def test_on_applied_hook_sees_each_command(tmp_path):
     m = StateMachine(Store(str(tmp_path)), on_applied=lambda cmd, res: seen.append(type(cmd).__name__))
     m.apply(2, [c.encode(c.Enqueue((job("a"),))), c.encode(c.Workers(()))])
     assert seen == ["Enqueue", "Workers"]
+
+
+def test_on_events_hook_sees_each_job_state_change_once(tmp_path):
+    seen = []
+    m = StateMachine(Store(str(tmp_path)), on_events=seen.extend)
+    steps = [
+        # (entry, events it makes): enqueued at 100 (job()), leased at 103, completed at 110
+        ([c.Enqueue((job("a"), job("b"), job("c")))],
+         [JobEvent("enqueued", jid(n)) for n in "abc"]),
+        ([c.Enqueue((job("a"),))], []),                                 # a duplicate id
+        ([c.Lease("w1", (jid("a"), jid("b"), jid("c")), 103.0)],
+         [JobEvent("leased", jid(n), 3.0) for n in "abc"]),
+        ([c.Complete(((jid("a"), RESULT), (jid("zz"), RESULT)), 110.0, 100)],
+         [JobEvent("completed", jid("a"), 7.0)]),
+        ([c.Complete(((jid("a"), RESULT),), 111.0, 100)], []),          # already completed
+        ([c.Requeue(((jid("b"), 1), (jid("c"), 1)), "lost", 1, 120.0, 100)],
+         [JobEvent("failed", jid("b")), JobEvent("failed", jid("c"))]),
+        # a failing command among others: its events are rolled back with it
+        ([c.Enqueue((job("d"),)), c.Enqueue((c.NewJob(jid("x"), "many", 10, "d" * 64, 1.0),))],
+         [JobEvent("enqueued", jid("d"))]),
+        ([c.Lease("w2", (jid("d"),), 130.0), c.Requeue(((jid("d"), 1),), "released", 3, 131.0, 100),
+          c.Complete(((jid("d"), RESULT),), 132.0, 100)],
+         [JobEvent("leased", jid("d"), 30.0), JobEvent("requeued", jid("d")),
+          JobEvent("completed", jid("d"), None)]),                      # completed while queued
+    ]
+    for index, (entry, expected) in enumerate(steps, start=2):
+        seen.clear()
+        m.apply(index, [c.encode(cmd) for cmd in entry])
+        assert seen == expected, entry
+    seen.clear()
+    assert m.apply(len(steps) + 1, [c.encode(c.Enqueue((job("e"),)))]) is None   # replayed
+    assert seen == []
 
 
 def test_a_known_idempotency_key_returns_the_first_job(machine):
