@@ -9,6 +9,7 @@ import sys
 
 import uvloop
 
+from . import logs
 from .app import Node
 from .config import load_config
 from .errors import ConfigError
@@ -43,8 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"python -m node: configuration error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                        format=f"%(asctime)s {cfg.node_id} %(levelname)s %(name)s: %(message)s")
+    logs.setup(cfg.log_level, cfg.log_format, cfg.node_id)
     raise_open_files_limit()
     try:
         node = Node(cfg)

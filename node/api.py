@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import commands as c, openapi
+from .metrics import CONTENT_TYPE as metrics_content_type
 from .openapi import DEFAULT_TOP, MAX_TOP
 from .blobs import digest_of
 from .errors import InvalidInput, JobNotFound, KeyReused, PayloadTooLarge, QueueError, \
@@ -70,7 +71,8 @@ def _http_error_text(request: web.Request, e: web.HTTPException) -> str:
     return e.reason
 
 
-OPEN_PATHS = ("/healthz", "/openapi.json")
+# The dashboard page itself is static; the data it polls needs the key like the rest.
+OPEN_PATHS = ("/healthz", "/openapi.json", "/")
 
 
 def make_auth_middleware(secret: str, api_key: str):
@@ -86,9 +88,13 @@ def make_auth_middleware(secret: str, api_key: str):
                 raise Unauthorized("internal route: a valid 'Authorization: Bearer <cluster "
                                    "secret>' header is required")
         elif expected_key and request.path not in OPEN_PATHS:
+            # X-API-Key, or the key as a bearer token (what Prometheus scrapers send).
             given = request.headers.get("X-API-Key", "").encode(errors="replace")
-            if not hmac.compare_digest(given, expected_key):
-                raise Unauthorized("X-API-Key: a valid API key is required")
+            bearer = request.headers.get("Authorization", "").encode(errors="replace")
+            if not (hmac.compare_digest(given, expected_key) or
+                    hmac.compare_digest(bearer, b"Bearer " + expected_key)):
+                raise Unauthorized("X-API-Key: a valid API key is required (or the header "
+                                   "'Authorization: Bearer <API key>')")
         return await handler(request)
     return auth
 
@@ -140,6 +146,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
     cfg = node.cfg
 
     async def enqueue(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         only_params(request, "iterations")
         iterations = int_param(request, "iterations", 1, cfg.max_iterations)
         key = idempotency_key(request)
@@ -162,7 +169,9 @@ def routes(node: "Node") -> list[web.RouteDef]:
         if isinstance(result, KeyConflict):
             raise key_reused()
         if result == job_id:
-            log.info("job %s enqueued (%d bytes, %d iterations)", job_id, len(data), iterations)
+            log.info("job %s enqueued (%d bytes, %d iterations)", job_id, len(data), iterations,
+                     extra={"job": job_id})
+        node.metrics.enqueue_seconds.observe(time.perf_counter() - started)
         return web.json_response({"id": result})
 
     async def pull_completed(request: web.Request) -> web.Response:
@@ -182,6 +191,12 @@ def routes(node: "Node") -> list[web.RouteDef]:
         only_params(request)
         return web.json_response(await node.status())
 
+    async def metrics(request: web.Request) -> web.Response:
+        only_params(request)
+        node.metrics.worker_states = await node.worker_states()
+        return web.Response(body=node.metrics.render(),
+                            headers={"Content-Type": metrics_content_type})
+
     spec = openapi.document(cfg)
 
     async def openapi_json(request: web.Request) -> web.Response:
@@ -199,6 +214,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
         web.get("/status", status),
         web.get("/healthz", healthz),
         web.get("/openapi.json", openapi_json),
+        web.get("/metrics", metrics),
     ]
 
 

@@ -12,10 +12,11 @@ from typing import Any, Callable
 import aiohttp
 from aiohttp import web
 
-from . import api, commands as c, internal
+from . import api, commands as c, dashboard, internal
 from .blobs import Blobs
 from .config import NodeConfig
 from .errors import NoQuorum, QueueError
+from .metrics import Metrics
 from .proposer import Proposer
 from .raft import RaftNode
 from .roster import Roster
@@ -43,6 +44,8 @@ class Node:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._urls = {p.raft: p.url for p in cfg.peers} | {cfg.raft: cfg.url}
         self.roster = Roster(ttl=max(cfg.lease_timeout, 15.0) + 5.0)
+        self.metrics = Metrics()
+        self.history = dashboard.History()
         self.scaler: Scaler | None = None
         if cfg.max_workers > 0:
             self.scaler = Scaler(make_backend(cfg, sorted(self._urls.values())), self.roster,
@@ -57,13 +60,16 @@ class Node:
         # No global connection cap: a peer that stops answering must not starve the others.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=128))
-        self.machine = StateMachine(self.store, on_applied=self._on_applied)
+        self.machine = StateMachine(self.store, on_applied=self._on_applied,
+                                    on_events=self.metrics.job_events)
         self.raft = RaftNode(self.cfg, self.machine)
         self.proposer = Proposer(self.raft, self.cfg.request_timeout)
-        self.blobs = Blobs(self.cfg, self.store, self.session, self.run_db)
+        self.blobs = Blobs(self.cfg, self.store, self.session, self.run_db,
+                           sent=self.metrics.payload_bytes.inc)
+        self.metrics.attach(self)
         self.scheduler = Scheduler(self.cfg, self.store, self.proposer, self.raft._isLeader,
                                    self.run_db)
-        routes = api.routes(self) + internal.routes(self)
+        routes = api.routes(self) + internal.routes(self) + dashboard.routes(self)
         if self.cfg.internal_http:
             public = [r for r in routes if not r.path.startswith("/internal/")]
             listeners = [(self.cfg.http, public),
@@ -72,7 +78,8 @@ class Node:
             listeners = [(self.cfg.http, routes)]
         self._runners = [await self._listen(address, group) for address, group in listeners]
         self._tasks = [asyncio.create_task(self._leader_duties()),
-                       asyncio.create_task(self._collect_payloads())]
+                       asyncio.create_task(self._collect_payloads()),
+                       asyncio.create_task(dashboard.sample_forever(self))]
         if self.scaler is not None:
             self._tasks.append(asyncio.create_task(self._scaling_loop()))
         log.info("node %s serving HTTP on %s, Raft on %s, %d peers", self.cfg.node_id,
@@ -132,8 +139,13 @@ class Node:
 
     async def _leader_duties(self) -> None:
         was_leader = False
+        known_leader = None
         while True:
             await asyncio.sleep(DUTY_INTERVAL)
+            if self.raft.leader is not None and self.raft.leader != known_leader:
+                if known_leader is not None:
+                    self.metrics.leader_changes.inc()
+                known_leader = self.raft.leader
             leader = self.raft._isLeader()
             try:
                 if leader and not was_leader:
@@ -197,6 +209,18 @@ class Node:
 
     # --- status ------------------------------------------------------------------------
 
+    async def worker_states(self) -> dict[str, int]:
+        """Workers by state: the leader's live view; elsewhere the replicated list."""
+        if self.raft._isLeader():
+            live = set(self.roster.live(time.time()))
+            busy = {lease.worker for lease in self.scheduler.deadlines.values()}
+            booting = self.scaler.booting if self.scaler is not None else 0
+        else:
+            live = {w["id"] for w in await self.run_db(self.store.workers)}
+            busy = await self.run_db(self.store.busy_workers)
+            booting = 0
+        return {"busy": len(busy), "idle": len(live - busy), "booting": booting}
+
     async def status(self) -> dict:
         counts = self.machine.counts
         workers = await self.run_db(self.store.workers)
@@ -214,6 +238,7 @@ class Node:
             "queue": {s: counts[s] for s in ("queued", "running", "completed", "failed")},
             "apply_failures": counts["apply_failures"],
             "workers": workers,
+            "worker_states": await self.worker_states(),
             "scaling": self.scaling_status(),
         }
 
@@ -223,7 +248,8 @@ class Node:
         d = self.scaler.decision
         return {"backend": self.scaler.backend.name, "launches": self.scaler.launches,
                 "idle_timeout": self.idle_timeout(),
-                "last_decision": None if d is None else {"start": d.start, "reason": d.reason}}
+                "last_decision": None if d is None else {"start": d.start, "reason": d.reason},
+                "decisions": list(self.scaler.recent)}
 
     def quorum_problem(self) -> str | None:
         """Why this node cannot commit anything right now, if it knows; None otherwise."""

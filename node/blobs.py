@@ -3,8 +3,9 @@ through the Raft log.
 
 `replicate` stores a payload here and on the peers and returns once a majority holds it (the
 remaining copies finish in the background). Copies to a peer travel many per request: those
-that arrive while a request to that peer is under way go together in the next one. `fetch` returns a payload from here or, for a node
-that was down when it arrived, from a peer, checking its digest before keeping the copy.
+that arrive while a request to that peer is under way go together in the next one. `fetch`
+returns a payload from here or, for a node that was down when it arrived, from a peer,
+checking its digest before keeping the copy.
 """
 from __future__ import annotations
 
@@ -135,8 +136,9 @@ class Batcher:
 
 class Blobs:
     def __init__(self, cfg: NodeConfig, store: Store, session: aiohttp.ClientSession,
-                 run_db: Callable[..., Awaitable]):
+                 run_db: Callable[..., Awaitable], sent: Callable[[int], None] = lambda n: None):
         self._cfg = cfg
+        self._sent = sent           # told the payload bytes of each copy a peer stored
         self._store = store
         self._session = session
         self._db = run_db
@@ -201,6 +203,7 @@ class Blobs:
                     timeout=aiohttp.ClientTimeout(total=self._cfg.request_timeout)) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"{base} answered {resp.status}")
+            self._sent(sum(len(data) for _, data, _ in items))
         except Exception as e:
             if self._suspect_until.get(base, 0) <= time.monotonic():
                 log.warning("payload copy to %s failed (%s); leaving that peer out for %.0fs",

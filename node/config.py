@@ -107,6 +107,8 @@ class NodeConfig:
     raft_max_timeout: float = 1.4
     # Python logging level name.
     log_level: str = "INFO"
+    # "text" (readable lines) or "json" (one object per line).
+    log_format: str = "text"
 
     @property
     def cluster_size(self) -> int:
@@ -185,6 +187,8 @@ class NodeConfig:
             raise ConfigError("cluster_name: 1 to 64 letters, digits and _.-")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level: allowed DEBUG, INFO, WARNING, ERROR")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format: {self.log_format!r}; allowed text, json")
         return self
 
 
@@ -298,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--raft-min-timeout", type=float, help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)")
     a("--raft-max-timeout", type=float, help="Raft election timeout maximum, seconds (WQ_RAFT_MAX_TIMEOUT)")
     a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL)")
+    a("--log-format", help="text, or json for one JSON object per line (WQ_LOG_FORMAT)")
     return p
 
 

@@ -133,7 +133,8 @@ def routes(node: "Node") -> list[web.RouteDef]:
         accepted = await node.proposer.propose(c.Complete(tuple(pairs), time.time(),
                                                           cfg.max_finished))
         for job_id in accepted:
-            log.info("job %s completed by %s", job_id, worker)
+            log.info("job %s completed by %s", job_id, worker,
+                     extra={"job": job_id, "worker": worker})
         return web.json_response({"accepted": accepted})
 
     async def put_payloads(request: web.Request) -> web.Response:

@@ -91,6 +91,37 @@ def document(cfg: NodeConfig) -> dict:
                     "401": unauthorized,
                     "503": unavailable,
                 }}},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics of this node (text exposition format). The API "
+                           "key may also be sent as 'Authorization: Bearer <key>'.",
+                "security": secured,
+                "responses": {
+                    "200": {"description": "metrics", "content": {"text/plain": {
+                        "schema": {"type": "string"}}}},
+                    "400": _error("unknown query parameter"),
+                    "401": unauthorized,
+                    "503": unavailable,
+                }}},
+            "/dashboard/data": {"get": {
+                "summary": "What the dashboard at / shows: the members' status, this node's "
+                           "recent history and the latest completions.",
+                "security": secured,
+                "responses": {
+                    "200": {"description": "dashboard data", "content": {"application/json": {
+                        "schema": {"type": "object",
+                                   "required": ["now", "members", "history", "recent"]}}}},
+                    "400": _error("unknown query parameter"),
+                    "401": unauthorized,
+                    "503": unavailable,
+                }}},
+            "/": {"get": {
+                "summary": "The live dashboard (one HTML page; asks for the API key if one is "
+                           "set).",
+                "responses": {
+                    "200": {"description": "the page", "content": {"text/html": {
+                        "schema": {"type": "string"}}}},
+                    "400": _error("unknown query parameter"),
+                }}},
             "/healthz": {"get": {
                 "summary": "200 when the node knows a leader and is caught up.",
                 "responses": {

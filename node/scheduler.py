@@ -99,7 +99,8 @@ class Scheduler:
             if attempt is None:
                 continue
             self.deadlines[job["id"]] = LeaseDeadline(deadline, attempt, worker)
-            log.info("job %s leased to %s (attempt %d)", job["id"], worker, attempt)
+            log.info("job %s leased to %s (attempt %d)", job["id"], worker, attempt,
+                     extra={"job": job["id"], "worker": worker})
             out.append({"id": job["id"], "iterations": job["iterations"], "size": job["size"],
                         "digest": job["digest"], "attempt": attempt})
         return out
@@ -133,9 +134,10 @@ class Scheduler:
         result = await self._proposer.propose(c.Requeue(
             leases, reason, self._cfg.max_attempts, time.time(), self._cfg.max_finished))
         for job_id in result["requeued"]:
-            log.info("job %s back in the queue: %s", job_id, reason)
+            log.info("job %s back in the queue: %s", job_id, reason, extra={"job": job_id})
         for job_id in result["failed"]:
-            log.warning("job %s failed: %s; no attempts left", job_id, reason)
+            log.warning("job %s failed: %s; no attempts left", job_id, reason,
+                        extra={"job": job_id})
         for job_id in result["requeued"] + result["failed"]:
             self.deadlines.pop(job_id, None)
         if result["requeued"]:
@@ -160,5 +162,6 @@ class Scheduler:
             return
         for job_id, attempt in expired:
             log.info("job %s lease expired (worker %s, attempt %d)", job_id,
-                     live[job_id].worker, attempt)
+                     live[job_id].worker, attempt,
+                     extra={"job": job_id, "worker": live[job_id].worker})
         await self._requeue(tuple(expired), "lease expired: the worker stopped sending heartbeats")

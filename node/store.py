@@ -202,6 +202,12 @@ class Store:
 
     # --- payloads (node-local data plane) -------------------------------------------------
 
+    def busy_workers(self) -> set[str]:
+        """Workers holding a lease on a running job."""
+        q = select(jobs.c.worker).where(jobs.c.status == "running").distinct()
+        with self.engine.connect() as conn:
+            return {w for w in conn.execute(q).scalars() if w}
+
     def put_payloads(self, items: list[tuple[str, bytes, float]]) -> None:
         """Store payloads in one transaction."""
         with self.engine.begin() as conn:

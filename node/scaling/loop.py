@@ -9,7 +9,7 @@ nothing is left running and billing.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 
 from ..roster import Roster
 from .backend import Backend
@@ -33,6 +33,10 @@ class Scaler:
         self.launch_times: deque[float] = deque()
         self.decision: Decision | None = None
         self.launches = 0
+        self.booting = 0
+        self.actions: Counter[str] = Counter()      # scaling steps by what they did
+        # Decisions that started workers or changed the reason, newest last (for the dashboard).
+        self.recent: deque[dict] = deque(maxlen=20)
         self._seen_running: set[str] = set()
         self._grace_until = 0.0
 
@@ -65,11 +69,14 @@ class Scaler:
                    if w not in live and now - launched <= self.boot_timeout]
         silent = [w for w, launched in running.items()
                   if w not in live and now - launched > self.boot_timeout]
+        self.booting = len(booting)
         adopting = now < self._grace_until
         if silent and not adopting:
             log.warning("scaling: terminating %d %s workers that never registered or stopped "
-                        "polling: %s", len(silent), self.backend.name, ", ".join(silent))
+                        "polling: %s", len(silent), self.backend.name, ", ".join(silent),
+                        extra={"workers": silent})
             self.backend.terminate(silent)
+            self.actions["terminate"] += 1
         workers = tuple(Worker(busy=w in busy, speed=_speed(info)) for w, info in live.items())
         workers += tuple(Worker(busy=False, booting=True) for _ in booting)
         snapshot = Snapshot(
@@ -81,6 +88,7 @@ class Scaler:
         if adopting and decision.start:
             decision = Decision(0, decision.idle_timeout, "new leader: waiting for the previous "
                                                           "leader's workers to report")
+        started: list[str] = []
         if decision.start:
             started = self.backend.launch(decision.start)
             self.launch_times.extend([now] * len(started))
@@ -88,9 +96,14 @@ class Scaler:
             log.info("scaling: %d queued (%d iterations), %d live and %d booting workers: "
                      "starting %d on %s (%s); idle timeout %.0fs", queued, backlog_iterations,
                      len(live), len(booting), len(started), self.backend.name, decision.reason,
-                     decision.idle_timeout)
+                     decision.idle_timeout, extra={"workers": started})
         elif self.decision is None or decision.reason != self.decision.reason:
             log.info("scaling: %s; idle timeout %.0fs", decision.reason, decision.idle_timeout)
+        self.actions["launch" if started else "hold"] += 1
+        if started or self.decision is None or decision.reason != self.decision.reason:
+            self.recent.append({"at": now, "started": len(started), "queued": queued,
+                                "live": len(live), "booting": len(booting),
+                                "reason": decision.reason, "idle_timeout": decision.idle_timeout})
         self.decision = decision
         return decision
 

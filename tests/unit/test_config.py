@@ -51,6 +51,8 @@ def test_the_secret_never_shows_in_the_repr():
     (BASE + ["--max-workers", "1000"], {"WQ_SECRET": SECRET}, "max_workers"),
     (BASE + ["--raft-min-timeout", "2", "--raft-max-timeout", "1"], {"WQ_SECRET": SECRET}, "raft_min_timeout"),
     (BASE + ["--log-level", "LOUD"], {"WQ_SECRET": SECRET}, "log_level"),
+    (BASE + ["--log-format", "xml"], {"WQ_SECRET": SECRET}, "log_format"),
+    (BASE, {"WQ_SECRET": SECRET, "WQ_LOG_FORMAT": "JSON"}, "log_format"),
     (BASE + ["--url", "ftp://x"], {"WQ_SECRET": SECRET}, "url"),
     (BASE[:6] + ["--peers", "127.0.0.1:7002"], {"WQ_SECRET": SECRET}, "peers"),
     (BASE[:6] + ["--peers", "127.0.0.1:7001=http://a:1"], {"WQ_SECRET": SECRET}, "peers"),

@@ -1,0 +1,124 @@
+"""GET /metrics: Prometheus text that prometheus-client's own parser reads, and counters that
+move by exactly the work done."""
+import json
+import os
+import re
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from .cluster import expected_digest, wait_until
+
+API_KEY = "metrics-test-api-key-0123456789"
+
+
+def scrape(cluster, i: int) -> dict[str, float]:
+    """Every sample of node i as {'name{label="v"}': value}."""
+    r = requests.get(cluster.url(i) + "/metrics", headers=cluster.headers, timeout=5)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return samples
+
+
+def delta(after: dict, before: dict, name: str) -> float:
+    return after.get(name, 0) - before.get(name, 0)
+
+
+def test_metrics_follow_the_work_done(make_cluster):
+    cluster = make_cluster(max_workers=1, scale_target_seconds=1)
+    leader = cluster.wait_leader()
+    before = [scrape(cluster, i) for i in range(3)]
+    payloads = [os.urandom(1000 + n) for n in range(12)]
+    expected = {}
+    for n, payload in enumerate(payloads):
+        r = cluster.enqueue(n % 3, payload, 50 + n)
+        assert r.status_code == 200
+        expected[r.json()["id"]] = expected_digest(payload, 50 + n)
+    cluster.wait_completed(0, expected)
+    size = sum(len(p) for p in payloads)
+
+    def settled():
+        after = [scrape(cluster, i) for i in range(3)]
+        copied = sum(delta(a, b, "wq_payload_replicated_bytes_total")
+                     for a, b in zip(after, before, strict=True))
+        return copied == 2 * size and all(delta(a, b, "wq_jobs_completed_total") == 12
+                                          for a, b in zip(after, before, strict=True)) and after
+    after = wait_until(settled, 20, "every node to count the 12 jobs and 2 copies of each payload")
+
+    for a, b in zip(after, before, strict=True):
+        # Every replica applies every entry: each node counts the whole cluster's jobs.
+        assert delta(a, b, "wq_jobs_enqueued_total") == 12
+        assert delta(a, b, "wq_jobs_completed_total") == 12
+        assert delta(a, b, "wq_jobs_failed_total") == 0
+        leased = delta(a, b, "wq_jobs_leased_total")
+        assert leased >= 12
+        assert delta(a, b, "wq_job_queue_wait_seconds_count") == leased
+        assert delta(a, b, "wq_job_compute_seconds_count") == 12
+        assert a["wq_job_compute_seconds_sum"] > 0
+        assert a["wq_jobs_queued"] == 0 and a["wq_jobs_running"] == 0
+        assert a["wq_raft_term"] >= 1 and a["wq_raft_commit_index"] >= a["wq_raft_applied_index"] > 0
+        assert sum(a[f'wq_raft_role{{role="{r}"}}'] for r in ("leader", "follower", "candidate")) == 1
+    # Enqueue latency is observed where the request was served: 4 on each node.
+    assert [delta(a, b, "wq_enqueue_duration_seconds_count") for a, b in zip(after, before, strict=True)] == [4] * 3
+    assert [a['wq_raft_role{role="leader"}'] for a in after] == [int(i == leader) for i in range(3)]
+    lead = after[leader]
+    assert lead['wq_worker_launches_total{backend="local"}'] >= 1
+    assert lead['wq_scaling_decisions_total{action="launch"}'] >= 1
+    assert lead['wq_workers{state="busy"}'] + lead['wq_workers{state="idle"}'] >= 1
+
+
+def test_metric_names_follow_prometheus_conventions(make_cluster):
+    cluster = make_cluster()
+    r = requests.get(cluster.url(0) + "/metrics", timeout=5)
+    for family in text_string_to_metric_families(r.text):
+        if family.name.startswith("process_"):      # prometheus-client's own
+            continue
+        assert re.fullmatch(r"wq_[a-z_]+", family.name), family.name
+        for s in family.samples:
+            if family.type == "counter":
+                assert s.name.endswith("_total"), s.name
+            if family.type == "histogram":
+                assert family.name.endswith("_seconds"), family.name
+        if "bytes" in family.name:
+            assert family.name.endswith("_bytes"), family.name
+
+
+def test_metrics_need_the_api_key_as_header_or_bearer_token(make_cluster):
+    cluster = make_cluster(extra_env={"WQ_API_KEY": API_KEY})
+    url = cluster.url(0) + "/metrics"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    assert requests.get(url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5).ok
+    assert requests.get(url, headers={"X-API-Key": API_KEY}, timeout=5).ok
+
+
+def test_json_logs_carry_one_line_per_job_state_change(make_cluster):
+    cluster = make_cluster(max_workers=1, scale_target_seconds=1, log_format="json")
+    r = cluster.enqueue(1, b"logged", 10)
+    job_id = r.json()["id"]
+    cluster.wait_completed(0, {job_id: expected_digest(b"logged", 10)})
+
+    def lines():
+        out = []
+        for i in range(3):
+            for line in (cluster.root / f"n{i}.log").read_text().splitlines():
+                if line.startswith("{"):
+                    out.append(json.loads(line))
+        return out
+
+    def changes():
+        found = {(e["message"].split()[2], e["node"]) for e in lines()
+                 if e.get("job") == job_id}
+        return {"enqueued", "leased", "completed"} <= {kind for kind, _ in found} and found
+    found = wait_until(changes, 10, "log lines of the job's state changes")
+    assert ("enqueued", "n1") in found
+    records = lines()
+    assert all({"time", "level", "logger", "message", "node"} <= set(e) for e in records)
+    leased = [e for e in records if e.get("job") == job_id and " leased to " in e["message"]]
+    assert len(leased) == 1 and leased[0]["worker"] and leased[0]["level"] == "INFO"
+    assert any(e["logger"] == "node.scaling.loop" and e.get("workers") for e in records)
