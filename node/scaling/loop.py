@@ -9,6 +9,7 @@ nothing is left running and billing.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, deque
 
 from ..roster import Roster
@@ -97,15 +98,21 @@ class Scaler:
                      "starting %d on %s (%s); idle timeout %.0fs", queued, backlog_iterations,
                      len(live), len(booting), len(started), self.backend.name, decision.reason,
                      decision.idle_timeout, extra={"workers": started})
-        elif self.decision is None or decision.reason != self.decision.reason:
+        changed = self.decision is None or _kind(decision.reason) != _kind(self.decision.reason)
+        if changed and not started:
             log.info("scaling: %s; idle timeout %.0fs", decision.reason, decision.idle_timeout)
         self.actions["launch" if started else "hold"] += 1
-        if started or self.decision is None or decision.reason != self.decision.reason:
+        if started or changed:
             self.recent.append({"at": now, "started": len(started), "queued": queued,
                                 "live": len(live), "booting": len(booting),
                                 "reason": decision.reason, "idle_timeout": decision.idle_timeout})
         self.decision = decision
         return decision
+
+
+def _kind(reason: str) -> str:
+    """A decision's reason without its figures: the same kind of decision, told once."""
+    return re.sub(r"\d+(\.\d+)?", "#", reason)
 
 
 def _speed(info: dict) -> float | None:

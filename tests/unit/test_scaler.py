@@ -101,3 +101,20 @@ def test_workers_holding_leases_count_before_they_report():
     scaler.step(clock.now, queued=10, backlog_iterations=10 * M, oldest_queued_at=None,
                 busy={"a", "b", "c"})
     assert len(backend.launched) == 1
+
+
+def test_decisions_are_counted_and_recorded_once_per_kind():
+    clock, backend, roster, scaler = make(boot_timeout=60)
+    scaler.step(clock.now, queued=3, backlog_iterations=3 * M, oldest_queued_at=None, busy=set())
+    for w in backend.launched:
+        roster.touch(w, {}, clock.now)
+    for queued in (2, 1, 2):          # the same kind of decision with other figures
+        clock.now += 1
+        scaler.step(clock.now, queued=queued, backlog_iterations=queued * M,
+                    oldest_queued_at=clock.now - 1, busy=set(backend.launched))
+    clock.now += 61                   # the workers stopped polling: terminated
+    scaler.step(clock.now, queued=0, backlog_iterations=0, oldest_queued_at=None, busy=set())
+    assert scaler.actions == {"launch": 1, "hold": 4, "terminate": 1}
+    assert [d["started"] for d in scaler.recent] == [3, 0, 0]
+    assert [d["at"] for d in scaler.recent] == [1000.0, 1001.0, 1064.0]
+    assert scaler.booting == 0 and scaler.launches == 3
