@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import commands as c, openapi
-from .metrics import CONTENT_TYPE as metrics_content_type
-from .openapi import DEFAULT_TOP, MAX_TOP
-from .blobs import digest_of
 from .errors import InvalidInput, JobNotFound, KeyReused, PayloadTooLarge, QueueError, \
     QueueFull, Unauthorized
+from .metrics import CONTENT_TYPE as metrics_content_type
+from .openapi import DEFAULT_TOP, MAX_TOP
 from .state import KeyConflict
+from .wire import digest_of
 
 if TYPE_CHECKING:
     from .app import Node

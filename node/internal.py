@@ -5,6 +5,7 @@ completions are proposed by whichever node receives them.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -16,8 +17,8 @@ from aiohttp import web
 
 from . import commands as c
 from .api import JOB_ID, only_params, read_body
-from .blobs import MAX_BATCH_BYTES, MAX_MANIFEST_BYTES, decode_batch
 from .errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
+from .wire import MAX_BATCH_BYTES, MAX_MANIFEST_BYTES, decode_batch, encode_batch
 
 if TYPE_CHECKING:
     from .app import Node
@@ -146,28 +147,59 @@ def routes(node: "Node") -> list[web.RouteDef]:
         await node.blobs.store_batch(items)
         return web.json_response({"stored": len(items)})
 
+    async def payload_for(job_id: str, digest: str | None) -> bytes:
+        """A queued or running job's payload, from this node or fetched from a peer. Workers
+        pass the digest from their lease, so a node that has not applied the enqueue yet can
+        still serve it."""
+        job = await node.run_db(node.store.job, job_id)
+        if job is not None and job["status"] not in ("queued", "running"):
+            raise JobNotFound(f"id: job {job_id} is {job['status']}; its payload is gone")
+        if job is not None:
+            digest = job["digest"]
+        elif digest is None:
+            raise JobNotFound(f"id: no job {job_id!r} on this node (pass its digest)")
+        data = await node.blobs.fetch(job_id, digest)
+        if data is None:
+            raise JobNotFound(f"id: no node holds the payload of {job_id} right now")
+        return data
+
     async def get_payload(request: web.Request) -> web.StreamResponse:
-        """A payload from this node, or fetched from a peer. Workers pass the digest from
-        their lease, so a node that has not applied the enqueue yet can still serve it."""
+        """One payload; with local=1 (peers asking), only what this node holds."""
         job_id = request.match_info["id"]
         if not JOB_ID.fullmatch(job_id):
             raise JobNotFound(f"id: no payload {job_id[:64]!r}")
-        local_only = request.query.get("local") == "1"
         digest = request.query.get("digest")
         if digest is not None and not _DIGEST.fullmatch(digest):
             raise InvalidInput("digest: 64 lowercase hex characters (sha256) required")
-        if not local_only:
-            job = await node.run_db(node.store.job, job_id)
-            if job is not None and job["status"] not in ("queued", "running"):
-                raise JobNotFound(f"id: job {job_id} is {job['status']}; its payload is gone")
-            if job is not None:
-                digest = job["digest"]
-            elif digest is None:
-                raise JobNotFound(f"id: no job {job_id!r} on this node (pass its digest)")
-        data = await node.blobs.fetch(job_id, digest, from_peers=not local_only)
-        if data is None:
-            raise JobNotFound(f"id: no node holds the payload of {job_id} right now")
+        if request.query.get("local") == "1":
+            data = await node.blobs.fetch(job_id, digest, from_peers=False)
+            if data is None:
+                raise JobNotFound(f"id: no payload of {job_id} on this node")
+        else:
+            data = await payload_for(job_id, digest)
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def read_payloads(request: web.Request) -> web.Response:
+        """The payloads of several jobs in one body (wire.encode_batch), for a worker's lease:
+        body {"jobs": [{"id", "digest"}, ...]}. Jobs whose payload cannot be had are left
+        out; an empty body means none could."""
+        body = await json_body(request)
+        jobs = body.get("jobs")
+        if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_LEASE_JOBS or not all(
+                isinstance(j, dict) and isinstance(j.get("id"), str) and JOB_ID.fullmatch(j["id"])
+                and isinstance(j.get("digest"), str) and _DIGEST.fullmatch(j["digest"])
+                for j in jobs):
+            raise InvalidInput(f"jobs: a list of 1 to {MAX_LEASE_JOBS} objects with an 'id' "
+                               "(32 hex) and a 'digest' (64 hex) is required")
+
+        async def one(job: dict) -> tuple[str, bytes, str] | None:
+            try:
+                return job["id"], await payload_for(job["id"], job["digest"]), job["digest"]
+            except JobNotFound:
+                return None
+        found = [item for item in await asyncio.gather(*(one(j) for j in jobs)) if item]
+        return web.Response(body=encode_batch(found) if found else b"",
+                            content_type="application/octet-stream")
 
     async def release(request: web.Request) -> web.Response:
         """A worker gives jobs back (it could not get their payload, or it is stopping)."""
@@ -191,5 +223,6 @@ def routes(node: "Node") -> list[web.RouteDef]:
         web.post("/internal/release", release),
         web.post("/internal/payloads", put_payloads),
         web.get("/internal/payloads/{id}", get_payload),
+        web.post("/internal/payloads/read", read_payloads),
         web.post("/internal/compact", compact),
     ]

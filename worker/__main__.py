@@ -13,12 +13,28 @@ import time
 
 import aiohttp
 
+from node.errors import InvalidInput
+from node.wire import MAX_BATCH_BYTES, decode_batch
+
 from .client import CallFailed, ManagerClient, NoManager
 from .compute import LANES, rehash_batch
 
 log = logging.getLogger("worker")
 
 POLL_WAIT = 10.0
+MAX_LEASE = 64
+# A batch of leased jobs should take about this long: long enough that the lease, payload and
+# report calls are small beside the computing, short enough that other workers share the queue.
+BATCH_SECONDS = 0.25
+
+
+def next_lease_size(size: int, leased: int, seconds: float, smallest: int, largest: int) -> int:
+    """How many jobs to lease next, after `leased` of `size` asked for took `seconds`."""
+    if leased >= size and seconds < BATCH_SECONDS:
+        return min(largest, size * 2)
+    if seconds > 4 * BATCH_SECONDS:
+        return max(smallest, size // 2)
+    return size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,16 +52,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "[default: 60]")
     p.add_argument("--orphan-timeout", type=float, default=30.0,
                    help="seconds without any manager answering before exiting [default: 30]")
-    p.add_argument("--max-jobs", type=int, default=LANES,
-                   help="jobs leased and computed together, 1 to 64 [default: the kernel's lanes "
-                        f"here, {LANES}]")
+    p.add_argument("--max-jobs", type=int, default=MAX_LEASE,
+                   help="most jobs leased and computed together, 1 to 64. Leases start at the "
+                        f"kernel's lanes ({LANES} here) and grow while batches take under "
+                        f"{BATCH_SECONDS:g}s [default: {MAX_LEASE}]")
     p.add_argument("--log-level", default=os.environ.get("WQ_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL) [default: INFO]")
     args = p.parse_args(argv)
     args.id = args.id or f"{socket.gethostname()}-{os.getpid()}"
     if not args.managers:
         p.error("--managers (or WQ_MANAGERS) is required")
-    if not 1 <= args.max_jobs <= 64:
+    if not 1 <= args.max_jobs <= MAX_LEASE:
         p.error("--max-jobs: allowed 1 to 64")
     if args.idle_timeout <= 0 or args.orphan_timeout <= 0:
         p.error("--idle-timeout and --orphan-timeout must be positive")
@@ -66,6 +83,8 @@ class Worker:
         self.idle_timeout: float | None = args.idle_timeout
         self.lease_timeout = 30.0
         self.held: list[str] = []           # ids of leased jobs not yet reported
+        self.smallest_lease = min(LANES, args.max_jobs)
+        self.lease_size = self.smallest_lease
         self.info = {"host": socket.gethostname(), "pid": os.getpid(),
                      "backend": os.environ.get("WQ_WORKER_BACKEND", "local")}
 
@@ -75,7 +94,7 @@ class Worker:
         while True:
             try:
                 reply = await self.client.call("POST", "/internal/lease", json={
-                    "worker": self.args.id, "max_jobs": self.args.max_jobs, "wait": POLL_WAIT,
+                    "worker": self.args.id, "max_jobs": self.lease_size, "wait": POLL_WAIT,
                     "info": self.info}, timeout=POLL_WAIT + 30)
             except NoManager:
                 if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
@@ -89,8 +108,12 @@ class Worker:
                 if self.idle_timeout is not None and idle >= self.idle_timeout:
                     return f"idle for {idle:.0f}s"
                 continue
+            started = time.monotonic()
             await self.work_through(reply["jobs"])
             idle_since = time.monotonic()
+            self.lease_size = next_lease_size(self.lease_size, len(reply["jobs"]),
+                                              idle_since - started, self.smallest_lease,
+                                              self.args.max_jobs)
 
     async def work_through(self, jobs: list[dict]) -> None:
         """Compute leased jobs together (one kernel lane each), heartbeating every lease still
@@ -110,21 +133,42 @@ class Worker:
         finally:
             heartbeat.cancel()
 
-    async def payload(self, job: dict) -> bytes | None:
-        """The job's payload, checked against its digest; None (job released) if unavailable."""
-        try:
-            data = await self.client.call("GET", f"/internal/payloads/{job['id']}"
-                                                 f"?digest={job['digest']}", raw=True)
-        except (CallFailed, NoManager) as e:
-            await self.release([job["id"]], f"payload unavailable ({e})")
-            return None
-        if hashlib.sha256(data).hexdigest() != job["digest"]:
-            await self.release([job["id"]], "payload digest mismatch")
-            return None
-        return data
+    async def payloads(self, jobs: list[dict]) -> list[bytes | None]:
+        """The jobs' payloads, read many per call and checked against the lease's digests;
+        None for a job whose payload could not be had (that job is released)."""
+        chunks, size = [[]], 0
+        for job in jobs:
+            if chunks[-1] and size + job["size"] > MAX_BATCH_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(job)
+            size += job["size"]
+        found: dict[str, bytes] = {}
+        failed: dict[str, str] = {}
+
+        async def read(chunk: list[dict]) -> None:
+            try:
+                body = await self.client.call("POST", "/internal/payloads/read", json={
+                    "jobs": [{"id": j["id"], "digest": j["digest"]} for j in chunk]}, raw=True)
+                found.update(decode_batch(body) if body else [])
+            except (CallFailed, NoManager, InvalidInput) as e:
+                failed.update((j["id"], f"payload unavailable ({e})") for j in chunk)
+
+        await asyncio.gather(*(read(chunk) for chunk in chunks))
+        out: list[bytes | None] = []
+        for job in jobs:
+            data = found.get(job["id"])
+            if data is not None and hashlib.sha256(data).hexdigest() != job["digest"]:
+                failed[job["id"]], data = "payload digest mismatch", None
+            elif data is None:
+                failed.setdefault(job["id"], "payload unavailable (no node holds it)")
+            out.append(data)
+        for reason in set(failed.values()):
+            await self.release([i for i, r in failed.items() if r == reason], reason)
+        return out
 
     async def compute(self, jobs: list[dict]) -> None:
-        payloads = await asyncio.gather(*(self.payload(job) for job in jobs))
+        payloads = await self.payloads(jobs)
         ready = []
         for job, data in zip(jobs, payloads, strict=True):
             if data is None:

@@ -81,6 +81,8 @@ def test_unknown_route_and_wrong_method_answer_json(cluster):
     ("POST", "/internal/release"),
     ("POST", "/internal/payloads"),
     ("GET", "/internal/payloads/" + "0" * 32),
+    ("POST", "/internal/payloads/read"),
+    ("GET", "/internal/status"),
     ("POST", "/internal/compact"),
 ])
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-secret"},

@@ -251,6 +251,34 @@ def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluste
     assert r.status_code == 404
 
 
+def test_a_worker_reads_the_payloads_of_its_lease_in_one_call(make_cluster):
+    import hashlib
+    cluster = make_cluster()
+    payloads = [os.urandom(3000 + n) for n in range(3)]
+    ids = [cluster.enqueue(n, p, 5).json()["id"] for n, p in enumerate(payloads)]
+    digests = [hashlib.sha256(p).hexdigest() for p in payloads]
+    unknown = {"id": "cd" * 16, "digest": "0" * 64}
+    jobs = [{"id": i, "digest": d} for i, d in zip(ids, digests, strict=True)]
+    wait_until(lambda: all(cluster.job(1, i).get("status") == "queued" for i in ids), 10,
+               "the jobs on node 1")
+    r = requests.post(f"{cluster.url(1)}/internal/payloads/read", json={"jobs": [unknown, *jobs]},
+                      headers=AUTH, timeout=10)
+    assert r.status_code == 200
+    # Read independently of the node's code: a JSON manifest line, then the bytes in order.
+    head, rest = r.content.split(b"\n", 1)
+    manifest = json.loads(head)
+    assert [(m["id"], m["size"], m["digest"]) for m in manifest] == \
+        [(i, len(p), d) for i, p, d in zip(ids, payloads, digests, strict=True)]
+    assert rest == b"".join(payloads)
+    r = requests.post(f"{cluster.url(1)}/internal/payloads/read", json={"jobs": [unknown]},
+                      headers=AUTH, timeout=10)
+    assert r.status_code == 200 and r.content == b""
+    for bad in ({"jobs": []}, {"jobs": [{"id": ids[0]}]}, {"jobs": [unknown] * 65}, {}):
+        r = requests.post(f"{cluster.url(1)}/internal/payloads/read", json=bad, headers=AUTH,
+                          timeout=10)
+        assert r.status_code == 400 and r.json()["error"].startswith("jobs:")
+
+
 def test_a_worker_stopped_mid_job_gives_the_job_back_at_once(make_cluster):
     cluster = make_cluster(lease_timeout=60)
     payload = b"interrupted"

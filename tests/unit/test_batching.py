@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from node.blobs import Batcher, decode_batch, encode_batch
+from node.blobs import Batcher
 from node.errors import InvalidInput
 from node.store import Store
+from node.wire import decode_batch, encode_batch
 
 
 class CountingStore(Store):

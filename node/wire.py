@@ -1,0 +1,61 @@
+"""The body that carries many payloads in one HTTP request: a JSON manifest line (id, size,
+sha256 of each), then the payloads' bytes back to back. Peers copy payloads to each other
+with it, and workers read the payloads of their leased jobs with it.
+
+Kept free of the node's heavier imports: the worker uses it too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from .errors import InvalidInput
+
+# A request carrying payloads to a peer holds at most this many bytes, or one larger payload.
+MAX_BATCH_BYTES = 8 << 20
+MAX_BATCH_ITEMS = 1024
+# Room for the JSON manifest of a full batch.
+MAX_MANIFEST_BYTES = 256 << 10
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_batch(items: list[tuple[str, bytes, str]]) -> bytes:
+    """Payloads (job id, data, sha256) as one body: a JSON manifest line, then the data."""
+    manifest = [{"id": job_id, "size": len(data), "digest": digest}
+                for job_id, data, digest in items]
+    return b"".join([json.dumps(manifest).encode(), b"\n", *(data for _, data, _ in items)])
+
+
+def decode_batch(body: bytes) -> list[tuple[str, bytes]]:
+    """The (job id, data) pairs of an encode_batch body; InvalidInput if it is malformed or a
+    payload does not match its digest."""
+    head, sep, _ = body.partition(b"\n")
+    try:
+        manifest = json.loads(head) if sep else None
+    except (ValueError, RecursionError):
+        manifest = None
+    if not isinstance(manifest, list) or not 1 <= len(manifest) <= MAX_BATCH_ITEMS:
+        raise InvalidInput(f"body: a JSON manifest line of 1 to {MAX_BATCH_ITEMS} payloads, "
+                           "then their bytes, is required")
+    items, at = [], len(head) + 1
+    for entry in manifest:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or \
+                not _JOB_ID.fullmatch(entry["id"]) or not isinstance(entry.get("digest"), str) or \
+                not _DIGEST.fullmatch(entry["digest"]) or type(entry.get("size")) is not int or \
+                entry["size"] < 1:
+            raise InvalidInput("body: each manifest entry needs an 'id' (32 hex), a 'digest' "
+                               "(64 hex) and a 'size' (at least 1)")
+        data = body[at:at + entry["size"]]
+        at += entry["size"]
+        if len(data) != entry["size"] or digest_of(data) != entry["digest"]:
+            raise InvalidInput(f"body: payload {entry['id']} is short or does not match its digest")
+        items.append((entry["id"], data))
+    if at != len(body):
+        raise InvalidInput("body: bytes left over after the payloads the manifest lists")
+    return items
