@@ -75,23 +75,33 @@ class Scheduler:
             jobs = await self._lease_now(worker, max_jobs)
             remaining = give_up - loop.time()
             if jobs or remaining <= 0:
-                return jobs
+                return jobs or []
+            if jobs is None:
+                # Leases running at the same time took the jobs found: look again shortly.
+                await asyncio.sleep(min(0.01, remaining))
+                continue
             try:
                 await asyncio.wait_for(self._work.wait(), remaining)
             except asyncio.TimeoutError:
                 return []
 
-    async def _lease_now(self, worker: str, max_jobs: int) -> list[dict]:
-        candidates = await self._db(self._store.jobs_with_status, "queued", max_jobs,
-                                    self._reserved)
+    async def _lease_now(self, worker: str, max_jobs: int) -> list[dict] | None:
+        """Lease up to max_jobs of the oldest queued jobs: [] when none is queued, None when
+        every job found went to leases running at the same time."""
+        found = await self._db(self._store.jobs_with_status, "queued", max_jobs,
+                               frozenset(self._reserved))
+        # Leases that ran while the query did may have reserved some of these.
+        candidates = [j for j in found if j["id"] not in self._reserved]
         if not candidates:
-            return []
+            return None if found else []
         ids = tuple(j["id"] for j in candidates)
         self._reserved.update(ids)
         try:
             leased = dict(await self._proposer.propose(c.Lease(worker, ids, time.time())))
         finally:
             self._reserved.difference_update(ids)
+        if not leased:
+            return None
         deadline = time.time() + self._cfg.lease_timeout
         out = []
         for job in candidates:
