@@ -26,6 +26,10 @@ MAX_LEASE = 64
 # A batch of leased jobs should take about this long: long enough that the lease, payload and
 # report calls are small beside the computing, short enough that other workers share the queue.
 BATCH_SECONDS = 0.25
+# Batches computing for less than this get the next one leased (and its payloads read) while
+# they run; longer ones would hold the next jobs away from other workers for too long.
+PREFETCH_BELOW = 2.0
+MAX_REPORTS = 4
 
 
 def next_lease_size(size: int, leased: int, seconds: float, smallest: int, largest: int) -> int:
@@ -82,56 +86,97 @@ class Worker:
         self.client = client
         self.idle_timeout: float | None = args.idle_timeout
         self.lease_timeout = 30.0
-        self.held: list[str] = []           # ids of leased jobs not yet reported
+        self.held: set[str] = set()          # leased (also prefetched), not yet reported
         self.smallest_lease = min(LANES, args.max_jobs)
         self.lease_size = self.smallest_lease
+        self.last_batch = 0.0                # seconds the last batch took to compute
+        self.reports: set[asyncio.Task] = set()
         self.info = {"host": socket.gethostname(), "pid": os.getpid(),
                      "backend": os.environ.get("WQ_WORKER_BACKEND", "local")}
 
     async def run(self) -> str:
-        """Work until idle or orphaned; returns why it stopped."""
-        idle_since = time.monotonic()
-        while True:
-            try:
-                reply = await self.client.call("POST", "/internal/lease", json={
-                    "worker": self.args.id, "max_jobs": self.lease_size, "wait": POLL_WAIT,
-                    "info": self.info}, timeout=POLL_WAIT + 30)
-            except NoManager:
-                if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
-                    return f"no manager answered for {self.args.orphan_timeout:g}s"
-                await asyncio.sleep(1.0)
-                continue
-            self.idle_timeout = reply.get("idle_timeout")
-            self.lease_timeout = reply.get("lease_timeout", self.lease_timeout)
-            if not reply["jobs"]:
-                idle = time.monotonic() - idle_since
-                if self.idle_timeout is not None and idle >= self.idle_timeout:
-                    return f"idle for {idle:.0f}s"
-                continue
-            started = time.monotonic()
-            await self.work_through(reply["jobs"])
-            idle_since = time.monotonic()
-            self.lease_size = next_lease_size(self.lease_size, len(reply["jobs"]),
-                                              idle_since - started, self.smallest_lease,
-                                              self.args.max_jobs)
-
-    async def work_through(self, jobs: list[dict]) -> None:
-        """Compute leased jobs together (one kernel lane each), heartbeating every lease still
-        held, and report each result as soon as its job is done."""
-        self.held = [job["id"] for job in jobs]
+        """Work until idle or orphaned; returns why it stopped, once every result is reported."""
         heartbeat = asyncio.create_task(self.heartbeat())
         try:
-            await self.compute(jobs)
-        except asyncio.CancelledError:
-            # Stopping (SIGTERM): give the jobs back now rather than at lease expiry.
+            reason = await self.work()
+            if self.reports:
+                await asyncio.wait(self.reports)
+            return reason
+        finally:
             heartbeat.cancel()
+
+    async def work(self) -> str:
+        """Lease, compute and report until idle or orphaned. While a short batch computes,
+        the next one is leased and its payloads read, and results are reported in the
+        background, so the kernel does not wait on the network."""
+        idle_since = time.monotonic()
+        prefetch: asyncio.Task | None = None
+        try:
+            while True:
+                if prefetch is not None:
+                    reply, ready = await prefetch
+                    prefetch = None
+                    if reply is None or not reply["jobs"]:
+                        continue                  # nothing was waiting: poll as usual
+                else:
+                    reply, ready = await self.next_batch(POLL_WAIT)
+                    if reply is None:
+                        if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
+                            return f"no manager answered for {self.args.orphan_timeout:g}s"
+                        await asyncio.sleep(1.0)
+                        continue
+                    if not reply["jobs"]:
+                        idle = time.monotonic() - idle_since
+                        if self.idle_timeout is not None and idle >= self.idle_timeout:
+                            return f"idle for {idle:.0f}s"
+                        continue
+                started = time.monotonic()
+                if self.last_batch < PREFETCH_BELOW:
+                    prefetch = asyncio.create_task(self.next_batch(0))
+                await self.compute(ready)
+                idle_since = time.monotonic()
+                self.last_batch = idle_since - started
+                self.lease_size = next_lease_size(self.lease_size, len(reply["jobs"]),
+                                                  self.last_batch, self.smallest_lease,
+                                                  self.args.max_jobs)
+        except asyncio.CancelledError:
+            # Stopping (SIGTERM): give every held job back now rather than at lease expiry
+            # (one whose result is on its way stays completed: the first result stands).
+            if prefetch is not None:
+                prefetch.cancel()
             try:
-                await asyncio.wait_for(self.release(self.held, "the worker is stopping"), 3)
+                await asyncio.wait_for(self.release(sorted(self.held), "the worker is stopping"), 3)
             except asyncio.TimeoutError:
                 pass
             raise
         finally:
-            heartbeat.cancel()
+            if prefetch is not None and not prefetch.done():
+                prefetch.cancel()
+
+    async def next_batch(self, wait: float) -> tuple[dict | None, list[tuple[dict, bytes]]]:
+        """Lease jobs (waiting up to `wait` seconds for some) and read their payloads. The
+        reply is None when no manager answered; jobs whose payload could not be read are
+        released and left out."""
+        try:
+            reply = await self.client.call("POST", "/internal/lease", json={
+                "worker": self.args.id, "max_jobs": self.lease_size, "wait": wait,
+                "info": self.info}, timeout=wait + 30)
+        except NoManager:
+            return None, []
+        self.idle_timeout = reply.get("idle_timeout")
+        self.lease_timeout = reply.get("lease_timeout", self.lease_timeout)
+        jobs = reply["jobs"]
+        if not jobs:
+            return reply, []
+        self.held.update(job["id"] for job in jobs)
+        payloads = await self.payloads(jobs)
+        ready = []
+        for job, data in zip(jobs, payloads, strict=True):
+            if data is None:
+                self.held.discard(job["id"])        # released
+            else:
+                ready.append((job, data))
+        return reply, ready
 
     async def payloads(self, jobs: list[dict]) -> list[bytes | None]:
         """The jobs' payloads, read many per call and checked against the lease's digests;
@@ -167,14 +212,9 @@ class Worker:
             await self.release([i for i, r in failed.items() if r == reason], reason)
         return out
 
-    async def compute(self, jobs: list[dict]) -> None:
-        payloads = await self.payloads(jobs)
-        ready = []
-        for job, data in zip(jobs, payloads, strict=True):
-            if data is None:
-                self.held.remove(job["id"])      # released
-            else:
-                ready.append((job, data))
+    async def compute(self, ready: list[tuple[dict, bytes]]) -> None:
+        """Compute jobs together (one kernel lane each); report each group of jobs that
+        finish together in one call, in the background."""
         if not ready:
             return
         loop = asyncio.get_running_loop()
@@ -190,42 +230,52 @@ class Worker:
             for job in done:
                 log.info("job %s computed (%d iterations in %.2fs)", job["id"], job["iterations"],
                          time.monotonic() - started)
-            # Jobs that finish together are reported together: one call, one Raft command.
-            await self.report([(job["id"], digest.hex()) for job, (_, digest)
-                               in zip(done, finished, strict=True)])
-            for job in done:
-                self.held.remove(job["id"])
+            await self.report_later([(job["id"], digest.hex()) for job, (_, digest)
+                                     in zip(done, finished, strict=True)])
         elapsed = time.monotonic() - started
         if elapsed > 0.05:
             # Reported with every poll; the scaling policy sizes the pool with it.
             self.info["speed"] = round(sum(job["iterations"] for job, _ in ready) / elapsed)
+
+    async def report_later(self, results: list[tuple[str, str]]) -> None:
+        """Report in the background; at most MAX_REPORTS calls in flight."""
+        while len(self.reports) >= MAX_REPORTS:
+            await asyncio.wait(self.reports, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self.report(results))
+        self.reports.add(task)
+
+        def reported(t: asyncio.Task) -> None:
+            self.reports.discard(t)
+            self.held.difference_update(job_id for job_id, _ in results)
+        task.add_done_callback(reported)
 
     async def release(self, job_ids: list[str], reason: str) -> None:
         """Give jobs back so another attempt can start without waiting for the lease."""
         if not job_ids:
             return
         log.warning("jobs %s released: %s", ", ".join(job_ids), reason)
-        try:
-            await self.client.call("POST", "/internal/release", json={
-                "worker": self.args.id, "jobs": list(job_ids), "reason": reason[:200]},
-                timeout=10)
-        except (NoManager, CallFailed) as e:
-            log.warning("release failed (%s); the leases will expire", e)
+        for i in range(0, len(job_ids), MAX_LEASE):
+            try:
+                await self.client.call("POST", "/internal/release", json={
+                    "worker": self.args.id, "jobs": list(job_ids[i:i + MAX_LEASE]),
+                    "reason": reason[:200]}, timeout=10)
+            except (NoManager, CallFailed) as e:
+                log.warning("release failed (%s); the leases will expire", e)
 
     async def heartbeat(self) -> None:
         while True:
             await asyncio.sleep(max(0.5, self.lease_timeout / 3))
-            if not self.held:
-                continue
-            try:
-                reply = await self.client.call("POST", "/internal/heartbeat", json={
-                    "worker": self.args.id, "jobs": list(self.held), "info": self.info},
-                    timeout=10)
-                lost = set(self.held) - set(reply["jobs"])
+            held = sorted(self.held)
+            for chunk in (held[i:i + MAX_LEASE] for i in range(0, len(held), MAX_LEASE)):
+                try:
+                    reply = await self.client.call("POST", "/internal/heartbeat", json={
+                        "worker": self.args.id, "jobs": chunk, "info": self.info}, timeout=10)
+                except (NoManager, CallFailed) as e:
+                    log.warning("heartbeat failed: %s", e)
+                    break
+                lost = (set(chunk) - set(reply["jobs"])) & self.held
                 if lost:
                     log.info("leases lost for %s; finishing them anyway", ", ".join(sorted(lost)))
-            except (NoManager, CallFailed) as e:
-                log.warning("heartbeat failed: %s", e)
 
     async def report(self, results: list[tuple[str, str]]) -> None:
         """Report results, retrying until a manager takes them or the managers are gone."""
