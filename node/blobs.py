@@ -104,9 +104,9 @@ class Blobs:
     async def store_local(self, job_id: str, data: bytes) -> None:
         await self._writer.submit((job_id, data, time.time()), len(data))
 
-    async def store_batch(self, items: list[tuple[str, bytes]]) -> None:
-        """Store payloads sent by a peer; they are committed together."""
-        await asyncio.gather(*(self.store_local(job_id, data) for job_id, data in items))
+    async def store_batch(self, items: list[tuple[str, bytes, str]]) -> None:
+        """Store payloads sent by a peer (wire.decode_batch); they are committed together."""
+        await asyncio.gather(*(self.store_local(job_id, data) for job_id, data, _ in items))
 
     async def replicate(self, job_id: str, data: bytes, digest: str) -> None:
         """Store on this node and the peers; return when a majority holds the payload.
@@ -144,7 +144,7 @@ class Blobs:
     def _late_copy_done(self, task: asyncio.Task) -> None:
         self._background.discard(task)
         if not task.cancelled():
-            task.exception()    # already logged by _push; retrieved so asyncio does not warn
+            task.exception()    # already logged by _send; retrieved so asyncio does not warn
 
     async def _send(self, base: str, items: list[tuple[str, bytes, str]]) -> None:
         """Copy payloads to a peer in one request."""

@@ -18,7 +18,8 @@ from aiohttp import web
 from . import commands as c
 from .api import JOB_ID, only_params, read_body
 from .errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
-from .wire import MAX_BATCH_BYTES, MAX_MANIFEST_BYTES, decode_batch, encode_batch
+from .wire import MAX_BATCH_BYTES, MAX_LEASE_JOBS, MAX_MANIFEST_BYTES, decode_batch, \
+    encode_batch
 
 if TYPE_CHECKING:
     from .app import Node
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORWARDED = "X-WQ-Forwarded"
-MAX_LEASE_JOBS = 64
 MAX_WAIT = 30.0
 _RESULT = re.compile(r"[0-9a-f]{128}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")

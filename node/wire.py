@@ -12,6 +12,9 @@ import re
 
 from .errors import InvalidInput
 
+# Most jobs in one worker call (a lease, heartbeat, release, completion or payload read).
+MAX_LEASE_JOBS = 64
+
 # A request carrying payloads to a peer holds at most this many bytes, or one larger payload.
 MAX_BATCH_BYTES = 8 << 20
 MAX_BATCH_ITEMS = 1024
@@ -32,9 +35,9 @@ def encode_batch(items: list[tuple[str, bytes, str]]) -> bytes:
     return b"".join([json.dumps(manifest).encode(), b"\n", *(data for _, data, _ in items)])
 
 
-def decode_batch(body: bytes) -> list[tuple[str, bytes]]:
-    """The (job id, data) pairs of an encode_batch body; InvalidInput if it is malformed or a
-    payload does not match its digest."""
+def decode_batch(body: bytes) -> list[tuple[str, bytes, str]]:
+    """The (job id, data, sha256) of each payload in an encode_batch body, each data checked
+    against its sha256; InvalidInput if the body is malformed or a payload does not match."""
     head, sep, _ = body.partition(b"\n")
     try:
         manifest = json.loads(head) if sep else None
@@ -55,7 +58,7 @@ def decode_batch(body: bytes) -> list[tuple[str, bytes]]:
         at += entry["size"]
         if len(data) != entry["size"] or digest_of(data) != entry["digest"]:
             raise InvalidInput(f"body: payload {entry['id']} is short or does not match its digest")
-        items.append((entry["id"], data))
+        items.append((entry["id"], data, entry["digest"]))
     if at != len(body):
         raise InvalidInput("body: bytes left over after the payloads the manifest lists")
     return items

@@ -14,7 +14,7 @@ import time
 import aiohttp
 
 from node.errors import InvalidInput
-from node.wire import MAX_BATCH_BYTES, decode_batch
+from node.wire import MAX_BATCH_BYTES, MAX_LEASE_JOBS, decode_batch
 
 from .client import CallFailed, ManagerClient, NoManager
 from .compute import LANES, rehash_batch
@@ -22,7 +22,6 @@ from .compute import LANES, rehash_batch
 log = logging.getLogger("worker")
 
 POLL_WAIT = 10.0
-MAX_LEASE = 64
 # A batch of leased jobs should take about this long: long enough that the lease, payload and
 # report calls are small beside the computing, short enough that other workers share the queue.
 BATCH_SECONDS = 0.25
@@ -56,18 +55,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "[default: 60]")
     p.add_argument("--orphan-timeout", type=float, default=30.0,
                    help="seconds without any manager answering before exiting [default: 30]")
-    p.add_argument("--max-jobs", type=int, default=MAX_LEASE,
-                   help="most jobs leased and computed together, 1 to 64. Leases start at the "
-                        f"kernel's lanes ({LANES} here) and grow while batches take under "
-                        f"{BATCH_SECONDS:g}s [default: {MAX_LEASE}]")
+    p.add_argument("--max-jobs", type=int, default=MAX_LEASE_JOBS,
+                   help=f"most jobs leased and computed together, 1 to {MAX_LEASE_JOBS}. Leases "
+                        f"start at the kernel's lanes ({LANES} here) and grow while batches take "
+                        f"under {BATCH_SECONDS:g}s [default: {MAX_LEASE_JOBS}]")
     p.add_argument("--log-level", default=os.environ.get("WQ_LOG_LEVEL", "INFO"),
                    help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL) [default: INFO]")
     args = p.parse_args(argv)
     args.id = args.id or f"{socket.gethostname()}-{os.getpid()}"
     if not args.managers:
         p.error("--managers (or WQ_MANAGERS) is required")
-    if not 1 <= args.max_jobs <= MAX_LEASE:
-        p.error("--max-jobs: allowed 1 to 64")
+    if not 1 <= args.max_jobs <= MAX_LEASE_JOBS:
+        p.error(f"--max-jobs: allowed 1 to {MAX_LEASE_JOBS}")
     if args.idle_timeout <= 0 or args.orphan_timeout <= 0:
         p.error("--idle-timeout and --orphan-timeout must be positive")
     return args
@@ -188,22 +187,23 @@ class Worker:
                 size = 0
             chunks[-1].append(job)
             size += job["size"]
-        found: dict[str, bytes] = {}
+        found: dict[str, tuple[bytes, str]] = {}   # id -> (data, sha256 it was checked against)
         failed: dict[str, str] = {}
 
         async def read(chunk: list[dict]) -> None:
             try:
                 body = await self.client.call("POST", "/internal/payloads/read", json={
                     "jobs": [{"id": j["id"], "digest": j["digest"]} for j in chunk]}, raw=True)
-                found.update(decode_batch(body) if body else [])
+                found.update((i, (data, digest)) for i, data, digest in
+                             (decode_batch(body) if body else []))
             except (CallFailed, NoManager, InvalidInput) as e:
                 failed.update((j["id"], f"payload unavailable ({e})") for j in chunk)
 
         await asyncio.gather(*(read(chunk) for chunk in chunks))
         out: list[bytes | None] = []
         for job in jobs:
-            data = found.get(job["id"])
-            if data is not None and hashlib.sha256(data).hexdigest() != job["digest"]:
+            data, digest = found.get(job["id"], (None, None))
+            if data is not None and digest != job["digest"]:
                 failed[job["id"]], data = "payload digest mismatch", None
             elif data is None:
                 failed.setdefault(job["id"], "payload unavailable (no node holds it)")
@@ -254,10 +254,10 @@ class Worker:
         if not job_ids:
             return
         log.warning("jobs %s released: %s", ", ".join(job_ids), reason)
-        for i in range(0, len(job_ids), MAX_LEASE):
+        for i in range(0, len(job_ids), MAX_LEASE_JOBS):
             try:
                 await self.client.call("POST", "/internal/release", json={
-                    "worker": self.args.id, "jobs": list(job_ids[i:i + MAX_LEASE]),
+                    "worker": self.args.id, "jobs": list(job_ids[i:i + MAX_LEASE_JOBS]),
                     "reason": reason[:200]}, timeout=10)
             except (NoManager, CallFailed) as e:
                 log.warning("release failed (%s); the leases will expire", e)
@@ -266,7 +266,8 @@ class Worker:
         while True:
             await asyncio.sleep(max(0.5, self.lease_timeout / 3))
             held = sorted(self.held)
-            for chunk in (held[i:i + MAX_LEASE] for i in range(0, len(held), MAX_LEASE)):
+            for i in range(0, len(held), MAX_LEASE_JOBS):
+                chunk = held[i:i + MAX_LEASE_JOBS]
                 try:
                     reply = await self.client.call("POST", "/internal/heartbeat", json={
                         "worker": self.args.id, "jobs": chunk, "info": self.info}, timeout=10)

@@ -118,7 +118,7 @@ def test_a_peer_copy_body_round_trips():
     head, rest = body.split(b"\n", 1)
     assert json.loads(head) == [{"id": i, "size": len(d), "digest": s} for i, d, s in items]
     assert rest == b"".join(d for _, d, _ in items)
-    assert decode_batch(body) == [(i, d) for i, d, _ in items]
+    assert decode_batch(body) == items
 
 
 def _manifest(entries) -> bytes:
