@@ -184,7 +184,7 @@ class Node:
     async def _scale(self) -> None:
         counts = self.machine.counts
         oldest = await self.run_db(self.store.oldest_queued_at)
-        busy = {lease.worker for lease in self.scheduler.deadlines.values()}
+        busy = self.scheduler.busy_workers()
         await self.loop.run_in_executor(None, self.scaler.step, time.time(), counts["queued"],
                                         counts["backlog_iterations"], oldest, busy)
 
@@ -209,14 +209,17 @@ class Node:
 
     # --- status ------------------------------------------------------------------------
 
-    async def worker_states(self) -> dict[str, int]:
-        """Workers by state: the leader's live view; elsewhere the replicated list."""
+    async def worker_states(self, workers: list[dict] | None = None) -> dict[str, int]:
+        """Workers by state: the leader's live view; elsewhere the replicated list (`workers`,
+        when the caller read it already)."""
         if self.raft._isLeader():
             live = set(self.roster.live(time.time()))
-            busy = {lease.worker for lease in self.scheduler.deadlines.values()}
+            busy = self.scheduler.busy_workers()
             booting = self.scaler.booting if self.scaler is not None else 0
         else:
-            live = {w["id"] for w in await self.run_db(self.store.workers)}
+            if workers is None:
+                workers = await self.run_db(self.store.workers)
+            live = {w["id"] for w in workers}
             busy = await self.run_db(self.store.busy_workers)
             booting = 0
         return {"busy": len(busy), "idle": len(live - busy), "booting": booting}
@@ -238,7 +241,7 @@ class Node:
             "queue": {s: counts[s] for s in ("queued", "running", "completed", "failed")},
             "apply_failures": counts["apply_failures"],
             "workers": workers,
-            "worker_states": await self.worker_states(),
+            "worker_states": await self.worker_states(workers),
             "scaling": self.scaling_status(),
         }
 

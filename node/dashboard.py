@@ -62,6 +62,13 @@ async def sample_forever(node: "Node") -> None:
         await asyncio.sleep(SAMPLE_SECONDS)
 
 
+async def _status(node: "Node") -> dict:
+    """This node's /status with its health, as peers ask for it over /internal/status."""
+    status = await node.status()
+    status["healthy"], status["health"] = node.health()
+    return status
+
+
 async def _member(node: "Node", url: str) -> dict:
     try:
         async with node.session.get(
@@ -89,21 +96,17 @@ def routes(node: "Node") -> list[web.RouteDef]:
     async def data(request: web.Request) -> web.Response:
         only_params(request)
         own, peers, recent = await asyncio.gather(
-            node.status(), asyncio.gather(*(_member(node, p.url) for p in node.cfg.peers)),
+            _status(node), asyncio.gather(*(_member(node, p.url) for p in node.cfg.peers)),
             node.run_db(node.store.completed, RECENT_COMPLETIONS))
-        own = {"reachable": True, "self": True, **own}
-        own["healthy"], own["health"] = node.health()
         return web.json_response({
             "now": time.time(),
-            "members": [own, *peers],
+            "members": [{"reachable": True, "self": True, **own}, *peers],
             "history": list(node.history.samples),
             "recent": recent,
         })
 
     async def internal_status(request: web.Request) -> web.Response:
-        status = await node.status()
-        status["healthy"], status["health"] = node.health()
-        return web.json_response(status)
+        return web.json_response(await _status(node))
 
     return [web.get("/", dashboard), web.get("/dashboard/data", data),
             web.get("/internal/status", internal_status)]

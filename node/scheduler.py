@@ -50,6 +50,10 @@ class Scheduler:
         self._work = asyncio.Event()
         self._closing = False
 
+    def busy_workers(self) -> set[str]:
+        """Workers holding a lease this leader knows of."""
+        return {lease.worker for lease in self.deadlines.values()}
+
     def work_arrived(self) -> None:
         """Wake long-polling lease requests (called on the event loop after an apply)."""
         self._work.set()

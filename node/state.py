@@ -185,7 +185,8 @@ class StateMachine:
                 if self.store.last_applied(conn) < index:
                     self.store.set_counter(conn, "last_applied", index)
                     self.store.bump(conn, "apply_failures", 1)
-                    self.counts = self.store.counts(conn)
+                counts = self.store.counts(conn)
+            self.counts = counts
         except Exception:
             log.exception("cannot record the skipped entry %d", index)
         return None

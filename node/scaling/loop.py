@@ -36,7 +36,7 @@ class Scaler:
         self.launches = 0
         self.booting = 0
         self.actions: Counter[str] = Counter()      # scaling steps by what they did
-        # Decisions that started workers or changed the reason, newest last (for the dashboard).
+        # Decisions that started workers or changed kind, newest last (for the dashboard).
         self.recent: deque[dict] = deque(maxlen=20)
         self._seen_running: set[str] = set()
         self._grace_until = 0.0
