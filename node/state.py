@@ -26,8 +26,22 @@ MAX_BATCH = 1 << BATCH_SHIFT
 TRANSIENT_RETRIES = 5
 
 
-_EXISTING = select(jobs.c.id).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
+# Statements built once: SQLAlchemy caches their compiled form, and the per-job ones run as
+# one executemany, so applying a command costs a few statements however many jobs it holds.
+_IDS = bindparam("ids", expanding=True)
+_EXISTING = select(jobs.c.id).where(jobs.c.id.in_(_IDS))
 _INSERT_JOB = insert(jobs)
+_LEASABLE = select(jobs.c.id, jobs.c.attempts, jobs.c.enqueued_at).where(
+    jobs.c.id.in_(_IDS), jobs.c.status == "queued")
+_LEASE = update(jobs).where(jobs.c.id == bindparam("b_id")).values(
+    status="running", attempts=bindparam("b_attempts"), worker=bindparam("b_worker"),
+    leased_at=bindparam("b_at"))
+_FINISHING = select(jobs.c.id, jobs.c.status, jobs.c.iterations, jobs.c.leased_at).where(
+    jobs.c.id.in_(_IDS))
+_COMPLETE = update(jobs).where(jobs.c.id == bindparam("b_id")).values(
+    status="completed", result=bindparam("b_result"), done_seq=bindparam("b_seq"),
+    finished_at=bindparam("b_at"), error=None)
+_DROP_PAYLOADS = delete(payloads).where(payloads.c.id.in_(_IDS))
 
 
 class _Rejected(Exception):
@@ -281,14 +295,13 @@ class StateMachine:
         return out
 
     def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
-        rows = conn.execute(select(jobs.c.id, jobs.c.attempts, jobs.c.enqueued_at)
-                            .where(jobs.c.id.in_(cmd.job_ids), jobs.c.status == "queued")).all()
-        leased = []
-        for job_id, attempts, enqueued_at in rows:
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                status="running", attempts=attempts + 1, worker=cmd.worker, leased_at=cmd.at))
-            leased.append((job_id, attempts + 1))
-            self._events.append(JobEvent("leased", job_id, max(0.0, cmd.at - enqueued_at)))
+        rows = conn.execute(_LEASABLE, {"ids": list(cmd.job_ids)}).all()
+        leased = [(job_id, attempts + 1) for job_id, attempts, _ in rows]
+        if leased:
+            conn.execute(_LEASE, [{"b_id": job_id, "b_attempts": attempt, "b_worker": cmd.worker,
+                                   "b_at": cmd.at} for job_id, attempt in leased])
+        self._events += [JobEvent("leased", job_id, max(0.0, cmd.at - enqueued_at))
+                         for job_id, _, enqueued_at in rows]
         self.store.bump(conn, "queued", -len(leased))
         self.store.bump(conn, "running", len(leased))
         return leased
@@ -321,23 +334,30 @@ class StateMachine:
         return out
 
     def _complete(self, conn: Connection, seq: int, cmd: c.Complete) -> list[str]:
-        done = []
+        rows = {r.id: r for r in conn.execute(_FINISHING, {"ids": [i for i, _ in cmd.results]})}
+        done: list[str] = []
+        updates: list[dict] = []
+        was = {"queued": 0, "running": 0}
+        backlog = 0
         for pos, (job_id, result) in enumerate(cmd.results):
-            row = conn.execute(select(jobs.c.status, jobs.c.iterations, jobs.c.leased_at)
-                               .where(jobs.c.id == job_id)).first()
-            if row is None or row.status not in ("queued", "running"):
+            row = rows.pop(job_id, None)      # popped: a second result for it in here is late
+            if row is None or row.status not in was:
                 continue        # unknown, or finished already: the first result stands
-            self.store.bump(conn, "backlog_iterations", -row.iterations)
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(
-                status="completed", result=result, done_seq=seq + pos,
-                finished_at=cmd.at, error=None))
-            conn.execute(delete(payloads).where(payloads.c.id == job_id))
-            self.store.bump(conn, row.status, -1)
-            self.store.bump(conn, "completed", 1)
-            self.store.bump(conn, "finished", 1)
+            was[row.status] += 1
+            updates.append({"b_id": job_id, "b_result": result, "b_seq": seq + pos,
+                            "b_at": cmd.at})
             done.append(job_id)
+            backlog += row.iterations
             self._events.append(JobEvent("completed", job_id, None if row.leased_at is None
                                          else max(0.0, cmd.at - row.leased_at)))
+        if done:
+            conn.execute(_COMPLETE, updates)
+            conn.execute(_DROP_PAYLOADS, {"ids": done})
+        for status, n in was.items():
+            self.store.bump(conn, status, -n)
+        self.store.bump(conn, "backlog_iterations", -backlog)
+        self.store.bump(conn, "completed", len(done))
+        self.store.bump(conn, "finished", len(done))
         self._trim(conn, cmd.retain)
         return done
 

@@ -148,6 +148,25 @@ def test_complete_records_the_first_result_and_drops_the_payload(machine):
     assert_counters_match(machine)
 
 
+def test_one_complete_command_takes_many_results_the_first_for_a_job_standing(machine):
+    machine.store.put_payloads([(jid(n), b"payload", 1.0) for n in "abcd"])
+    machine.run(c.Enqueue(tuple(job(n, iterations=10) for n in "abcd")))
+    machine.run(c.Lease("w", (jid("a"), jid("b")), 1.0))          # c and d stay queued
+    machine.run(c.Complete(((jid("d"), RESULT),), 2.0, 100))
+    other = "cd" * 64
+    (done,) = machine.run(c.Complete(((jid("a"), RESULT), (jid("x"), RESULT), (jid("c"), RESULT),
+                                      (jid("a"), other), (jid("d"), other)), 3.0, 100))
+    assert done == [jid("a"), jid("c")]
+    assert [r["id"][:1] for r in machine.store.completed(10)] == ["c", "a", "d"]
+    for name, result, at in (("a", RESULT, 3.0), ("c", RESULT, 3.0), ("d", RESULT, 2.0)):
+        row = machine.store.job(jid(name))
+        assert (row["status"], row["result"], row["finished_at"]) == ("completed", result, at)
+        assert machine.store.get_payload(jid(name)) is None
+    assert machine.store.job(jid("b"))["status"] == "running"
+    assert machine.store.get_payload(jid("b")) == b"payload"
+    assert_counters_match(machine)
+
+
 def test_completed_lists_newest_first_and_retention_drops_the_oldest(machine):
     names = ["a", "b", "c", "d", "e"]
     machine.run(c.Enqueue(tuple(job(n) for n in names)))
