@@ -126,6 +126,11 @@ class Store:
             # NORMAL in WAL mode is durable against process crashes; Raft replication is what
             # protects against losing a machine (see README).
             cur.execute(f"PRAGMA {schema}.synchronous=NORMAL")
+            # Python's SQLite is built with secure_delete on: every page a deleted payload
+            # freed was zeroed and written again (73 us per 16 KB payload, on every node).
+            # FAST still purges deleted rows from b-tree pages but leaves freed pages as they
+            # are until reused: the data directory holds payloads and must be protected as such.
+            cur.execute(f"PRAGMA {schema}.secure_delete=FAST")
         cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
 
