@@ -192,11 +192,17 @@ def routes(node: "Node") -> list[web.RouteDef]:
             raise InvalidInput(f"jobs: a list of 1 to {MAX_LEASE_JOBS} objects with an 'id' "
                                "(32 hex) and a 'digest' (64 hex) is required")
 
+        here = await node.run_db(node.store.lease_payloads, [j["id"] for j in jobs])
+
         async def one(job: dict) -> tuple[str, bytes, str] | None:
-            try:
-                return job["id"], await payload_for(job["id"], job["digest"]), job["digest"]
-            except JobNotFound:
-                return None
+            known, data = here[job["id"]]
+            if known is not None and known["status"] not in ("queued", "running"):
+                return None                           # finished: its payload is gone
+            if data is None:
+                # Not here (yet): fetched from a peer; the digest is the job's when known.
+                digest = known["digest"] if known is not None else job["digest"]
+                data = await node.blobs.fetch(job["id"], digest)
+            return (job["id"], data, job["digest"]) if data is not None else None
         found = [item for item in await asyncio.gather(*(one(j) for j in jobs)) if item]
         return web.Response(body=encode_batch(found) if found else b"",
                             content_type="application/octet-stream")

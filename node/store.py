@@ -93,6 +93,10 @@ _BUMP = update(counters).where(counters.c.name == bindparam("n")).values(
     value=counters.c.value + bindparam("d"))
 _SET = update(counters).where(counters.c.name == bindparam("n")).values(value=bindparam("v"))
 _PUT_PAYLOAD = insert(payloads).prefix_with("OR REPLACE")
+_JOB_DIGESTS = select(jobs.c.id, jobs.c.status, jobs.c.digest).where(
+    jobs.c.id.in_(bindparam("ids", expanding=True)))
+_PAYLOADS_OF = select(payloads.c.id, payloads.c.data).where(
+    payloads.c.id.in_(bindparam("ids", expanding=True)))
 
 
 class Store:
@@ -223,6 +227,15 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(select(payloads.c.data)
                                 .where(payloads.c.id == job_id)).scalar_one_or_none()
+
+    def lease_payloads(self, ids: list[str]) -> dict[str, tuple[dict | None, bytes | None]]:
+        """For each id: its job's status and digest (None when this node has not applied its
+        enqueue) and the payload held here (None when not held); two index lookups in all."""
+        with self.engine.connect() as conn:
+            known = {r.id: {"status": r.status, "digest": r.digest}
+                     for r in conn.execute(_JOB_DIGESTS, {"ids": ids})}
+            held = dict(conn.execute(_PAYLOADS_OF, {"ids": ids}).all())
+        return {i: (known.get(i), held.get(i)) for i in ids}
 
     def collect_payloads(self, orphan_before: float) -> int:
         """Delete payloads of finished jobs, and of jobs never committed (stored before
