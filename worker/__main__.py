@@ -29,6 +29,10 @@ BATCH_SECONDS = 0.25
 # they run; longer ones would hold the next jobs away from other workers for too long.
 PREFETCH_BELOW = 2.0
 MAX_REPORTS = 4
+# Results of a batch are reported together unless this long has passed since the last report:
+# a batch of short jobs makes one completion (one Raft entry), not one per group of lanes,
+# and no result waits much longer than this once computed.
+REPORT_EVERY = 0.2
 
 
 def next_lease_size(size: int, leased: int, seconds: float, smallest: int, largest: int) -> int:
@@ -213,8 +217,9 @@ class Worker:
         return out
 
     async def compute(self, ready: list[tuple[dict, bytes]]) -> None:
-        """Compute jobs together (one kernel lane each); report each group of jobs that
-        finish together in one call, in the background."""
+        """Compute jobs together (one kernel lane each) and report their results in the
+        background: those that finished since the last report, once REPORT_EVERY has passed
+        or the batch is done."""
         if not ready:
             return
         loop = asyncio.get_running_loop()
@@ -222,16 +227,23 @@ class Worker:
         firsts = await loop.run_in_executor(
             None, lambda: [hashlib.sha512(data).digest() for _, data in ready])
         batch = rehash_batch(firsts, [job["iterations"] - 1 for job, _ in ready], lanes=LANES)
+        unreported: list[tuple[str, str]] = []
+        reported = started
         while True:
             finished = await loop.run_in_executor(None, next, batch, None)
             if finished is None:
                 break
-            done = [ready[i][0] for i, _ in finished]
-            for job in done:
+            now = time.monotonic()
+            for i, digest in finished:
+                job = ready[i][0]
                 log.info("job %s computed (%d iterations in %.2fs)", job["id"], job["iterations"],
-                         time.monotonic() - started)
-            await self.report_later([(job["id"], digest.hex()) for job, (_, digest)
-                                     in zip(done, finished, strict=True)])
+                         now - started)
+                unreported.append((job["id"], digest.hex()))
+            if now - reported >= REPORT_EVERY:
+                await self.report_later(unreported)
+                unreported, reported = [], now
+        if unreported:
+            await self.report_later(unreported)
         elapsed = time.monotonic() - started
         if elapsed > 0.05:
             # Reported with every poll; the scaling policy sizes the pool with it.
