@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict:
         (root / "celery").mkdir()
         celery = run_celery(root / "celery", jobs, size, iterations, args.e2e_clients)
         ours = run_ours(root, jobs, size, iterations, args.e2e_clients)
-        bound = run_compute_bound(root, 64 if args.quick else 400, 100_000 if args.quick else 1_000_000)
+        bound = run_compute_bound(root, 500 if args.quick else 5000, 100_000)
     return {"jobs": jobs, "bytes": size, "iterations": iterations, "clients": args.e2e_clients,
             "workers": WORKERS, "rows": [ours, celery], "compute_bound": bound}
 
