@@ -170,7 +170,7 @@ def routes(node: "Node") -> list[web.RouteDef]:
             raise key_reused()
         if result == job_id:
             log.info("job %s enqueued (%d bytes, %d iterations)", job_id, len(data), iterations,
-                     extra={"job": job_id})
+                     extra={"jobs": [job_id]})
         node.metrics.enqueue_seconds.observe(time.perf_counter() - started)
         return web.json_response({"id": result})
 

@@ -133,9 +133,9 @@ def routes(node: "Node") -> list[web.RouteDef]:
             pairs.append((r["id"], r["result"]))
         accepted = await node.proposer.propose(c.Complete(tuple(pairs), time.time(),
                                                           cfg.max_finished))
-        for job_id in accepted:
-            log.info("job %s completed by %s", job_id, worker,
-                     extra={"job": job_id, "worker": worker})
+        if accepted:
+            log.info("jobs completed by %s (%d): %s", worker, len(accepted), " ".join(accepted),
+                     extra={"jobs": accepted, "worker": worker})
         return web.json_response({"accepted": accepted})
 
     async def put_payloads(request: web.Request) -> web.Response:

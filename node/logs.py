@@ -1,7 +1,9 @@
 """Log output of a node: readable lines, or one JSON object per line for log collectors.
 
-Job state changes and scaling decisions are logged at INFO with the ids as fields (`job`,
-`worker`, `workers`), which the JSON format carries as keys of their own.
+Job state changes are logged at INFO, one line per change of a group of jobs (an enqueue, a
+lease, a worker's report, a requeue) naming them all, and so are scaling decisions; the ids
+are also fields (`jobs`, `worker`, `workers`), which the JSON format carries as keys of their
+own.
 """
 from __future__ import annotations
 

@@ -113,10 +113,11 @@ class Scheduler:
             if attempt is None:
                 continue
             self.deadlines[job["id"]] = LeaseDeadline(deadline, attempt, worker)
-            log.info("job %s leased to %s (attempt %d)", job["id"], worker, attempt,
-                     extra={"job": job["id"], "worker": worker})
             out.append({"id": job["id"], "iterations": job["iterations"], "size": job["size"],
                         "digest": job["digest"], "attempt": attempt})
+        ids = [job["id"] for job in out]
+        log.info("jobs leased to %s (%d): %s", worker, len(ids), " ".join(ids),
+                 extra={"jobs": ids, "worker": worker})
         return out
 
     async def heartbeat(self, worker: str, job_ids: Iterable[str]) -> list[str]:
@@ -147,11 +148,12 @@ class Scheduler:
     async def _requeue(self, leases: tuple[tuple[str, int], ...], reason: str) -> dict:
         result = await self._proposer.propose(c.Requeue(
             leases, reason, self._cfg.max_attempts, time.time(), self._cfg.max_finished))
-        for job_id in result["requeued"]:
-            log.info("job %s back in the queue: %s", job_id, reason, extra={"job": job_id})
-        for job_id in result["failed"]:
-            log.warning("job %s failed: %s; no attempts left", job_id, reason,
-                        extra={"job": job_id})
+        if result["requeued"]:
+            log.info("jobs back in the queue (%d), %s: %s", len(result["requeued"]), reason,
+                     " ".join(result["requeued"]), extra={"jobs": result["requeued"]})
+        if result["failed"]:
+            log.warning("jobs failed (%d), %s; no attempts left: %s", len(result["failed"]),
+                        reason, " ".join(result["failed"]), extra={"jobs": result["failed"]})
         for job_id in result["requeued"] + result["failed"]:
             self.deadlines.pop(job_id, None)
         if result["requeued"]:
@@ -174,8 +176,10 @@ class Scheduler:
         expired = expired_leases(live, now)
         if not expired:
             return
-        for job_id, attempt in expired:
-            log.info("job %s lease expired (worker %s, attempt %d)", job_id,
-                     live[job_id].worker, attempt,
-                     extra={"job": job_id, "worker": live[job_id].worker})
+        by_worker: dict[str, list[str]] = {}
+        for job_id, _ in expired:
+            by_worker.setdefault(live[job_id].worker, []).append(job_id)
+        for worker, ids in by_worker.items():
+            log.info("leases expired for %s (%d): %s", worker or "an earlier leader's worker",
+                     len(ids), " ".join(ids), extra={"jobs": ids, "worker": worker})
         await self._requeue(tuple(expired), "lease expired: the worker stopped sending heartbeats")

@@ -234,11 +234,10 @@ class Worker:
             if finished is None:
                 break
             now = time.monotonic()
-            for i, digest in finished:
-                job = ready[i][0]
-                log.info("job %s computed (%d iterations in %.2fs)", job["id"], job["iterations"],
-                         now - started)
-                unreported.append((job["id"], digest.hex()))
+            results = [(ready[i][0]["id"], digest.hex()) for i, digest in finished]
+            log.info("jobs computed in %.2fs (%d): %s", now - started, len(results),
+                     " ".join(job_id for job_id, _ in results))
+            unreported += results
             if now - reported >= REPORT_EVERY:
                 await self.report_later(unreported)
                 unreported, reported = [], now

@@ -97,7 +97,7 @@ def test_metrics_need_the_api_key_as_header_or_bearer_token(make_cluster):
     assert requests.get(url, headers={"X-API-Key": API_KEY}, timeout=5).ok
 
 
-def test_json_logs_carry_one_line_per_job_state_change(make_cluster):
+def test_json_logs_carry_a_line_per_state_change_naming_the_jobs(make_cluster):
     cluster = make_cluster(max_workers=1, scale_target_seconds=1, log_format="json")
     r = cluster.enqueue(1, b"logged", 10)
     job_id = r.json()["id"]
@@ -111,14 +111,17 @@ def test_json_logs_carry_one_line_per_job_state_change(make_cluster):
                     out.append(json.loads(line))
         return out
 
+    def kind(message: str) -> str:
+        return next((k for k in ("enqueued", "leased", "completed") if f" {k} " in message), "")
+
     def changes():
-        found = {(e["message"].split()[2], e["node"]) for e in lines()
-                 if e.get("job") == job_id}
-        return {"enqueued", "leased", "completed"} <= {kind for kind, _ in found} and found
+        found = {(kind(e["message"]), e["node"]) for e in lines() if job_id in e.get("jobs", ())}
+        return {"enqueued", "leased", "completed"} <= {k for k, _ in found} and found
     found = wait_until(changes, 10, "log lines of the job's state changes")
     assert ("enqueued", "n1") in found
     records = lines()
     assert all({"time", "level", "logger", "message", "node"} <= set(e) for e in records)
-    leased = [e for e in records if e.get("job") == job_id and " leased to " in e["message"]]
+    leased = [e for e in records if job_id in e.get("jobs", ()) and kind(e["message"]) == "leased"]
     assert len(leased) == 1 and leased[0]["worker"] and leased[0]["level"] == "INFO"
+    assert job_id in leased[0]["message"]
     assert any(e["logger"] == "node.scaling.loop" and e.get("workers") for e in records)
