@@ -32,7 +32,7 @@ MAX_REPORTS = 4
 # Results of a batch are reported together unless this long has passed since the last report:
 # a batch of short jobs makes one completion (one Raft entry), not one per group of lanes,
 # and no result waits much longer than this once computed.
-REPORT_EVERY = 0.2
+REPORT_EVERY = 0.5
 
 
 def next_lease_size(size: int, leased: int, seconds: float, smallest: int, largest: int) -> int:
