@@ -98,7 +98,9 @@ class StateMachine:
         self.on_events = on_events
         self.failures = 0
         self._events: list[JobEvent] = []
-        # The counters as of the last applied entry, for readers that must not wait on the
+        self._deltas: dict[str, int] = {}    # counter changes of the entry being applied
+        # The counters as of the last applied entry (last_applied among them): read by the
+        # apply itself instead of querying them, and by readers that must not wait on the
         # database (the queue-capacity check of every enqueue). Replaced whole, never mutated.
         self.counts: dict[str, int] = store.counts()
 
@@ -111,17 +113,16 @@ class StateMachine:
 
         Returns one result per command (an `ApplyError` for a command that could not be
         applied), or None when the entry was applied before (journal replay)."""
+        if self.counts["last_applied"] >= index:
+            return None
         isolate = False
         for attempt in range(TRANSIENT_RETRIES):
-            self._events = []
+            self._events, self._deltas = [], {}
             try:
                 with self.store.engine.begin() as conn:
-                    if self.store.last_applied(conn) >= index:
-                        return None
                     results, applied = self._apply_batch(conn, index, batch, isolate)
-                    self.store.set_counter(conn, "last_applied", index)
-                    counts = self.store.counts(conn)
-                self.counts = counts
+                    self._write_counters(conn, index)
+                self._count_applied(index)
                 break
             except _Rejected:
                 # Rolled back; again, each command in a savepoint of its own, so the one that
@@ -169,7 +170,7 @@ class StateMachine:
         applied: list = []
         base = 0                 # positions in the entry, so seq numbers never collide
         for cmd in cmds:
-            events_before = len(self._events)
+            events_before, deltas_before = len(self._events), dict(self._deltas)
             try:
                 if isinstance(cmd, Exception):
                     raise cmd
@@ -181,11 +182,13 @@ class StateMachine:
             except OperationalError:
                 raise
             except Exception as e:
-                del self._events[events_before:]       # rolled back with the savepoint
+                # Rolled back with the savepoint.
+                del self._events[events_before:]
+                self._deltas = deltas_before
                 # Deterministic: every replica rejects the same command the same way.
                 log.error("rejected a command in Raft entry %d: %s: %s", index, type(e).__name__, e)
                 self.failures += 1
-                self.store.bump(conn, "apply_failures", 1)
+                self._bump("apply_failures", 1)
                 results.append(ApplyError(f"{type(e).__name__}: {e}"))
         if base > MAX_BATCH:
             raise ValueError(f"entry {index} holds {base} items, more than {MAX_BATCH}")
@@ -194,16 +197,30 @@ class StateMachine:
     def _skip(self, index: int) -> None:
         """Skip an entry that cannot be applied at all, the same way on every replica."""
         self.failures += 1
+        self._events, self._deltas = [], {"apply_failures": 1}
         try:
             with self.store.engine.begin() as conn:
-                if self.store.last_applied(conn) < index:
-                    self.store.set_counter(conn, "last_applied", index)
-                    self.store.bump(conn, "apply_failures", 1)
-                counts = self.store.counts(conn)
-            self.counts = counts
+                self._write_counters(conn, index)
+            self._count_applied(index)
         except Exception:
             log.exception("cannot record the skipped entry %d", index)
         return None
+
+    def _bump(self, name: str, delta: int) -> None:
+        self._deltas[name] = self._deltas.get(name, 0) + delta
+
+    def _write_counters(self, conn: Connection, index: int) -> None:
+        """The entry's counter changes and its index, in one statement."""
+        self.store.add_to_counters(conn, {**self._deltas,
+                                          "last_applied": index - self.counts["last_applied"]})
+
+    def _count_applied(self, index: int) -> None:
+        """After the commit: the in-memory counters follow the database."""
+        counts = dict(self.counts)
+        for name, d in self._deltas.items():
+            counts[name] += d
+        counts["last_applied"] = index
+        self.counts = counts
 
     def _dispatch(self, conn: Connection, index: int, base: int, cmd: c.Command) -> Any:
         seq = (index << BATCH_SHIFT) + base
@@ -290,8 +307,8 @@ class StateMachine:
         if job_rows:
             conn.execute(_INSERT_JOB, job_rows)
             self._events += [JobEvent("enqueued", r["id"]) for r in job_rows]
-        self.store.bump(conn, "queued", len(job_rows))
-        self.store.bump(conn, "backlog_iterations", sum(r["iterations"] for r in job_rows))
+        self._bump("queued", len(job_rows))
+        self._bump("backlog_iterations", sum(r["iterations"] for r in job_rows))
         return out
 
     def _lease(self, conn: Connection, cmd: c.Lease) -> list[tuple[str, int]]:
@@ -302,8 +319,8 @@ class StateMachine:
                                    "b_at": cmd.at} for job_id, attempt in leased])
         self._events += [JobEvent("leased", job_id, max(0.0, cmd.at - enqueued_at))
                          for job_id, _, enqueued_at in rows]
-        self.store.bump(conn, "queued", -len(leased))
-        self.store.bump(conn, "running", len(leased))
+        self._bump("queued", -len(leased))
+        self._bump("running", len(leased))
         return leased
 
     def _requeue(self, conn: Connection, seq: int, cmd: c.Requeue) -> dict[str, list[str]]:
@@ -314,22 +331,22 @@ class StateMachine:
             if row is None or row.status != "running" or row.attempts != attempt:
                 continue
             if row.attempts >= cmd.max_attempts:
-                self.store.bump(conn, "backlog_iterations", -row.iterations)
+                self._bump("backlog_iterations", -row.iterations)
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status="failed", done_seq=seq + pos, finished_at=cmd.at,
                     error=f"{cmd.reason}; gave up after {row.attempts} attempts"))
                 conn.execute(delete(payloads).where(payloads.c.id == job_id))
-                self.store.bump(conn, "failed", 1)
-                self.store.bump(conn, "finished", 1)
+                self._bump("failed", 1)
+                self._bump("finished", 1)
                 out["failed"].append(job_id)
                 self._events.append(JobEvent("failed", job_id))
             else:
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status="queued", worker=None, leased_at=None))
-                self.store.bump(conn, "queued", 1)
+                self._bump("queued", 1)
                 out["requeued"].append(job_id)
                 self._events.append(JobEvent("requeued", job_id))
-            self.store.bump(conn, "running", -1)
+            self._bump("running", -1)
         self._trim(conn, cmd.retain)
         return out
 
@@ -354,24 +371,24 @@ class StateMachine:
             conn.execute(_COMPLETE, updates)
             conn.execute(_DROP_PAYLOADS, {"ids": done})
         for status, n in was.items():
-            self.store.bump(conn, status, -n)
-        self.store.bump(conn, "backlog_iterations", -backlog)
-        self.store.bump(conn, "completed", len(done))
-        self.store.bump(conn, "finished", len(done))
+            self._bump(status, -n)
+        self._bump("backlog_iterations", -backlog)
+        self._bump("completed", len(done))
+        self._bump("finished", len(done))
         self._trim(conn, cmd.retain)
         return done
 
     def _trim(self, conn: Connection, retain: int) -> None:
         """Drop the oldest finished jobs beyond `retain`."""
-        excess = self.store.counter(conn, "finished") - retain
+        excess = self.counts["finished"] + self._deltas.get("finished", 0) - retain
         if excess <= 0:
             return
         rows = conn.execute(select(jobs.c.id, jobs.c.status).where(jobs.c.done_seq.isnot(None))
                             .order_by(jobs.c.done_seq).limit(excess)).all()
         conn.execute(delete(jobs).where(jobs.c.id.in_([r.id for r in rows])))
         for r in rows:
-            self.store.bump(conn, r.status, -1)
-        self.store.bump(conn, "finished", -len(rows))
+            self._bump(r.status, -1)
+        self._bump("finished", -len(rows))
 
     def _workers(self, conn: Connection, cmd: c.Workers) -> int:
         conn.execute(delete(workers))

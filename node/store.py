@@ -91,7 +91,6 @@ _COUNTERS = select(counters.c.name, counters.c.value)
 _COUNTER = select(counters.c.value).where(counters.c.name == bindparam("n"))
 _BUMP = update(counters).where(counters.c.name == bindparam("n")).values(
     value=counters.c.value + bindparam("d"))
-_SET = update(counters).where(counters.c.name == bindparam("n")).values(value=bindparam("v"))
 _PUT_PAYLOAD = insert(payloads).prefix_with("OR REPLACE")
 _JOB_DIGESTS = select(jobs.c.id, jobs.c.status, jobs.c.digest).where(
     jobs.c.id.in_(bindparam("ids", expanding=True)))
@@ -252,17 +251,11 @@ class Store:
     # --- writes used by the state machine -----------------------------------------------
 
     @staticmethod
-    def bump(conn: Connection, name: str, delta: int) -> None:
-        if delta:
-            conn.execute(_BUMP, {"n": name, "d": delta})
-
-    @staticmethod
-    def set_counter(conn: Connection, name: str, value: int) -> None:
-        conn.execute(_SET, {"n": name, "v": value})
-
-    @staticmethod
-    def counter(conn: Connection, name: str) -> int:
-        return conn.execute(_COUNTER, {"n": name}).scalar_one()
+    def add_to_counters(conn: Connection, deltas: dict[str, int]) -> None:
+        """Add to several counters in one statement."""
+        changes = [{"n": name, "d": d} for name, d in deltas.items() if d]
+        if changes:
+            conn.execute(_BUMP, changes)
 
     # --- snapshots ------------------------------------------------------------------------
 

@@ -94,12 +94,23 @@ def test_a_bad_command_is_rejected_without_wedging(machine, wire):
     assert machine.store.counts()["apply_failures"] == 1
     machine.run(c.Enqueue((job("b"),)))
     assert set(statuses(machine)) == {"a", "b"}
+    assert_counters_match(machine)
 
 
 def test_an_entry_that_is_not_a_batch_is_skipped(machine):
     machine.index += 1
     assert machine.apply(machine.index, 12345) is None
     assert machine.store.last_applied() == machine.index
+    assert_counters_match(machine)
+
+
+def test_a_restarted_machine_skips_what_the_store_has_applied(machine):
+    machine.run(c.Enqueue((job("a"),)))
+    again = StateMachine(machine.store)
+    assert again.apply(machine.index, [c.encode(c.Enqueue((job("b"),)))]) is None
+    assert again.apply(machine.index + 1, [c.encode(c.Enqueue((job("c"),)))]) == [[jid("c")]]
+    assert set(statuses(machine)) == {"a", "c"}
+    assert again.counts == machine.store.counts() and again.counts["queued"] == 2
 
 
 def test_lease_takes_only_queued_jobs(machine):
