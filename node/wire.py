@@ -38,15 +38,15 @@ def encode_batch(items: list[tuple[str, bytes, str]]) -> bytes:
 def decode_batch(body: bytes) -> list[tuple[str, bytes, str]]:
     """The (job id, data, sha256) of each payload in an encode_batch body, each data checked
     against its sha256; InvalidInput if the body is malformed or a payload does not match."""
-    head, sep, _ = body.partition(b"\n")
+    end = body.find(b"\n", 0, MAX_MANIFEST_BYTES)     # (partition would copy the payloads)
     try:
-        manifest = json.loads(head) if sep else None
+        manifest = json.loads(body[:end]) if end >= 0 else None
     except (ValueError, RecursionError):
         manifest = None
     if not isinstance(manifest, list) or not 1 <= len(manifest) <= MAX_BATCH_ITEMS:
         raise InvalidInput(f"body: a JSON manifest line of 1 to {MAX_BATCH_ITEMS} payloads, "
                            "then their bytes, is required")
-    items, at = [], len(head) + 1
+    items, at = [], end + 1
     for entry in manifest:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or \
                 not _JOB_ID.fullmatch(entry["id"]) or not isinstance(entry.get("digest"), str) or \
