@@ -68,7 +68,7 @@ class Node:
                            sent=self.metrics.payload_bytes.inc)
         self.metrics.attach(self)
         self.scheduler = Scheduler(self.cfg, self.store, self.proposer, self.raft._isLeader,
-                                   self.run_db)
+                                   self.run_db, lambda: self.machine.counts["queued"])
         routes = api.routes(self) + internal.routes(self) + dashboard.routes(self)
         if self.cfg.internal_http:
             public = [r for r in routes if not r.path.startswith("/internal/")]

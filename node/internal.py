@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 FORWARDED = "X-WQ-Forwarded"
 MAX_WAIT = 30.0
+MAX_LINGER = 1.0
 _RESULT = re.compile(r"[0-9a-f]{128}")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -96,11 +97,12 @@ def routes(node: "Node") -> list[web.RouteDef]:
         max_jobs = int(bounded_number(body, "max_jobs", 1, MAX_LEASE_JOBS, 1))
         wait = bounded_number(body, "wait", 0, MAX_WAIT, 10)
         wait = min(wait, cfg.request_timeout * 0.8)
+        linger = bounded_number(body, "linger", 0, MAX_LINGER, 0)
         if not node.raft._isLeader():
-            return await to_leader(request, body, wait + cfg.request_timeout)
+            return await to_leader(request, body, max(wait, linger) + cfg.request_timeout)
         now = time.time()
         node.roster.touch(worker, worker_info(request, body), now)
-        jobs = await node.scheduler.lease(worker, max_jobs, wait)
+        jobs = await node.scheduler.lease(worker, max_jobs, wait, linger)
         return web.json_response({
             "jobs": jobs,
             "lease_timeout": cfg.lease_timeout,

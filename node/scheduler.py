@@ -39,8 +39,10 @@ def expired_leases(deadlines: dict[str, LeaseDeadline], now: float) -> list[tupl
 
 class Scheduler:
     def __init__(self, cfg: NodeConfig, store: Store, proposer: Proposer,
-                 is_leader: Callable[[], bool], run_db: Callable[..., Awaitable]):
+                 is_leader: Callable[[], bool], run_db: Callable[..., Awaitable],
+                 queued: Callable[[], int]):
         self._cfg = cfg
+        self._queued = queued          # jobs queued as of the last applied entry
         self._store = store
         self._proposer = proposer
         self._is_leader = is_leader
@@ -66,16 +68,30 @@ class Scheduler:
         self._closing = True
         self._work.set()
 
-    async def lease(self, worker: str, max_jobs: int, wait: float) -> list[dict]:
-        """Lease up to `max_jobs` queued jobs, waiting up to `wait` seconds for one."""
+    async def lease(self, worker: str, max_jobs: int, wait: float,
+                    linger: float = 0.0) -> list[dict]:
+        """Lease up to `max_jobs` queued jobs, waiting up to `wait` seconds for one. With
+        `linger`, fewer than `max_jobs` queued get up to `linger` seconds to become as many:
+        a stream of short jobs then goes out in fuller leases, and each lease, payload read
+        and report serves more jobs."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait
+        fill_by = None
         while True:
             if not self._is_leader():
                 raise NotLeader("this node stopped being the leader; retry")
             if self._closing:
                 return []
             self._work.clear()
+            if linger > 0 and 0 < self._queued() < max_jobs:
+                now = loop.time()
+                fill_by = fill_by or now + linger
+                if now < fill_by:
+                    try:
+                        await asyncio.wait_for(self._work.wait(), fill_by - now)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
             jobs = await self._lease_now(worker, max_jobs)
             remaining = give_up - loop.time()
             if jobs or remaining <= 0:

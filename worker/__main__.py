@@ -33,6 +33,10 @@ MAX_REPORTS = 4
 # a batch of short jobs makes one completion (one Raft entry), not one per group of lanes,
 # and no result waits much longer than this once computed.
 REPORT_EVERY = 0.5
+# The next batch, leased while one computes, may wait this long on the leader for a full
+# lease when fewer jobs are queued: a stream of short jobs then goes in fuller batches, with
+# fewer leases, payload reads and reports per job, for at most this much more waiting.
+LINGER = 0.1
 
 
 def next_lease_size(size: int, leased: int, seconds: float, smallest: int, largest: int) -> int:
@@ -135,7 +139,7 @@ class Worker:
                         continue
                 started = time.monotonic()
                 if self.last_batch < PREFETCH_BELOW:
-                    prefetch = asyncio.create_task(self.next_batch(0))
+                    prefetch = asyncio.create_task(self.next_batch(0, LINGER))
                 await self.compute(ready)
                 idle_since = time.monotonic()
                 self.last_batch = idle_since - started
@@ -156,14 +160,15 @@ class Worker:
             if prefetch is not None and not prefetch.done():
                 prefetch.cancel()
 
-    async def next_batch(self, wait: float) -> tuple[dict | None, list[tuple[dict, bytes]]]:
-        """Lease jobs (waiting up to `wait` seconds for some) and read their payloads. The
-        reply is None when no manager answered; jobs whose payload could not be read are
-        released and left out."""
+    async def next_batch(self, wait: float,
+                         linger: float = 0.0) -> tuple[dict | None, list[tuple[dict, bytes]]]:
+        """Lease jobs (waiting up to `wait` seconds for some, and up to `linger` for a full
+        lease once some are queued) and read their payloads. The reply is None when no
+        manager answered; jobs whose payload could not be read are released and left out."""
         try:
             reply = await self.client.call("POST", "/internal/lease", json={
                 "worker": self.args.id, "max_jobs": self.lease_size, "wait": wait,
-                "info": self.info}, timeout=wait + 30)
+                "linger": linger, "info": self.info}, timeout=max(wait, linger) + 30)
         except NoManager:
             return None, []
         self.idle_timeout = reply.get("idle_timeout")

@@ -100,6 +100,7 @@ def test_internal_routes_refuse_calls_without_the_secret(cluster, method, path, 
     (b'{"worker": ""}', "worker"),
     (b'{"worker": "w", "max_jobs": 0}', "max_jobs"),
     (b'{"worker": "w", "wait": "long"}', "wait"),
+    (b'{"worker": "w", "linger": 2}', "linger"),
 ])
 def test_malformed_worker_calls_are_refused(cluster, body, field):
     r = requests.post(cluster.url(0) + "/internal/lease", headers=AUTH, data=body, timeout=10)

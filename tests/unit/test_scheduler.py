@@ -39,7 +39,7 @@ def scheduler(tmp_path):
     proposer = LocalProposer(machine)
     jobs = tuple(c.NewJob(f"{n:032x}", 5, 10, "d" * 64, 100.0 + n) for n in range(20))
     machine.apply(1, [c.encode(c.Enqueue(jobs))])
-    yield Scheduler(cfg, store, proposer, lambda: True, run_db)
+    yield Scheduler(cfg, store, proposer, lambda: True, run_db, lambda: machine.counts["queued"])
     store.close()
 
 
@@ -56,3 +56,29 @@ def test_concurrent_leases_split_the_queue_without_waiting(scheduler, workers, e
     assert all(len(jobs) == each for jobs in got)
     assert len(set(ids)) == len(ids) == workers * each
     assert seconds < 2, "a lease waited for work although jobs were queued"
+
+
+def test_a_short_lease_lingers_until_enough_jobs_are_queued(scheduler):
+    more = tuple(c.NewJob(f"{n:032x}", 5, 10, "d" * 64, 200.0 + n) for n in range(20, 32))
+
+    async def main():
+        async def enqueue_later():
+            await asyncio.sleep(0.1)
+            await scheduler._proposer.propose(c.Enqueue(more))
+            scheduler.work_arrived()
+        asyncio.create_task(enqueue_later())
+        return await scheduler.lease("w", 32, wait=0, linger=5)
+
+    started = time.monotonic()
+    jobs = asyncio.run(main())
+    assert len(jobs) == 32                      # 20 queued, 12 more arrived while it lingered
+    assert time.monotonic() - started < 3, "the lease waited past the moment it could fill"
+
+
+# (linger, seconds at least) -> the 20 queued jobs, after the linger when one is asked for
+@pytest.mark.parametrize("linger,at_least", [(0, 0), (0.3, 0.3)])
+def test_a_lease_that_cannot_fill_returns_what_is_queued_after_its_linger(scheduler, linger,
+                                                                          at_least):
+    started = time.monotonic()
+    jobs = asyncio.run(scheduler.lease("w", 32, wait=0, linger=linger))
+    assert len(jobs) == 20 and time.monotonic() - started >= at_least
