@@ -30,6 +30,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 DUTY_INTERVAL = 1.0
+SCALE_SOON_INTERVAL = 0.2
 PAYLOAD_GC_INTERVAL = 60.0
 # Healthy while this node's applied index is at most this far behind the leader's commit index.
 HEALTHY_LAG = 1000
@@ -47,6 +48,7 @@ class Node:
         self.metrics = Metrics()
         self.history = dashboard.History()
         self.scaler: Scaler | None = None
+        self._scale_soon = asyncio.Event()
         if cfg.max_workers > 0:
             self.scaler = Scaler(make_backend(cfg, sorted(self._urls.values())), self.roster,
                                  scaling_limits(cfg), cfg.boot_timeout)
@@ -129,7 +131,11 @@ class Node:
             added = [(job.enqueued_at, job.iterations)
                      for job, job_id in zip(cmd.jobs, result, strict=True) if job_id == job.id]
             if added:
-                self.loop.call_soon_threadsafe(self.scaler.jobs_arrived, added)
+                self.loop.call_soon_threadsafe(self._jobs_arrived, added)
+
+    def _jobs_arrived(self, added: list[tuple[float, int]]) -> None:
+        if self.scaler.jobs_arrived(added, time.time()):
+            self._scale_soon.set()
 
     def leader_url(self) -> str | None:
         leader = self.raft.leader
@@ -166,10 +172,20 @@ class Node:
                 log.exception("leader duties failed; retrying")
 
     async def _scaling_loop(self) -> None:
-        """Its own task: a slow cloud API must not hold up lease expiry."""
+        """Its own task: a slow cloud API must not hold up lease expiry. A step runs every
+        DUTY_INTERVAL, and as soon as jobs arrive to a pool with no worker up or booting
+        (at most every SCALE_SOON_INTERVAL): a burst on an idle cluster starts workers at
+        once instead of up to a second later."""
         was_leader = False
+        last = 0.0
         while True:
-            await asyncio.sleep(DUTY_INTERVAL)
+            try:
+                await asyncio.wait_for(self._scale_soon.wait(), DUTY_INTERVAL)
+                await asyncio.sleep(max(0.0, last + SCALE_SOON_INTERVAL - self.loop.time()))
+            except asyncio.TimeoutError:
+                pass
+            self._scale_soon.clear()
+            last = self.loop.time()
             leader = self.raft._isLeader()
             if leader and not was_leader:
                 self.scaler.became_leader(time.time())

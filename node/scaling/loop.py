@@ -45,9 +45,11 @@ class Scaler:
         self._grace_until = now + ADOPTION_GRACE
         self.launch_times.clear()
 
-    def jobs_arrived(self, jobs: list[tuple[float, int]]) -> None:
-        """Record (enqueue time, iterations) of newly committed jobs."""
+    def jobs_arrived(self, jobs: list[tuple[float, int]], now: float) -> bool:
+        """Record (enqueue time, iterations) of newly committed jobs. True when no worker is
+        up or booting to take them: then a step is worth running now, not at the next tick."""
         self.arrivals.extend(jobs)
+        return self.booting == 0 and not self.roster.live(now)
 
     def idle_timeout(self, default: float) -> float:
         return self.decision.idle_timeout if self.decision is not None else default
@@ -92,6 +94,7 @@ class Scaler:
         started: list[str] = []
         if decision.start:
             started = self.backend.launch(decision.start)
+            self.booting += len(started)
             self.launch_times.extend([now] * len(started))
             self.launches += len(started)
             log.info("scaling: %d queued (%d iterations), %d live and %d booting workers: "

@@ -118,3 +118,15 @@ def test_decisions_are_counted_and_recorded_once_per_kind():
     assert [d["started"] for d in scaler.recent] == [3, 0, 0]
     assert [d["at"] for d in scaler.recent] == [1000.0, 1001.0, 1064.0]
     assert scaler.booting == 0 and scaler.launches == 3
+
+
+def test_arrivals_ask_for_a_step_only_while_no_worker_is_up_or_booting():
+    clock, backend, roster, scaler = make()
+    assert scaler.jobs_arrived([(clock.now, M)], clock.now)            # empty pool: step now
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    (worker,) = backend.launched
+    assert not scaler.jobs_arrived([(clock.now, M)], clock.now)        # one is booting
+    roster.touch(worker, {}, clock.now)
+    clock.now += 1
+    scaler.step(clock.now, queued=2, backlog_iterations=2 * M, oldest_queued_at=None, busy=set())
+    assert not scaler.jobs_arrived([(clock.now, M)], clock.now)        # one is up
