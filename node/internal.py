@@ -96,8 +96,10 @@ def routes(node: "Node") -> list[web.RouteDef]:
         worker = worker_id(body)
         max_jobs = int(bounded_number(body, "max_jobs", 1, MAX_LEASE_JOBS, 1))
         wait = bounded_number(body, "wait", 0, MAX_WAIT, 10)
-        wait = min(wait, cfg.request_timeout * 0.8)
         linger = bounded_number(body, "linger", 0, MAX_LINGER, 0)
+        # Both end well inside the request timeout, which would answer 503 instead.
+        wait = min(wait, cfg.request_timeout * 0.8)
+        linger = min(linger, cfg.request_timeout * 0.8)
         if not node.raft._isLeader():
             return await to_leader(request, body, max(wait, linger) + cfg.request_timeout)
         now = time.time()

@@ -73,9 +73,10 @@ class Scheduler:
         """Lease up to `max_jobs` queued jobs, waiting up to `wait` seconds for one. With
         `linger`, fewer than `max_jobs` queued get up to `linger` seconds to become as many:
         a stream of short jobs then goes out in fuller leases, and each lease, payload read
-        and report serves more jobs."""
+        and report serves more jobs. Either way it stops waiting after max(wait, linger)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait
+        latest = loop.time() + max(wait, linger)
         fill_by = None
         while True:
             if not self._is_leader():
@@ -85,7 +86,7 @@ class Scheduler:
             self._work.clear()
             if linger > 0 and 0 < self._queued() < max_jobs:
                 now = loop.time()
-                fill_by = fill_by or now + linger
+                fill_by = fill_by or min(now + linger, latest)
                 if now < fill_by:
                     try:
                         await asyncio.wait_for(self._work.wait(), fill_by - now)
