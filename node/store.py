@@ -142,17 +142,13 @@ class Store:
 
     # --- reads -------------------------------------------------------------------------
 
-    def counts(self, conn: Connection | None = None) -> dict[str, int]:
-        if conn is None:
-            with self.engine.connect() as c:
-                return self.counts(c)
-        return dict(conn.execute(_COUNTERS).all())
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(_COUNTERS).all())
 
-    def last_applied(self, conn: Connection | None = None) -> int:
-        if conn is None:
-            with self.engine.connect() as c:
-                return self.last_applied(c)
-        return conn.execute(_COUNTER, {"n": "last_applied"}).scalar_one()
+    def last_applied(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(_COUNTER, {"n": "last_applied"}).scalar_one()
 
     def oldest_queued_at(self) -> float | None:
         """Enqueue time of the first job in the queue: one index lookup."""
@@ -227,7 +223,7 @@ class Store:
             return conn.execute(select(payloads.c.data)
                                 .where(payloads.c.id == job_id)).scalar_one_or_none()
 
-    def lease_payloads(self, ids: list[str]) -> dict[str, tuple[dict | None, bytes | None]]:
+    def jobs_and_payloads(self, ids: list[str]) -> dict[str, tuple[dict | None, bytes | None]]:
         """For each id: its job's status and digest (None when this node has not applied its
         enqueue) and the payload held here (None when not held); two index lookups in all."""
         with self.engine.connect() as conn:
