@@ -151,18 +151,18 @@ def routes(node: "Node") -> list[web.RouteDef]:
         await node.blobs.store_batch(items)
         return web.json_response({"stored": len(items)})
 
-    async def payload_for(job_id: str, digest: str | None) -> bytes:
-        """A queued or running job's payload, from this node or fetched from a peer. Workers
-        pass the digest from their lease, so a node that has not applied the enqueue yet can
-        still serve it."""
-        job = await node.run_db(node.store.job, job_id)
-        if job is not None and job["status"] not in ("queued", "running"):
-            raise JobNotFound(f"id: job {job_id} is {job['status']}; its payload is gone")
-        if job is not None:
-            digest = job["digest"]
+    async def payload_for(job_id: str, digest: str | None, known: dict | None,
+                          held: bytes | None) -> bytes:
+        """A queued or running job's payload: `held` here, or else fetched from a peer
+        (`known` and `held` as Store.jobs_and_payloads gives them). Workers pass the digest from
+        their lease, so a node that has not applied the enqueue yet can still serve it."""
+        if known is not None and known["status"] not in ("queued", "running"):
+            raise JobNotFound(f"id: job {job_id} is {known['status']}; its payload is gone")
+        if known is not None:
+            digest = known["digest"]
         elif digest is None:
             raise JobNotFound(f"id: no job {job_id!r} on this node (pass its digest)")
-        data = await node.blobs.fetch(job_id, digest)
+        data = held if held is not None else await node.blobs.fetch(job_id, digest)
         if data is None:
             raise JobNotFound(f"id: no node holds the payload of {job_id} right now")
         return data
@@ -180,7 +180,8 @@ def routes(node: "Node") -> list[web.RouteDef]:
             if data is None:
                 raise JobNotFound(f"id: no payload of {job_id} on this node")
         else:
-            data = await payload_for(job_id, digest)
+            here = await node.run_db(node.store.jobs_and_payloads, [job_id])
+            data = await payload_for(job_id, digest, *here[job_id])
         return web.Response(body=data, content_type="application/octet-stream")
 
     async def read_payloads(request: web.Request) -> web.Response:
@@ -196,17 +197,14 @@ def routes(node: "Node") -> list[web.RouteDef]:
             raise InvalidInput(f"jobs: a list of 1 to {MAX_LEASE_JOBS} objects with an 'id' "
                                "(32 hex) and a 'digest' (64 hex) is required")
 
-        here = await node.run_db(node.store.lease_payloads, [j["id"] for j in jobs])
+        here = await node.run_db(node.store.jobs_and_payloads, [j["id"] for j in jobs])
 
         async def one(job: dict) -> tuple[str, bytes, str] | None:
-            known, data = here[job["id"]]
-            if known is not None and known["status"] not in ("queued", "running"):
-                return None                           # finished: its payload is gone
-            if data is None:
-                # Not here (yet): fetched from a peer; the digest is the job's when known.
-                digest = known["digest"] if known is not None else job["digest"]
-                data = await node.blobs.fetch(job["id"], digest)
-            return (job["id"], data, job["digest"]) if data is not None else None
+            try:
+                data = await payload_for(job["id"], job["digest"], *here[job["id"]])
+            except JobNotFound:
+                return None
+            return job["id"], data, job["digest"]
         found = [item for item in await asyncio.gather(*(one(j) for j in jobs)) if item]
         return web.Response(body=encode_batch(found) if found else b"",
                             content_type="application/octet-stream")
