@@ -335,7 +335,6 @@ class StateMachine:
                 conn.execute(update(jobs).where(jobs.c.id == job_id).values(
                     status="failed", done_seq=seq + pos, finished_at=cmd.at,
                     error=f"{cmd.reason}; gave up after {row.attempts} attempts"))
-                conn.execute(delete(payloads).where(payloads.c.id == job_id))
                 self._bump("failed", 1)
                 self._bump("finished", 1)
                 out["failed"].append(job_id)
@@ -347,6 +346,8 @@ class StateMachine:
                 out["requeued"].append(job_id)
                 self._events.append(JobEvent("requeued", job_id))
             self._bump("running", -1)
+        if out["failed"]:
+            conn.execute(_DROP_PAYLOADS, {"ids": out["failed"]})
         self._trim(conn, cmd.retain)
         return out
 

@@ -132,6 +132,7 @@ def test_lease_takes_only_queued_jobs(machine):
     (2, 3, 1, "running"),     # leased again since: the stale requeue is ignored
 ])
 def test_requeue_returns_or_fails_a_job_by_attempts(machine, leases, max_attempts, named, expected):
+    machine.store.put_payloads([(jid("a"), b"payload", 1.0)])
     machine.run(c.Enqueue((job("a"),)))
     for i in range(leases):
         if i:
@@ -143,6 +144,8 @@ def test_requeue_returns_or_fails_a_job_by_attempts(machine, leases, max_attempt
     if expected == "failed":
         assert out["failed"] == [jid("a")]
         assert "lease expired" in row["error"] and f"{leases} attempts" in row["error"]
+    # A failed job's payload is dropped; a job that may still run keeps it.
+    assert machine.store.get_payload(jid("a")) == (None if expected == "failed" else b"payload")
     assert_counters_match(machine)
 
 
