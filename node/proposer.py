@@ -13,7 +13,7 @@ import logging
 from collections import deque
 from typing import Any
 
-from pysyncobj import FAIL_REASON
+from .syncobj import FAIL_REASON
 
 from . import commands as c
 from .errors import NoQuorum

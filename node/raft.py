@@ -13,7 +13,7 @@ import pickle
 import sqlite3
 from typing import Any, Callable
 
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from .syncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.monotonic import monotonic
 
 from .config import NodeConfig
