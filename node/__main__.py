@@ -14,6 +14,7 @@ from . import logs
 from .app import Node
 from .config import load_config
 from .errors import ConfigError
+from .raft import RecoveryError
 
 
 async def serve(node: Node) -> None:
@@ -58,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # uvloop's event loop: the same asyncio API, about 14% more enqueues per second than the
     # standard loop on a loaded node (BENCHMARKS.md).
-    uvloop.run(serve(node))
+    try:
+        uvloop.run(serve(node))
+    except RecoveryError as e:
+        print(f"python -m node: refusing to start: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

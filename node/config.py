@@ -17,6 +17,11 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 MIN_SECRET_LENGTH = 16
+# pysyncobj requires raftMaxTimeout <= connectionTimeout, which the Raft adapter leaves at
+# pysyncobj's default (3.5 s). Its other timing rules hold for any raft_min_timeout >= 0.1
+# below raft_max_timeout: the adapter heartbeats every min(0.1, raft_min_timeout / 4) s, under
+# a third of the election timeout and under the leader fallback timeout (30 s).
+RAFT_MAX_TIMEOUT_LIMIT = 3.5
 
 
 @dataclass(frozen=True)
@@ -102,9 +107,13 @@ class NodeConfig:
     ec2_start_cost: float = 45.0
     # Raft log entries before the log is compacted into a snapshot (10..10**7).
     log_compaction_entries: int = 5000
-    # Raft election timeout range in seconds.
+    # Raft election timeout range in seconds: 0.1 <= raft_min_timeout < raft_max_timeout <= 3.5.
     raft_min_timeout: float = 0.4
     raft_max_timeout: float = 1.4
+    # "on": the Raft journal, term and vote and snapshots reach the disk (fsync) before this
+    # node acknowledges an entry or counts itself toward a commit, one sync per batch; "off":
+    # they are left to the OS (see the README's Guarantees for what each survives).
+    fsync: str = "off"
     # Python logging level name.
     log_level: str = "INFO"
     # "text" (readable lines) or "json" (one object per line).
@@ -160,18 +169,21 @@ class NodeConfig:
             "max_launches_per_minute": (1, 1000),
             "boot_timeout": (10, 3600),
             "ec2_start_cost": (0, 3600),
-            "raft_min_timeout": (0.1, 60),
-            "raft_max_timeout": (0.1, 60),
+            "raft_min_timeout": (0.1, RAFT_MAX_TIMEOUT_LIMIT),
+            "raft_max_timeout": (0.1, RAFT_MAX_TIMEOUT_LIMIT),
         }
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
             if not lo <= value <= hi:
-                raise ConfigError(f"{name}: {value} is out of range, allowed {lo} to {hi}")
+                raise ConfigError(f"{name}: {value} is out of range, allowed {lo} to {hi} "
+                                  f"({_source(name)})")
         if self.min_workers > self.max_workers:
             raise ConfigError(
                 f"min_workers: {self.min_workers} exceeds max_workers ({self.max_workers})")
         if self.raft_min_timeout >= self.raft_max_timeout:
-            raise ConfigError("raft_min_timeout: must be below raft_max_timeout")
+            raise ConfigError(
+                f"raft_min_timeout: {self.raft_min_timeout} is out of range, allowed 0.1 to "
+                f"below raft_max_timeout ({self.raft_max_timeout}) ({_source('raft_min_timeout')})")
         if self.backend not in ("local", "ec2"):
             raise ConfigError(f"backend: {self.backend!r}; allowed local, ec2")
         if self.backend == "ec2" and self.max_workers > 0:
@@ -187,9 +199,16 @@ class NodeConfig:
             raise ConfigError("cluster_name: 1 to 64 letters, digits and _.-")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("log_level: allowed DEBUG, INFO, WARNING, ERROR")
+        if self.fsync not in ("on", "off"):
+            raise ConfigError(f"fsync: {self.fsync!r}; allowed on, off ({_source('fsync')})")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format: {self.log_format!r}; allowed text, json")
         return self
+
+
+def _source(name: str) -> str:
+    """Where a field is set, for error messages."""
+    return f"--{name.replace('_', '-')} or WQ_{name.upper()}"
 
 
 def _check_hostport(name: str, value: str) -> None:
@@ -302,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--raft-min-timeout", type=float, help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)")
     a("--raft-max-timeout", type=float, help="Raft election timeout maximum, seconds (WQ_RAFT_MAX_TIMEOUT)")
     a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL)")
+    a("--fsync", help="on: sync the Raft journal to disk before acknowledging entries; off: "
+                      "leave it to the OS (WQ_FSYNC)")
     a("--log-format", help="text, or json for one JSON object per line (WQ_LOG_FORMAT)")
     return p
 

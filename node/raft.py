@@ -1,6 +1,8 @@
-"""The pysyncobj adapter: the Raft group, its snapshot format, and nothing else.
+"""The pysyncobj adapter: the Raft group, its snapshot format, its start-up check, and
+nothing else.
 
-A snapshot is a copy of `state.db` made with SQLite's backup API, with pysyncobj's own
+Raft itself is pysyncobj 0.3.17 with the patches in `node/syncobj` (PATCHES.md there). A
+snapshot is a copy of `state.db` made with SQLite's backup API, with pysyncobj's own
 bookkeeping (the last two log entries and the member set) stored in a table inside it.
 """
 from __future__ import annotations
@@ -11,7 +13,8 @@ import logging
 import os
 import pickle
 import sqlite3
-from typing import Any, Callable
+from collections import deque
+from typing import Any, Callable, Optional
 
 from .syncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.monotonic import monotonic
@@ -24,17 +27,58 @@ log = logging.getLogger(__name__)
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
+class RecoveryError(Exception):
+    """The store and the Raft log on disk disagree: starting would diverge from the peers."""
+
+
+def recovery_problem(applied: int, applied_term: int, snapshot: int, first: int, last: int,
+                     term_at: Callable[[int], Optional[int]]) -> str | None:
+    """Why a node cannot start whose store applied entry `applied` (of `applied_term`, 0 if
+    unknown), whose snapshot covers entries up to `snapshot` (1: no snapshot) and whose Raft
+    log holds entries `first`..`last`; None when it can.
+
+    Raft applies the entries after the snapshot from the log, so the log must hold them all;
+    an entry the store applied must be the one the log holds at that index, or a new leader's
+    different entry there would be skipped as applied already."""
+    if snapshot + 1 < first:
+        return (f"the Raft log starts at entry {first}, but no snapshot covers the entries "
+                f"before it (raft.snapshot is missing or older than the journal)")
+    if applied > last:
+        return (f"state.db has applied Raft entries up to {applied}, but the Raft log ends at "
+                f"{last}: the journal lost entries the store had applied (e.g. the machine "
+                "lost power while --fsync was off, or raft.journal was replaced)")
+    if applied_term and applied >= first and term_at(applied) != applied_term:
+        return (f"state.db applied entry {applied} of term {applied_term}, but the Raft log "
+                f"holds an entry of term {term_at(applied)} there: the log was replaced or "
+                "lost entries")
+    return None
+
+
+RECOVERY_ADVICE = (
+    "This node cannot rejoin with this data without risking a copy that differs from its "
+    "peers. Stop it, move its data directory aside (keep it for analysis) and start it with an "
+    "empty one: it rejoins under the same name and installs a snapshot from the leader. With "
+    "the data directory moved, the cluster briefly has one replica fewer holding the latest "
+    "entries; do it for one node at a time.")
+
+
 def raft_password(secret: str) -> str:
     """The Raft encryption password, derived so it differs from the internal bearer token."""
     return hmac.new(secret.encode(), b"raft-transport", hashlib.sha256).hexdigest()
 
 
 class RaftNode(SyncObj):
+    """One member of the Raft group. `transport_class` and `auto_tick=False` let the cluster
+    simulator run several members in one thread on a simulated network."""
+
     def __init__(self, cfg: NodeConfig, machine: StateMachine,
-                 on_role_change: Callable[[str], None] | None = None):
+                 on_role_change: Callable[[str], None] | None = None, *,
+                 auto_tick: bool = True, transport_class: Any = None):
         self._machine = machine
         self._on_role_change = on_role_change
         conf = SyncObjConf(
+            autoTick=auto_tick,
+            fsync=cfg.fsync == "on",
             password=raft_password(cfg.secret),
             journalFile=os.path.join(cfg.data_dir, "raft.journal"),
             fullDumpFile=os.path.join(cfg.data_dir, "raft.snapshot"),
@@ -54,12 +98,41 @@ class RaftNode(SyncObj):
             appendEntriesPeriod=min(0.1, cfg.raft_min_timeout / 4),
             onStateChanged=self._state_changed,
         )
-        super().__init__(cfg.raft, [p.raft for p in cfg.peers], conf)
+        extra = {"transportClass": transport_class} if transport_class is not None else {}
+        self._tick_jobs: deque[Callable[[], None]] = deque()
+        super().__init__(cfg.raft, [p.raft for p in cfg.peers], conf, **extra)
+        self.addOnTickCallback(self._run_tick_jobs)
+
+    def _run_tick_jobs(self) -> None:
+        while self._tick_jobs:
+            self._tick_jobs.popleft()()
+
+    def transfer_leadership(self, callback: Callable[[Any, int], None]) -> None:
+        """Ask the most caught-up follower to take leadership over (Raft TimeoutNow).
+
+        Runs on the tick thread, which owns pysyncobj's state and sockets; `callback(None,
+        FAIL_REASON)` is called there once the request was sent or refused."""
+        self._tick_jobs.append(lambda: self.transferLeadership(callback=callback))
 
     @replicated
     def apply_batch(self, batch: list) -> Any:
         # pysyncobj increments raftLastApplied after this returns: this entry's index is +1.
-        return self._machine.apply(self.raftLastApplied + 1, batch)
+        return self._machine.apply(self.raftLastApplied + 1, batch, self._applyingTerm)
+
+    def _canSnapshotAt(self, index: int) -> bool:
+        # While the journal is replayed after a restart the store is ahead of Raft's applied
+        # index: a snapshot then would hold state beyond the entry it is labelled with.
+        return self._machine.counts["last_applied"] <= index
+
+    def _onRecovered(self) -> None:
+        """Refuse to start when the store and the recovered Raft log disagree."""
+        counts = self._machine.counts
+        first, last = self._logIndexes()
+        problem = recovery_problem(counts["last_applied"], counts["last_applied_term"],
+                                   self.raftLastApplied, first, last, self._logTerm)
+        if problem is not None:
+            self._doDestroy()
+            raise RecoveryError(f"{problem}. {RECOVERY_ADVICE}")
 
     # --- status, read without locks from other threads (plain attribute reads) ---------
 

@@ -97,6 +97,7 @@ class StateMachine:
         self.on_applied = on_applied
         self.on_events = on_events
         self.failures = 0
+        self._term = 0
         self._events: list[JobEvent] = []
         self._deltas: dict[str, int] = {}    # counter changes of the entry being applied
         # The counters as of the last applied entry (last_applied among them): read by the
@@ -108,13 +109,16 @@ class StateMachine:
         """Re-read what is kept in memory after the store was replaced (snapshot installed)."""
         self.counts = self.store.counts()
 
-    def apply(self, index: int, batch: list) -> list | None:
-        """Apply the log entry at Raft `index`: a batch of encoded commands (group commit).
+    def apply(self, index: int, batch: list, term: int = 0) -> list | None:
+        """Apply the log entry at Raft `index` of `term`: a batch of encoded commands (group
+        commit). The index and term of the last entry applied are stored with its changes, so
+        a restarted node can check that its Raft log still holds that entry.
 
         Returns one result per command (an `ApplyError` for a command that could not be
         applied), or None when the entry was applied before (journal replay)."""
         if self.counts["last_applied"] >= index:
             return None
+        self._term = term
         isolate = False
         for attempt in range(TRANSIENT_RETRIES):
             self._events, self._deltas = [], {}
@@ -211,8 +215,9 @@ class StateMachine:
 
     def _write_counters(self, conn: Connection, index: int) -> None:
         """The entry's counter changes and its index, in one statement."""
-        self.store.add_to_counters(conn, {**self._deltas,
-                                          "last_applied": index - self.counts["last_applied"]})
+        self.store.add_to_counters(conn, {
+            **self._deltas, "last_applied": index - self.counts["last_applied"],
+            "last_applied_term": self._term - self.counts["last_applied_term"]})
 
     def _count_applied(self, index: int) -> None:
         """After the commit: the in-memory counters follow the database."""
@@ -220,6 +225,7 @@ class StateMachine:
         for name, d in self._deltas.items():
             counts[name] += d
         counts["last_applied"] = index
+        counts["last_applied_term"] = self._term
         self.counts = counts
 
     def _dispatch(self, conn: Connection, index: int, base: int, cmd: c.Command) -> Any:

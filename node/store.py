@@ -83,7 +83,7 @@ payloads = Table(
 
 STATUSES = ("queued", "running", "completed", "failed")
 # backlog_iterations: iterations of the queued and running jobs, for the scaling policy.
-COUNTERS = ("last_applied", "finished", "apply_failures", "backlog_iterations") + STATUSES
+COUNTERS = ("last_applied", "last_applied_term", "finished", "apply_failures", "backlog_iterations") + STATUSES
 
 
 # Statements on the hottest paths, built once: building one costs more than running it.

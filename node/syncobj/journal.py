@@ -6,6 +6,26 @@ import shutil
 from pysyncobj.version import VERSION
 from pysyncobj.pickle import to_bytes, loads, dumps
 
+from . import patches
+
+
+class Disk(object):
+    """Makes written files durable. The cluster simulator replaces `disk` with a model that
+    remembers what was synced, to cut power at any point."""
+
+    def sync_file(self, fd, path):
+        os.fsync(fd)
+
+    def sync_dir(self, path):
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+disk = Disk()
+
 class Journal(object):
 
     def add(self, command, idx, term):
@@ -18,6 +38,10 @@ class Journal(object):
         raise NotImplementedError
 
     def deleteEntriesTo(self, entryTo):
+        raise NotImplementedError
+
+    def replaceAll(self, entries):
+        """Replace the whole journal with `entries`, as one step a crash cannot split."""
         raise NotImplementedError
 
     def __getitem__(self, item):
@@ -47,6 +71,9 @@ class Journal(object):
     def onOneSecondTimer(self):
         pass
 
+    def sync(self):
+        """Make every change so far durable (a no-op unless the journal was opened with fsync)."""
+
 
 class MemoryJournal(Journal):
 
@@ -68,6 +95,9 @@ class MemoryJournal(Journal):
 
     def deleteEntriesTo(self, entryTo):
         self.__journal = self.__journal[entryTo:]
+
+    def replaceAll(self, entries):
+        self.__journal = list(entries)
 
     def __getitem__(self, item):
         return self.__journal[item]
@@ -144,10 +174,14 @@ class ResizableFile(object):
     def flush(self):
         self.__mm.flush()
 
+    def fileno(self):
+        return self.__f.fileno()
+
 
 class MetaStorer(object):
-    def __init__(self, path):
+    def __init__(self, path, fsync=False):
         self.__path = path
+        self.__fsync = fsync
 
     def getMeta(self):
         meta = {}
@@ -161,7 +195,11 @@ class MetaStorer(object):
         with open(self.__path + '.tmp', 'wb') as f:
             f.write(dumps(meta))
             f.flush()
+            if self.__fsync:
+                disk.sync_file(f.fileno(), self.__path + '.tmp')
         shutil.move(self.__path + '.tmp', self.__path)
+        if self.__fsync:
+            disk.sync_dir(self.__path)
 
     def getPath(self):
         return self.__path
@@ -186,10 +224,13 @@ LAST_RECORD_OFFSET_OFFSET = NAME_SIZE + VERSION_SIZE + 4
 
 class FileJournal(Journal):
 
-    def __init__(self, journalFile):
+    def __init__(self, journalFile, fsync=False):
+        self.__path = journalFile
+        self.__fsync = fsync
+        self.__dirty = False
         self.__journalFile = ResizableFile(journalFile, defaultContent=self.__getDefaultHeader())
         self.__journal = []
-        self.__metaStorer = MetaStorer(journalFile + '.meta')
+        self.__metaStorer = MetaStorer(journalFile + '.meta', fsync)
         self.__meta = self.__metaStorer.getMeta()
         self.__metaSaved = True
         currentOffset = FIRST_RECORD_OFFSET
@@ -223,11 +264,13 @@ class FileJournal(Journal):
         self.__journalFile.write(self.__currentOffset, cmdData)
         self.__currentOffset += len(cmdData)
         self.__setLastRecordOffset(self.__currentOffset)
+        self.__dirty = True
 
     def clear(self):
         self.__journal = []
         self.__setLastRecordOffset(FIRST_RECORD_OFFSET)
         self.__currentOffset = FIRST_RECORD_OFFSET
+        self.__dirty = True
 
     def __getitem__(self, idx):
         return self.__journal[idx]
@@ -248,18 +291,57 @@ class FileJournal(Journal):
                 self.__setLastRecordOffset(currentOffset)
         self.__currentOffset = currentOffset
         self.__setLastRecordOffset(currentOffset)
+        self.__dirty = True
 
     def deleteEntriesTo(self, entryTo):
-        journal = self.__journal[entryTo:]
-        self.clear()
-        for entry in journal:
-            self.add(*entry)
+        self.replaceAll(self.__journal[entryTo:])
+
+    def replaceAll(self, journal):
+        if not patches.on('journal-atomic-rewrite'):
+            self.clear()
+            for entry in journal:
+                self.add(*entry)
+            return
+        # PATCH journal-atomic-rewrite (pysyncobj 0.3.17): upstream rewrites the journal in
+        # place (header first, then entry by entry), so a crash in between leaves only a
+        # prefix of the entries it meant to keep, entries this node has acknowledged. Write
+        # the kept entries to a new file and rename it over the old one instead.
+        tmpPath = self.__path + '.new'
+        records = [self.__getDefaultHeader()]
+        for command, idx, term in journal:
+            cmdData = struct.pack('<QQ', idx, term) + to_bytes(command)
+            cmdLenData = struct.pack('<I', len(cmdData))
+            records.append(cmdLenData + cmdData + cmdLenData)
+        data = b''.join(records)
+        data = data[:LAST_RECORD_OFFSET_OFFSET] + struct.pack('<I', len(data)) + \
+            data[LAST_RECORD_OFFSET_OFFSET + 4:]
+        with open(tmpPath, 'wb') as f:
+            f.write(data)
+            f.flush()
+            if self.__fsync:
+                disk.sync_file(f.fileno(), tmpPath)
+        self.__journalFile._destroy()
+        os.rename(tmpPath, self.__path)
+        if self.__fsync:
+            disk.sync_dir(self.__path)
+        self.__journalFile = ResizableFile(self.__path)
+        self.__journal = list(journal)
+        self.__currentOffset = len(data)
+        self.__dirty = False
 
     def _destroy(self):
         self.__journalFile._destroy()
 
     def flush(self):
         self.__journalFile.flush()
+
+    def sync(self):
+        # PATCH fsync (pysyncobj 0.3.17 never syncs its journal): with fsync on, the node
+        # calls this before it acknowledges entries or counts itself toward a commit.
+        if self.__fsync and self.__dirty:
+            self.__journalFile.flush()
+            disk.sync_file(self.__journalFile.fileno(), self.__path)
+            self.__dirty = False
 
     def setRaftCommitIndex(self, raftCommitIndex):
         self.__meta['raftCommitIndex'] = raftCommitIndex
@@ -288,7 +370,7 @@ class FileJournal(Journal):
             self.__metaSaved = True
 
 
-def createJournal(journalFile = None):
+def createJournal(journalFile = None, fsync = False):
     if journalFile is None:
         return MemoryJournal()
-    return FileJournal(journalFile)
+    return FileJournal(journalFile, fsync)

@@ -39,13 +39,26 @@ from pysyncobj.serializer import Serializer, SERIALIZER_STATE
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.transport import Transport, TCPTransport, TransportNotReadyError
 from .journal import createJournal
-from pysyncobj.config import SyncObjConf, FAIL_REASON
+from pysyncobj.config import SyncObjConf as _UpstreamConf, FAIL_REASON
 from pysyncobj.encryptor import HAS_CRYPTO, getEncryptor
 from pysyncobj.version import VERSION
 from pysyncobj.fast_queue import FastQueue
 from pysyncobj.monotonic import monotonic as monotonicTime
 
+from . import journal as _journal
+from .patches import on as _patched
+
 logger = logging.getLogger(__name__)
+
+
+class SyncObjConf(_UpstreamConf):
+    """pysyncobj's configuration, plus `fsync`: sync the journal, the term and vote and the
+    snapshot to disk before acknowledging entries or counting this node toward a commit."""
+
+    def __init__(self, **kwargs):
+        fsync = kwargs.pop('fsync', False)
+        _UpstreamConf.__init__(self, **kwargs)
+        self.fsync = fsync
 
 
 class _RAFT_STATE:
@@ -163,7 +176,11 @@ class SyncObj(object):
         # Set while a leadership transfer (Raft 'TimeoutNow') is pending, to stop
         # the outgoing leader's heartbeats from postponing the forced election.
         self.__transferInProgress = False
-        self.__raftLog = createJournal(self.__conf.journalFile)
+        self.__raftLog = createJournal(self.__conf.journalFile, getattr(self.__conf, 'fsync', False))
+        self.__pendingAcks = []     # (node, message) held until the journal is synced
+        self.__snapshotSent = {}    # node -> [transfer number, bytes sent]
+        self.__snapshotTransferSeq = 0
+        self.__snapshotReceiving = None     # [(leader, term, transfer), bytes received]
         if len(self.__raftLog) == 0:
             self.__raftLog.add(_bchr(_COMMAND_TYPE.NO_OP), 1, self.__raftCurrentTerm)
         # Restore raft persistent state (see raft paper §5 - currentTerm and votedFor
@@ -276,6 +293,15 @@ class SyncObj(object):
             self.__properies.add(key)
 
         self.__enabledCodeVersion = 0
+        self._applyingTerm = 0      # the term of the entry being applied, for the application
+
+        # PATCH recovery-check (pysyncobj 0.3.17 loads the snapshot in the first tick): load it
+        # here, so that `_onRecovered` can check the recovered log against the application's
+        # state, and refuse to start, before any entry is applied or any message answered.
+        if self.__conf.fullDumpFile is not None and os.path.isfile(self.__conf.fullDumpFile):
+            self.__loadDumpFile(clearJournal=False)
+        self.__needLoadDumpFile = False
+        self._onRecovered()
 
         if self.__conf.autoTick:
             self.__mainThread = threading.current_thread()
@@ -292,6 +318,25 @@ class SyncObj(object):
             except TransportNotReadyError:
                 logger.exception('failed to perform initialization')
                 raise SyncObjException('BindError') # Backwards compatibility
+
+    def _onRecovered(self):
+        """Called once the journal and the snapshot are loaded, before the first tick."""
+
+    def _canSnapshotAt(self, idx):
+        """Whether the application's state is that of entry `idx`, so a snapshot may be
+        taken there. PATCH snapshot-consistent: pysyncobj 0.3.17 snapshots whenever it
+        compacts, and an application that persists its own state (ours: state.db) is ahead of
+        raftLastApplied while the journal is replayed after a restart."""
+        return True
+
+    def _logIndexes(self):
+        """(first, last) Raft index held in the log; entries before first are in the snapshot."""
+        return self.__raftLog[0][1], self.__getCurrentLogIndex()
+
+    def _logTerm(self, idx):
+        """The term of the entry at `idx`, or None when the log does not hold it."""
+        entries = self.__getEntries(idx, 1)
+        return entries[0][2] if entries else None
 
     def destroy(self):
         """
@@ -626,6 +671,8 @@ class SyncObj(object):
                 self.__loadDumpFile(clearJournal=False)
             self.__needLoadDumpFile = False
 
+        self.__sendPendingAcks()
+
         workTime = monotonicTime() - self.__startTime
         if workTime > self.__numOneSecondDumps:
             self.__numOneSecondDumps += 1
@@ -651,6 +698,8 @@ class SyncObj(object):
                     self.__onBecomeLeader()
 
         if self.__raftState == _RAFT_STATE.LEADER:
+            # PATCH fsync: the leader counts itself below only for entries on its disk.
+            self.__raftLog.sync()
 
             commitIdx = self.__raftCommitIndex
             nextCommitIdx = self.__raftCommitIndex
@@ -704,6 +753,17 @@ class SyncObj(object):
                 callback()
 
         self._poller.poll(timeToWait)
+        self.__sendPendingAcks()
+
+    def __sendPendingAcks(self):
+        # PATCH fsync (group commit): acks of entries received since the last call wait for
+        # one sync of the journal that covers them all.
+        if not self.__pendingAcks:
+            return
+        self.__raftLog.sync()
+        acks, self.__pendingAcks = self.__pendingAcks, []
+        for node, message in acks:
+            self.__transport.send(node, message)
 
     def __applyLogEntries(self):
         needSendAppendEntries = False
@@ -715,6 +775,7 @@ class SyncObj(object):
                 try:
                     currentTermID = entry[2]
                     subscribers = self.__commandsWaitingCommit.pop(entry[1], [])
+                    self._applyingTerm = currentTermID
                     res = self.__doApplyCommand(entry[0])
                     for subscribeTermID, callback in subscribers:
                         if subscribeTermID == currentTermID:
@@ -926,10 +987,15 @@ class SyncObj(object):
                 lastLogTerm = message['last_log_term']
                 lastLogIdx = message['last_log_index']
                 if message['term'] >= self.__raftCurrentTerm:
-                    if lastLogTerm < self.__getCurrentLogTerm():
-                        return
-                    if lastLogTerm == self.__getCurrentLogTerm() and \
-                            lastLogIdx < self.__getCurrentLogIndex():
+                    if lastLogTerm < self.__getCurrentLogTerm() or \
+                            (lastLogTerm == self.__getCurrentLogTerm() and
+                             lastLogIdx < self.__getCurrentLogIndex()):
+                        if _patched('refusing-voter-stands') and self.__votedForNodeId is None:
+                            # PATCH refusing-voter-stands (pysyncobj 0.3.17 has no pre-vote):
+                            # this node's log is ahead of the candidate's, so the candidate
+                            # cannot win; standing now, instead of after this node's own
+                            # election timeout, ends the election a whole timeout sooner.
+                            self.__raftElectionDeadline = 0
                         return
                     if self.__votedForNodeId is not None:
                         return
@@ -988,29 +1054,34 @@ class SyncObj(object):
                 if prevEntries[0][2] != prevLogTerm:
                     self.__sendNextNodeIdx(node, nextNodeIdx = prevLogIdx, success = False, reset=True)
                     return
+                if _patched('append-conflict-only'):
+                    # PATCH append-conflict-only (pysyncobj 0.3.17 deletes every entry after
+                    # prevLogIdx and appends the message's entries, even when they are the
+                    # same entries: a re-sent or late append from this very leader shortened
+                    # a log whose tail the follower had acknowledged). Raft's receiver rules
+                    # 3 and 4: skip entries already held, truncate only at the first entry
+                    # whose term differs, append the rest.
+                    held = prevEntries[1:]
+                    same = 0
+                    while same < len(held) and same < len(newEntries) and \
+                            held[same][2] == newEntries[same][2]:
+                        same += 1
+                    if same < len(held) and same < len(newEntries):
+                        self.__truncateLog(held[same:])
+                    for entry in newEntries[same:]:
+                        self.__raftLog.add(*entry)
+                    self.__applyClusterChanges(newEntries[same:])
+                    # Rule 5: what the message vouched for ends at its last entry; entries
+                    # after it may be stale ones from an older term.
+                    lastNewIdx = prevLogIdx + len(newEntries)
+                    self.__sendNextNodeIdx(node, nextNodeIdx=lastNewIdx + 1, success=True)
+                    self.__advanceCommitIndex(min(leaderCommitIndex, lastNewIdx))
+                    return
                 if len(prevEntries) > 1:
-                    # rollback cluster changes
-                    if self.__conf.dynamicMembershipChange:
-                        for entry in reversed(prevEntries[1:]):
-                            clusterChangeRequest = self.__parseChangeClusterRequest(entry[0])
-                            if clusterChangeRequest is not None:
-                                self.__doChangeCluster(clusterChangeRequest, reverse=True)
-
-                    if prevLogIdx + 1 <= self.__raftLastApplied:
-                        logger.critical(
-                            'truncating already-applied log entries from index %d '
-                            '(last applied: %d) - state machine may have diverged from '
-                            'other cluster members', prevLogIdx + 1, self.__raftLastApplied)
-                    self.__deleteEntriesFrom(prevLogIdx + 1)
+                    self.__truncateLog(prevEntries[1:])
                 for entry in newEntries:
                     self.__raftLog.add(*entry)
-
-                # apply cluster changes
-                if self.__conf.dynamicMembershipChange:
-                    for entry in newEntries:
-                        clusterChangeRequest = self.__parseChangeClusterRequest(entry[0])
-                        if clusterChangeRequest is not None:
-                            self.__doChangeCluster(clusterChangeRequest)
+                self.__applyClusterChanges(newEntries)
 
                 nextNodeIdx = prevLogIdx + 1
                 if newEntries:
@@ -1020,9 +1091,23 @@ class SyncObj(object):
 
             # Install snapshot
             elif serialized is not None:
+                if _patched('snapshot-transfer-checked') and \
+                        not self.__snapshotChunkFits(node, message, serialized):
+                    return
                 if self.__serializer.setTransmissionData(serialized):
-                    self.__loadDumpFile(clearJournal=True)
+                    self.__syncDumpFile()
+                    snapIdx = self.__loadDumpFile(clearJournal=True)
+                    if _patched('snapshot-keeps-log'):
+                        # The log kept after the snapshot may end in stale entries: the ack
+                        # vouches for the snapshot only (pysyncobj 0.3.17 acks its whole log).
+                        if snapIdx is not None:
+                            self.__sendNextNodeIdx(node, nextNodeIdx=snapIdx + 1, success=True)
+                            self.__advanceCommitIndex(snapIdx)
+                        return
                     self.__sendNextNodeIdx(node, success=True)
+
+            if _patched('append-conflict-only'):
+                return
 
             # If the log was truncated below the commit index, don't persist a commit
             # index covering entries that are no longer the committed ones.
@@ -1068,7 +1153,30 @@ class SyncObj(object):
                     self.__onBecomeLeader()
 
         if self.__raftState == _RAFT_STATE.LEADER:
-            if message['type'] == 'next_node_idx':
+            if message['type'] == 'next_node_idx' and _patched('ack-term-monotonic'):
+                # PATCH ack-term-monotonic (pysyncobj 0.3.17 takes every ack at face value, and
+                # sets nextIndex to a success ack's index even when later entries are already
+                # in flight): an ack of another term says nothing about this term's log, so it
+                # is ignored; a success ack only ever moves matchIndex and nextIndex forward.
+                # Rewinding re-sent ranges for nothing, and after a compaction made the leader
+                # ship a snapshot to a follower that already had the entries.
+                if message.get('term') == self.__raftCurrentTerm:
+                    nextNodeIdx = message['next_node_idx']
+                    if message['success']:
+                        if self.__raftMatchIndex[node] < nextNodeIdx - 1:
+                            self.__raftMatchIndex[node] = nextNodeIdx - 1
+                        if self.__raftNextIndex[node] < nextNodeIdx:
+                            self.__raftNextIndex[node] = nextNodeIdx
+                    elif message['reset']:
+                        # The follower's log does not match up to nextNodeIdx - 1. Lowering
+                        # matchIndex with it is always safe (it can only delay commits), and
+                        # a follower that lost acknowledged entries (power loss without
+                        # fsync) is then sent them again instead of being stuck.
+                        self.__raftNextIndex[node] = nextNodeIdx
+                        if self.__raftMatchIndex[node] > nextNodeIdx - 1:
+                            self.__raftMatchIndex[node] = nextNodeIdx - 1
+                    self.__lastResponseTime[node] = monotonicTime()
+            elif message['type'] == 'next_node_idx':
                 reset = message['reset']
                 nextNodeIdx = message['next_node_idx']
                 success = message['success']
@@ -1081,6 +1189,76 @@ class SyncObj(object):
                         self.__raftMatchIndex[node] = currentNodeIdx
                         self.__raftNextIndex[node] = nextNodeIdx
                 self.__lastResponseTime[node] = monotonicTime()
+
+    def __nextSnapshotChunk(self, node, transmissionData):
+        # PATCH snapshot-transfer-checked (pysyncobj 0.3.17 appends every snapshot chunk it
+        # receives to the file being received, so a chunk lost with a connection, or one from
+        # an earlier transfer, corrupts the snapshot the follower then installs): each chunk
+        # names its transfer and its offset in it; a follower takes only the next chunk of
+        # the transfer it is receiving, and a transfer left incomplete is started again.
+        # The transfer also names the snapshot's last index, so that a follower already past
+        # it refuses it before the snapshot file it holds is replaced by an older one.
+        data, isFirst, _ = transmissionData
+        if isFirst:
+            self.__snapshotTransferSeq += 1
+            self.__snapshotSent[node] = [self.__snapshotTransferSeq, 0, self.__raftLog[1][1]]
+        transfer = self.__snapshotSent.setdefault(node, [0, 0, 0])
+        chunk = (transfer[0], transfer[1], transfer[2])
+        transfer[1] += len(data)
+        return chunk
+
+    def __snapshotChunkFits(self, node, message, serialized):
+        data, isFirst, _ = serialized
+        transfer, offset, snapIdx = message.get('transfer', (None, None, None))
+        key = (node, message['term'], transfer)
+        if isFirst and offset == 0:
+            if snapIdx <= self.__raftCommitIndex:
+                # Everything the snapshot holds is committed here already.
+                self.__snapshotReceiving = None
+                self.__sendNextNodeIdx(node, nextNodeIdx=self.__raftCommitIndex + 1,
+                                       success=True)
+                return False
+            self.__snapshotReceiving = [key, len(data)]
+            return True
+        receiving = self.__snapshotReceiving
+        if receiving is not None and receiving[0] == key and receiving[1] == offset:
+            receiving[1] += len(data)
+            return True
+        self.__snapshotReceiving = None
+        return False
+
+    def __syncDumpFile(self):
+        if getattr(self.__conf, 'fsync', False) and self.__conf.fullDumpFile is not None:
+            with open(self.__conf.fullDumpFile, 'rb') as f:
+                _journal.disk.sync_file(f.fileno(), self.__conf.fullDumpFile)
+            _journal.disk.sync_dir(self.__conf.fullDumpFile)
+
+    def __truncateLog(self, removed):
+        """Delete the log entries `removed` (a tail of the log), undoing their cluster changes."""
+        if self.__conf.dynamicMembershipChange:
+            for entry in reversed(removed):
+                clusterChangeRequest = self.__parseChangeClusterRequest(entry[0])
+                if clusterChangeRequest is not None:
+                    self.__doChangeCluster(clusterChangeRequest, reverse=True)
+        if removed[0][1] <= self.__raftLastApplied:
+            logger.critical(
+                'truncating already-applied log entries from index %d '
+                '(last applied: %d) - state machine may have diverged from '
+                'other cluster members', removed[0][1], self.__raftLastApplied)
+        self.__deleteEntriesFrom(removed[0][1])
+
+    def __applyClusterChanges(self, entries):
+        if self.__conf.dynamicMembershipChange:
+            for entry in entries:
+                clusterChangeRequest = self.__parseChangeClusterRequest(entry[0])
+                if clusterChangeRequest is not None:
+                    self.__doChangeCluster(clusterChangeRequest)
+
+    def __advanceCommitIndex(self, idx):
+        # The commit index never moves back: a late message carries an older commit index.
+        if idx > self.__raftCommitIndex:
+            self.__raftCommitIndex = idx
+            self.__raftLog.setRaftCommitIndex(idx)
 
     def __callErrCallback(self, err, callback):
         if callback is None:
@@ -1098,12 +1276,18 @@ class SyncObj(object):
     def __sendNextNodeIdx(self, node, reset=False, nextNodeIdx = None, success = False):
         if nextNodeIdx is None:
             nextNodeIdx = self.__getCurrentLogIndex() + 1
-        self.__transport.send(node, {
+        message = {
             'type': 'next_node_idx',
             'next_node_idx': nextNodeIdx,
             'reset': reset,
             'success': success,
-        })
+            # PATCH ack-term-monotonic: the leader ignores acks of other terms.
+            'term': self.__raftCurrentTerm,
+        }
+        if success and getattr(self.__conf, 'fsync', False):
+            self.__pendingAcks.append((node, message))
+        else:
+            self.__transport.send(node, message)
 
     def __generateRaftTimeout(self):
         minTimeout = self.__conf.raftMinTimeout
@@ -1232,6 +1416,15 @@ class SyncObj(object):
         self.__sendAppendEntries()
 
     def __setCurrentTerm(self, term, votedForNodeId):
+        if term > self.__raftCurrentTerm and _patched('fail-pending-on-new-term'):
+            # PATCH fail-pending-on-new-term: a proposal still waiting for commit when the
+            # term moves on may or may not commit; say so now, so the caller retries (with its
+            # idempotency key) instead of waiting out its timeout.
+            waiting, self.__commandsWaitingCommit = \
+                self.__commandsWaitingCommit, collections.defaultdict(list)
+            for idx in sorted(waiting):
+                for _, callback in waiting[idx]:
+                    callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
         self.__raftCurrentTerm = term
         self.__votedForNodeId = votedForNodeId
         self.__raftLog.setCurrentTerm(term, votedForNodeId)
@@ -1314,10 +1507,17 @@ class SyncObj(object):
                         'commit_index': self.__raftCommitIndex,
                         'serialized': transmissionData,
                     }
+                    if transmissionData and _patched('snapshot-transfer-checked'):
+                        message['transfer'] = self.__nextSnapshotChunk(node, transmissionData)
                     self.__transport.send(node, message)
                     if node not in self.__connectedNodes:
                         break
 
+                    if transmissionData is None and _patched('snapshot-not-ready-waits'):
+                        # PATCH snapshot-not-ready-waits (pysyncobj 0.3.17 loops here while its
+                        # snapshot is being written, sending empty messages to the follower
+                        # for a whole appendEntriesPeriod): try again next tick.
+                        break
                     if transmissionData is not None:
                         isLast = transmissionData[2]
                         if isLast:
@@ -1424,6 +1624,8 @@ class SyncObj(object):
 
         if serializeState == SERIALIZER_STATE.SUCCESS:
             self.__lastSerializedTime = currTime
+            # PATCH fsync: the snapshot is on disk before the entries it replaces are dropped.
+            self.__syncDumpFile()
             self.__deleteEntriesTo(serializeID)
             self.__lastSerializedEntry = serializeID
 
@@ -1450,9 +1652,13 @@ class SyncObj(object):
             if currTime < nodeIntervalStart or currTime >= nodeIntervalEnd:
                 return
 
+        lastAppliedEntries = self.__getEntries(self.__raftLastApplied - 1, 2)
+        if len(lastAppliedEntries) == 2 and _patched('snapshot-consistent') and \
+                not self._canSnapshotAt(lastAppliedEntries[1][1]):
+            return
+
         self.__forceLogCompaction = False
 
-        lastAppliedEntries = self.__getEntries(self.__raftLastApplied - 1, 2)
         if len(lastAppliedEntries) < 2 or lastAppliedEntries[0][1] == self.__lastSerializedEntry:
             self.__lastSerializedTime = currTime
             return
@@ -1486,15 +1692,28 @@ class SyncObj(object):
                 for i, consumer in enumerate(self.__consumers):
                     consumer._deserialize(consumersData[i])
 
-            if clearJournal or \
-                    len(self.__raftLog) < 2 or \
-                    self.__raftLog[0] != data[2] or \
-                    self.__raftLog[1] != data[1]:
-                self.__raftLog.clear()
-                self.__raftLog.add(*data[2])
-                self.__raftLog.add(*data[1])
-
-            self.__raftLastApplied = data[1][1]
+            snapIdx, snapTerm = data[1][1], data[1][2]
+            if _patched('snapshot-keeps-log') and self.__getEntries(snapIdx, 1) and \
+                    self.__getEntries(snapIdx, 1)[0][2] == snapTerm:
+                # PATCH snapshot-keeps-log (pysyncobj 0.3.17 cuts the log to the snapshot's
+                # last two entries whenever they are not its first two: a follower sent a
+                # snapshot it did not need, and a node restarted after writing a snapshot but
+                # before trimming its journal, forgot entries after the snapshot that they
+                # had acknowledged). Raft section 7: a log that holds the snapshot's last
+                # entry keeps the entries after it.
+                if self.__raftLog[0] != data[2] or self.__raftLog[1] != data[1]:
+                    # The entries before the snapshot are dropped: it must be on disk first.
+                    self.__syncDumpFile()
+                    self.__raftLog.replaceAll([data[2], data[1]] + self.__getEntries(snapIdx + 1))
+                self.__raftLastApplied = max(self.__raftLastApplied, snapIdx)
+            else:
+                if clearJournal or \
+                        len(self.__raftLog) < 2 or \
+                        self.__raftLog[0] != data[2] or \
+                        self.__raftLog[1] != data[1]:
+                    self.__syncDumpFile()
+                    self.__raftLog.replaceAll([data[2], data[1]])
+                self.__raftLastApplied = data[1][1]
 
             if self.__raftCommitIndex > self.__getCurrentLogIndex():
                 logger.warning('raftCommitIndex (%d) exceeds journal end (%d) after loading dump, '
@@ -1507,8 +1726,10 @@ class SyncObj(object):
             if self.__conf.dynamicMembershipChange:
                 self.__updateClusterConfiguration([node for node in data[3] if node != self.__selfNode])
             self.__onSetCodeVersion(0)
+            return snapIdx
         except:
             logger.exception('failed to load full dump')
+            return None
 
     def __updateClusterConfiguration(self, newNodes):
         # newNodes: list of Node or node ID

@@ -3,6 +3,7 @@ import pytest
 
 from node.config import NodeConfig, Peer, load_config
 from node.errors import ConfigError
+from node.syncobj import SyncObjConf
 
 SECRET = "s" * 32
 BASE = ["--raft", "127.0.0.1:7001", "--http", "127.0.0.1:8001", "--data-dir", "/tmp/x",
@@ -80,8 +81,68 @@ def test_an_ec2_backend_takes_its_package_and_secret_parameter():
 
 
 def test_range_errors_state_the_allowed_range():
-    with pytest.raises(ConfigError, match=r"max_attempts: 0 is out of range, allowed 1 to 100"):
+    with pytest.raises(ConfigError, match=r"max_attempts: 0 is out of range, allowed 1 to 100 "
+                                          r"\(--max-attempts or WQ_MAX_ATTEMPTS\)"):
         load_config(BASE + ["--max-attempts", "0"], {"WQ_SECRET": SECRET})
+
+
+def pysyncobj_accepts(min_timeout: float, max_timeout: float) -> bool:
+    """What SyncObjConf.validate() says of the timings node/raft.py passes it."""
+    try:
+        SyncObjConf(raftMinTimeout=min_timeout, raftMaxTimeout=max_timeout,
+                    appendEntriesPeriod=min(0.1, min_timeout / 4)).validate()
+    except AssertionError:
+        return False
+    return True
+
+
+# (--raft-min-timeout, --raft-max-timeout, the field refused or None, the message's range)
+RAFT_TIMEOUTS = [
+    (0.4, 1.4, None, None),
+    (0.1, 0.2, None, None),
+    (0.3, 0.9, None, None),
+    (0.4, 3.5, None, None),
+    (3.4, 3.5, None, None),
+    (0.4, 3.6, "raft_max_timeout", "allowed 0.1 to 3.5"),
+    (0.4, 5, "raft_max_timeout", "allowed 0.1 to 3.5"),
+    (0.4, 60, "raft_max_timeout", "allowed 0.1 to 3.5"),
+    (0.4, float("inf"), "raft_max_timeout", "allowed 0.1 to 3.5"),
+    (0.4, float("nan"), "raft_max_timeout", "allowed 0.1 to 3.5"),
+    (0.05, 1.4, "raft_min_timeout", "allowed 0.1 to 3.5"),
+    (0, 1.4, "raft_min_timeout", "allowed 0.1 to 3.5"),
+    (-1, 1.4, "raft_min_timeout", "allowed 0.1 to 3.5"),
+    (4, 5, "raft_min_timeout", "allowed 0.1 to 3.5"),
+    (0.4, 0, "raft_max_timeout", "allowed 0.1 to 3.5"),
+    (0.4, 0.4, "raft_min_timeout", "allowed 0.1 to below raft_max_timeout (0.4)"),
+    (0.4, 0.3, "raft_min_timeout", "allowed 0.1 to below raft_max_timeout (0.3)"),
+    (2, 1.4, "raft_min_timeout", "allowed 0.1 to below raft_max_timeout (1.4)"),
+    (3.5, 3.5, "raft_min_timeout", "allowed 0.1 to below raft_max_timeout (3.5)"),
+]
+
+
+@pytest.mark.parametrize("min_timeout, max_timeout, field, allowed", RAFT_TIMEOUTS)
+def test_raft_timeouts_pysyncobj_would_refuse_are_refused_up_front(min_timeout, max_timeout,
+                                                                    field, allowed):
+    argv = BASE + ["--raft-min-timeout", str(min_timeout), "--raft-max-timeout", str(max_timeout)]
+    if field is None:
+        cfg = load_config(argv, {"WQ_SECRET": SECRET})
+        assert pysyncobj_accepts(cfg.raft_min_timeout, cfg.raft_max_timeout)
+        return
+    with pytest.raises(ConfigError) as e:
+        load_config(argv, {"WQ_SECRET": SECRET})
+    message = str(e.value)
+    assert message.startswith(field + ":") and allowed in message
+    assert f"--{field.replace('_', '-')}" in message
+
+
+@pytest.mark.parametrize("max_timeout", [3.5, 3.5000001, 3.6, 4, 10])
+def test_the_raft_max_timeout_limit_is_pysyncobjs(max_timeout):
+    accepted = True
+    try:
+        load_config(BASE + ["--raft-max-timeout", str(max_timeout)], {"WQ_SECRET": SECRET})
+    except ConfigError:
+        accepted = False
+    assert accepted == pysyncobj_accepts(0.4, max_timeout)
 
 
 def test_defaults_are_valid():

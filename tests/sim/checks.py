@@ -1,0 +1,93 @@
+"""Raft's safety properties, checked on the simulated world after every step, and what must
+hold once the world has healed."""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from node.syncobj import FAIL_REASON
+
+from .world import World, digest
+
+STATE_TABLES = ("jobs", "idempotency", "workers", "counters")
+
+
+def log_entries(raft: Any) -> list[tuple[bytes, int, int]]:
+    first, _ = raft._logIndexes()
+    return raft._SyncObj__getEntries(first)
+
+
+def check_step(world: World) -> list[str]:
+    """Election safety, and that committed entries are never changed or removed."""
+    found: list[str] = []
+    for name, node in world.nodes.items():
+        raft = node.raft
+        if raft is None:
+            continue
+        if raft.role == "leader":
+            term = raft.raftCurrentTerm
+            leader = world.leaders.setdefault(term, name)
+            if leader != name:
+                found.append(f"two leaders in term {term}: {world.nodes[leader].name} and "
+                             f"{node.name}")
+        entries = log_entries(raft)
+        last = entries[-1][1]
+        commit = min(raft.raftCommitIndex, last)
+        held = world.held.get(name, 0)
+        for command, index, term in entries:
+            if index > max(commit, held):
+                break       # not known committed here: a lagging node may hold a stale entry
+            known = world.committed.setdefault(index, (term, command))
+            if known != (term, command):
+                found.append(f"{node.name} holds at index {index} an entry (term {term}) other "
+                             f"than the committed one (term {known[0]})")
+        if last < held:
+            found.append(f"{node.name} lost committed entries: its log ends at {last}, but it "
+                         f"held committed entries up to {held}")
+        world.held[name] = max(held, commit)
+    return found
+
+
+def quiescent(world: World) -> bool:
+    """One leader, every node holding and having applied the leader's whole log."""
+    leaders = [n.raft for n in world.nodes.values() if n.alive and n.raft.role == "leader"]
+    if len(leaders) != 1 or world.network.queue:
+        return False
+    leader = leaders[0]
+    target = leader._logIndexes()[1]
+    if leader.raftCommitIndex != target:
+        return False
+    return all(n.alive and n.raft._logIndexes()[1] == target and n.raft.raftCommitIndex == target
+               and n.raft.raftLastApplied == target for n in world.nodes.values())
+
+
+def dump_state(path: str) -> dict[str, list[tuple]]:
+    db = sqlite3.connect(path)
+    try:
+        return {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall()) for t in STATE_TABLES}
+    finally:
+        db.close()
+
+
+def check_healed(world: World) -> list[str]:
+    """Every store identical; every acknowledged proposal applied."""
+    found: list[str] = []
+    dumps = {node.name: dump_state(node.store.state_path) for node in world.nodes.values()}
+    names = sorted(dumps)
+    for other in names[1:]:
+        for table in STATE_TABLES:
+            if dumps[other][table] != dumps[names[0]][table]:
+                found.append(f"stores differ: table {table} of {other} is not that of {names[0]}")
+    applied = {d for _, d, _ in world.applied.values()}
+    jobs = {row[0] for row in dumps[names[0]]["jobs"]}
+    for p in world.proposals:
+        if p.done and p.error == FAIL_REASON.SUCCESS:
+            if digest(p.batch) not in applied:
+                found.append(f"an acknowledged proposal through {world.nodes[p.node].name} was "
+                             "never applied")
+            for wire, result in zip(p.batch, p.result or ()):
+                if wire[0] == "enqueue" and isinstance(result, list):
+                    for job_id in result:       # the job made, or the one its key names
+                        if isinstance(job_id, str) and job_id not in jobs:
+                            found.append(f"acknowledged job {job_id} is missing from the stores")
+    return found

@@ -1,0 +1,405 @@
+"""One test per patch of node/syncobj: three real Raft nodes driven tick by tick on the
+simulator's network, clock and disk (tests/sim/world.py).
+
+Each test also runs with its patch switched off, where it must fail (strict xfail): that is
+pysyncobj 0.3.17's own behaviour, so every test is shown to catch what its patch fixes.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import pickle
+import shutil
+import sqlite3
+from typing import Any
+
+import pytest
+import pysyncobj
+import pysyncobj.pickle as wire_pickle
+
+from node import commands as c
+from node.raft import RecoveryError, recovery_problem
+from node.syncobj import FAIL_REASON, journal as journal_module, patches
+from tests.sim.checks import quiescent
+from tests.sim.world import Crash, Message, World
+
+
+def patched_and_upstream(name: str) -> Any:
+    """Parametrize a test over the patch on, and off (where it must fail)."""
+    return pytest.mark.parametrize("patch", [
+        pytest.param(name, id="patched"),
+        pytest.param(name, id="upstream", marks=pytest.mark.xfail(
+            strict=True, reason=f"pysyncobj {patches.UPSTREAM_VERSION} without {name}")),
+    ], indirect=True)
+
+
+@pytest.fixture
+def patch(request: pytest.FixtureRequest) -> Any:
+    name = request.param
+    on = request.node.callspec.id.startswith("patched")
+    patches.ENABLED[name] = on
+    yield name
+    patches.ENABLED[name] = True
+
+
+@pytest.fixture
+def world(tmp_path: Any) -> Any:
+    w = World(str(tmp_path), 3, seed=7, fsync=False, compaction_entries=10_000)
+    for name in w.nodes:
+        w.start(name)
+    yield w
+    w.close()
+
+
+def step(w: World) -> None:
+    w.now += 0.05
+    for name in w.nodes:
+        w.tick(name)
+    while w.network.queue:
+        w.deliver(0)
+
+
+def settle(w: World, seconds: float = 30.0) -> None:
+    """Run a fault-free network until one leader holds every node in step with it."""
+    deadline = w.now + seconds
+    step(w)                 # proposals wait in their node's queue until its next tick
+    while not quiescent(w):
+        assert w.now < deadline, "the cluster did not settle"
+        step(w)
+
+
+def leader(w: World) -> str:
+    return next(n for n, node in w.nodes.items() if node.alive and node.raft.role == "leader")
+
+
+def follower(w: World) -> str:
+    return next(n for n, node in w.nodes.items() if node.alive and node.raft.role != "leader")
+
+
+def propose(w: World, name: str, job_id: str) -> None:
+    job = c.NewJob(job_id, 1, 0, hashlib.sha256(job_id.encode()).hexdigest(), w.now)
+    w.propose(name, [c.encode(c.Enqueue((job,)))])
+
+
+def last(w: World, name: str) -> int:
+    return w.nodes[name].raft._logIndexes()[1]
+
+
+def queued(w: World, src: str, dst: str, kind: str) -> list[Message]:
+    return [m for m in w.network.queue if (m.src, m.dst, m.kind) == (src, dst, kind)]
+
+
+def deliver_to(w: World, dst: str) -> None:
+    for m in [m for m in w.network.queue if m.dst == dst]:
+        w.deliver(w.network.queue.index(m))
+
+
+def inject(w: World, src: str, dst: str, message: dict) -> None:
+    w.sent(src, dst, message)
+    w.deliver(len(w.network.queue) - 1)
+
+
+@patched_and_upstream("append-conflict-only")
+def test_a_late_append_never_shortens_a_log_the_follower_acknowledged(world, patch):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    propose(w, lead, "a")
+    w.tick(lead)
+    [early] = [m for m in queued(w, lead, fol, "append_entries")]
+    settle(w)
+    for job in "bcd":
+        propose(w, lead, job)
+        settle(w)
+    acknowledged = last(w, fol)
+    w.network.queue.append(early)        # the same append, delivered again late
+    w.deliver(len(w.network.queue) - 1)
+    assert last(w, fol) == acknowledged
+
+
+@patched_and_upstream("ack-term-monotonic")
+def test_a_late_success_ack_never_moves_next_index_back(world, patch):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    propose(w, lead, "a")
+    w.tick(lead)
+    deliver_to(w, fol)                   # the follower acks "a"; the ack stays in flight
+    propose(w, lead, "b")
+    w.tick(lead)                         # "b" goes out: nextIndex is past it
+    peer = w.nodes[lead].raft._SyncObj__transport.peers[fol]
+    sent_up_to = w.nodes[lead].raft._SyncObj__raftNextIndex[peer]
+    [ack] = queued(w, fol, lead, "next_node_idx")
+    w.deliver(w.network.queue.index(ack))
+    assert w.nodes[lead].raft._SyncObj__raftNextIndex[peer] == sent_up_to
+
+
+@patched_and_upstream("ack-term-monotonic")
+def test_an_ack_of_an_earlier_term_counts_for_nothing(world, patch):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    raft = w.nodes[lead].raft
+    peer = raft._SyncObj__transport.peers[fol]
+    before = raft._SyncObj__raftMatchIndex[peer]
+    inject(w, fol, lead, {"type": "next_node_idx", "next_node_idx": before + 50, "reset": False,
+                          "success": True, "term": raft.raftCurrentTerm - 1})
+    assert raft._SyncObj__raftMatchIndex[peer] == before
+
+
+@patched_and_upstream("snapshot-keeps-log")
+def test_a_restart_between_writing_a_snapshot_and_trimming_keeps_later_entries(world, patch):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    for job in "abc":
+        propose(w, lead, job)
+        settle(w)
+    w.nodes[fol].raft.forceLogCompaction()
+    w.tick(fol)                          # the snapshot is written; the trim waits a tick
+    for job in "def":
+        propose(w, lead, job)
+        w.tick(lead)
+        deliver_to(w, fol)               # appended (and acknowledged) by the follower
+    held = last(w, fol)
+    w.stop(fol)                          # the process dies before its next tick
+    w.start(fol)
+    assert last(w, fol) == held
+
+
+@patched_and_upstream("journal-atomic-rewrite")
+def test_a_crash_inside_a_journal_compaction_leaves_the_old_or_the_new_journal(tmp_path, patch):
+    entries = [(f"cmd{i}".encode(), i, 1) for i in range(1, 31)]
+    template = tmp_path / "template"
+    journal = journal_module.FileJournal(str(template))
+    for e in entries:
+        journal.add(*e)
+    journal._destroy()
+    original = journal_module.ResizableFile.write
+    outcomes = set()
+    for budget in range(40):
+        path = str(tmp_path / f"j{budget}")
+        shutil.copy(template, path)
+        left = [budget]
+
+        def write(self: Any, offset: int, values: bytes) -> None:
+            left[0] -= 1
+            if left[0] < 0:
+                raise Crash("in a journal write")
+            original(self, offset, values)
+
+        journal = journal_module.FileJournal(path)
+        journal_module.ResizableFile.write = write
+        try:
+            journal.deleteEntriesTo(10)
+        except Crash:
+            pass
+        finally:
+            journal_module.ResizableFile.write = original
+            journal._destroy()
+        reopened = journal_module.FileJournal(path)
+        outcomes.add(tuple(reopened[i][1] for i in range(len(reopened))))
+        reopened._destroy()
+    assert outcomes <= {tuple(range(1, 31)), tuple(range(11, 31))}
+
+
+@patched_and_upstream("snapshot-transfer-checked")
+def test_a_snapshot_missing_a_chunk_is_not_installed(world, patch):
+    w = world
+    settle(w)
+    lead = leader(w)
+    fol = follower(w)
+    w.stop(fol)
+    for i in range(40):
+        propose(w, lead, f"job{i}")
+        step(w)
+    raft = w.nodes[lead].raft
+    raft._SyncObj__serializer._Serializer__transmissionBatchSize = 1024
+    raft.forceLogCompaction()
+    step(w)
+    step(w)                                  # written, then the log trimmed
+    assert raft._logIndexes()[0] > 1
+    w.start(fol)
+    snapshot = os.path.join(w.nodes[fol].cfg.data_dir, "raft.snapshot")
+    dropped, installs = [], []
+    deadline = w.now + 30
+    while not quiescent(w):
+        assert w.now < deadline, "the cluster did not settle"
+        w.now += 0.05
+        for name in w.nodes:
+            w.tick(name)
+        while w.network.queue:
+            m = w.network.queue[0]
+            chunk = None
+            if m.kind == "append_entries" and m.dst == fol:
+                chunk = wire_pickle.loads(m.data).get("serialized")
+            if chunk and not dropped and not chunk[1] and not chunk[2]:   # a middle chunk
+                dropped.append(w.network.queue.pop(0))       # lost with a connection
+                continue
+            w.deliver(0)
+            if chunk and chunk[2] and os.path.exists(snapshot):         # the last chunk
+                db = sqlite3.connect(snapshot)
+                try:
+                    installs.append(db.execute("PRAGMA integrity_check").fetchone()[0])
+                except sqlite3.DatabaseError as e:
+                    installs.append(str(e))
+                finally:
+                    db.close()
+    assert dropped and installs
+    assert set(installs) == {"ok"}
+
+
+@patched_and_upstream("snapshot-not-ready-waits")
+def test_a_leader_waiting_for_its_snapshot_sends_one_message_not_a_stream(world, patch):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    raft = w.nodes[lead].raft
+    raft.forceLogCompaction()
+    w.tick(lead)                             # written; the trim waits for the next tick
+    peer = raft._SyncObj__transport.peers[fol]
+    raft._SyncObj__raftNextIndex[peer] = 1   # as after a follower said it lacks everything
+    sent = []
+    original = w.sent
+
+    def count(src: str, dst: str, message: dict) -> None:
+        sent.append(message["type"])
+        if len(sent) > 1000:
+            raise RuntimeError("a stream of messages")
+        original(src, dst, message)
+
+    w.sent = count
+    raft._SyncObj__forceLogCompaction = False
+    raft._SyncObj__serializer._Serializer__pid = -1      # still being written
+    raft._SyncObj__sendAppendEntries()
+    assert len(sent) <= 2
+
+
+@patched_and_upstream("snapshot-consistent")
+def test_no_snapshot_while_the_journal_is_replayed_behind_the_store(world, patch):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    for job in "abcdef":
+        propose(w, lead, job)
+        settle(w)
+    w.stop(fol)
+    meta = journal_module.MetaStorer(os.path.join(w.nodes[fol].cfg.data_dir, "raft.journal.meta"))
+    meta.storeMeta({**meta.getMeta(), "raftCommitIndex": 3})     # as saved a second earlier
+    w.start(fol)
+    w.nodes[fol].raft.forceLogCompaction()
+    w.tick(fol)                              # replays up to 3 while state.db is at 8
+    w.tick(fol)
+    snapshot = os.path.join(w.nodes[fol].cfg.data_dir, "raft.snapshot")
+    if os.path.exists(snapshot):
+        db = sqlite3.connect(snapshot)
+        try:
+            labelled = pickle.loads(db.execute("SELECT meta FROM raft_snapshot")
+                                         .fetchone()[0])[0][1]
+            (holds,) = db.execute("SELECT value FROM counters WHERE name = 'last_applied'")\
+                .fetchone()
+        finally:
+            db.close()
+        assert holds <= labelled
+
+
+@patched_and_upstream("refusing-voter-stands")
+def test_a_voter_whose_log_is_ahead_of_the_candidate_stands_at_once(world, patch):
+    w = world
+    settle(w)
+    propose(w, leader(w), "a")
+    settle(w)
+    voter = follower(w)
+    candidate = next(n for n in w.nodes if n != voter)
+    raft = w.nodes[voter].raft
+    inject(w, candidate, voter, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
+                                 "last_log_index": 1, "last_log_term": 0})
+    w.tick(voter)                            # no time has passed
+    assert raft.role == "candidate"
+
+
+@patched_and_upstream("fail-pending-on-new-term")
+def test_a_proposal_pending_when_the_term_moves_on_fails_at_once(world, patch):
+    w = world
+    settle(w)
+    lead = leader(w)
+    others = [n for n in w.nodes if n != lead]
+    for other in others:
+        w.network.cut.add(frozenset((lead, other)))
+    w._reconnect()
+    propose(w, lead, "a")
+    w.tick(lead)                             # appended; no majority can answer
+    proposal = w.proposals[-1]
+    assert not proposal.done
+    w.network.cut.clear()
+    w._reconnect()
+    raft = w.nodes[lead].raft
+    inject(w, others[0], lead, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
+                                "last_log_index": last(w, lead), "last_log_term": 99})
+    assert proposal.done and proposal.error == FAIL_REASON.UNKNOWN_OUTCOME
+
+
+def test_with_fsync_on_a_follower_acknowledges_only_entries_on_its_disk(tmp_path):
+    w = World(str(tmp_path), 3, seed=3, fsync=True, compaction_entries=10_000)
+    try:
+        for name in w.nodes:
+            w.start(name)
+        settle(w)
+        lead, fol = leader(w), follower(w)
+        propose(w, lead, "a")
+        w.tick(lead)
+        deliver_to(w, fol)
+        assert last(w, fol) > w.synced_last[fol]         # appended, not yet on disk
+        assert not [m for m in queued(w, fol, lead, "next_node_idx")]
+        w.tick(fol)                                       # one sync, then the acks
+        [ack] = queued(w, fol, lead, "next_node_idx")
+        assert w.synced_last[fol] == last(w, fol)
+    finally:
+        w.close()
+
+
+def test_a_node_whose_store_is_ahead_of_its_log_refuses_to_start(world):
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    for job in "abc":
+        propose(w, lead, job)
+        settle(w)
+    w.stop(fol)
+    journal = journal_module.FileJournal(os.path.join(w.nodes[fol].cfg.data_dir, "raft.journal"))
+    journal.deleteEntriesFrom(len(journal) - 2)      # the journal lost its tail
+    journal._destroy()
+    w.start(fol)
+    assert not w.nodes[fol].alive
+    assert "the Raft log ends at" in w.nodes[fol].refused
+    assert "move its data directory aside" in w.nodes[fol].refused
+
+
+@pytest.mark.parametrize("applied, applied_term, snapshot, first, last, problem", [
+    (0, 0, 1, 1, 1, None),                   # a new node
+    (40, 3, 1, 1, 45, None),                 # replays 41..45
+    (40, 3, 30, 29, 45, None),               # after a snapshot at 30
+    (45, 3, 1, 1, 45, None),                 # everything applied
+    (46, 3, 1, 1, 45, "the Raft log ends at 45"),
+    (40, 3, 1, 29, 45, "no snapshot covers"),
+    (40, 2, 1, 1, 45, "holds an entry of term 3"),
+    (40, 0, 1, 1, 45, None),                 # a store written before terms were recorded
+])
+def test_start_up_check_of_the_store_against_the_log(applied, applied_term, snapshot, first,
+                                                       last, problem):
+    found = recovery_problem(applied, applied_term, snapshot, first, last, lambda i: 3)
+    if problem is None:
+        assert found is None
+    else:
+        assert problem in found
+
+
+def test_the_patches_are_for_the_installed_pysyncobj():
+    """The copies in node/syncobj are pysyncobj 0.3.17's files plus the patches; another
+    release needs them re-done (PATCHES.md says how)."""
+    assert importlib.metadata.version("pysyncobj") == patches.UPSTREAM_VERSION
+    here = os.path.dirname(pysyncobj.__file__)
+    for name, digest in patches.UPSTREAM_SHA256.items():
+        with open(os.path.join(here, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
