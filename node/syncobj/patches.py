@@ -32,6 +32,9 @@ ENABLED = {
     # No snapshot while the application's state is ahead of Raft's applied index (replaying
     # the journal after a restart): it would hold state beyond the entry it is labelled with.
     "snapshot-consistent": True,
+    # A follower's forwarded commands are numbered per start of the node, so an answer meant
+    # for a command sent before a restart is never taken for a later one.
+    "request-ids-per-incarnation": True,
     # A voter that refuses a candidate whose log is behind its own stands for election at once.
     "refusing-voter-stands": True,
     # Proposals waiting for commit on a node whose term moves on fail at once (outcome

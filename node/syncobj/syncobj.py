@@ -286,6 +286,7 @@ class SyncObj(object):
 
         self.__commandsWaitingCommit = collections.defaultdict(list)  # logID => [(termID, callback), ...]
         self.__commandsLocalCounter = 0
+        self.__incarnation = random.getrandbits(63)     # this start of the node, see its use
         self.__commandsWaitingReply = {}  # commandLocalCounter => callback
 
         self.__properies = set()
@@ -607,6 +608,13 @@ class SyncObj(object):
                         self.__commandsLocalCounter += 1
                         self.__commandsWaitingReply[self.__commandsLocalCounter] = callback
                         message['request_id'] = self.__commandsLocalCounter
+                        if _patched('request-ids-per-incarnation'):
+                            # PATCH request-ids-per-incarnation (pysyncobj 0.3.17 numbers a
+                            # node's forwarded commands from 1 at every start: the leader's
+                            # answer to a command sent before a restart, taken for a later one
+                            # with the same number, acknowledged that one with the result of
+                            # another entry). The number is opaque to the leader.
+                            message['request_id'] = (self.__incarnation, self.__commandsLocalCounter)
 
                     self.__transport.send(self.__raftLeader, message)
                 else:
@@ -1128,6 +1136,10 @@ class SyncObj(object):
         if message['type'] == 'apply_command_response':
             requestID = message['request_id']
             error = message.get('error', None)
+            if isinstance(requestID, tuple):
+                incarnation, requestID = requestID
+                if incarnation != self.__incarnation:
+                    requestID = None
             callback = self.__commandsWaitingReply.pop(requestID, None)
             if callback is not None:
                 if error is not None:
@@ -1211,13 +1223,14 @@ class SyncObj(object):
         data, isFirst, _ = serialized
         transfer, offset, snapIdx = message.get('transfer', (None, None, None))
         key = (node, message['term'], transfer)
+        applied = max(self.__raftCommitIndex, self.__raftLastApplied)
+        if snapIdx is None or snapIdx <= applied:
+            # Everything the snapshot holds is here already (checked at every chunk: a
+            # transfer may end long after it began, the node having caught up meanwhile).
+            self.__snapshotReceiving = None
+            self.__sendNextNodeIdx(node, nextNodeIdx=applied + 1, success=True)
+            return False
         if isFirst and offset == 0:
-            if snapIdx <= self.__raftCommitIndex:
-                # Everything the snapshot holds is committed here already.
-                self.__snapshotReceiving = None
-                self.__sendNextNodeIdx(node, nextNodeIdx=self.__raftCommitIndex + 1,
-                                       success=True)
-                return False
             self.__snapshotReceiving = [key, len(data)]
             return True
         receiving = self.__snapshotReceiving

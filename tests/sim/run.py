@@ -69,12 +69,14 @@ def actions(seed: int, i: int, fsync: bool) -> list[tuple]:
     for _ in range(r.randint(0, 8)):
         op = r.random()
         pos = r.random() ** 3           # mostly old messages; now and then a recent one first
-        if op < 0.86:
+        if op < 0.78:
             out.append(("deliver", pos))
-        elif op < 0.93:
+        elif op < 0.84:
             out.append(("drop", pos))
-        else:
+        elif op < 0.90:
             out.append(("duplicate", pos))
+        else:
+            out.append(("delay", r.random(), r.randint(10, 200)))
     out.append(("tick", tuple(r.sample(names, len(names)))))
     return out
 
@@ -140,11 +142,13 @@ def perform(world: World, seed: int, action: tuple) -> None:
         node = world.nodes[action[1]]
         if node.alive:
             world.propose(action[1], make_batch(world, seed, action[2]))
-    elif kind in ("deliver", "drop", "duplicate"):
+    elif kind in ("deliver", "drop", "duplicate", "delay"):
         if net.queue:
             i = int(action[1] * len(net.queue))
             if kind == "drop":
                 net.queue.pop(i)
+            elif kind == "delay":
+                net.delayed.append((world.step + action[2], net.queue.pop(i)))
             else:
                 world.deliver(i, keep=kind == "duplicate")
     elif kind == "tick":
@@ -157,6 +161,7 @@ def perform(world: World, seed: int, action: tuple) -> None:
 def heal(world: World) -> bool:
     """Lift every fault, then run a fault-free network until the cluster is quiescent."""
     world.network.cut.clear()
+    world.network.release(1 << 62)
     world.write_budget.clear()
     for name in world.nodes:
         world.start(name)
@@ -184,6 +189,8 @@ def run(seed: int, steps: list[int], fsync: str | None = None, keep: bool = Fals
         for name in world.nodes:
             world.start(name)
         for i in steps:
+            world.step = i
+            world.network.release(i)
             for action in actions(seed, i, on):
                 perform(world, seed, action)
             found = world.violations + check_step(world)

@@ -34,6 +34,13 @@ class Crash(BaseException):
     A BaseException, so that no `except Exception` in the code under test swallows it."""
 
 
+class Flood(BaseException):
+    """Raised when a node sends more messages in one call than any tick should."""
+
+
+FLOOD = 5000        # messages one node may send while handling one tick or message
+
+
 def digest(value: Any) -> str:
     return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
 
@@ -47,11 +54,18 @@ class Message:
 
 
 class Network:
-    """Messages in flight, in send order. The schedule picks which one moves next."""
+    """Messages in flight, in send order. The schedule picks which one moves next; a delayed
+    message waits aside until the step it is released at."""
 
     def __init__(self) -> None:
         self.queue: list[Message] = []
+        self.delayed: list[tuple[int, Message]] = []
         self.cut: set[frozenset[str]] = set()      # links that are down (partitions)
+
+    def release(self, step: int) -> None:
+        due = [m for at, m in self.delayed if at <= step]
+        self.delayed = [(at, m) for at, m in self.delayed if at > step]
+        self.queue.extend(due)
 
     def linked(self, a: str, b: str) -> bool:
         return frozenset((a, b)) not in self.cut
@@ -180,6 +194,8 @@ class World:
         self.network = Network()
         self.disk = SimDisk(self)
         self.current: str | None = None           # the node whose code is running
+        self.sent_in_call = 0
+        self.step = 0                              # the schedule's step under way
         self.write_budget: dict[str, int] = {}    # journal writes left before a node crashes
         self.events: list[str] = []
         # What the checks accumulate (see checks.py).
@@ -234,6 +250,9 @@ class World:
          journal_module.ResizableFile.write) = self._saved
 
     def sent(self, src: str, dst: str, message: dict) -> None:
+        self.sent_in_call += 1
+        if self.sent_in_call > FLOOD:
+            raise Flood(src)
         self.network.queue.append(Message(src, dst, wire_pickle.dumps(message), message["type"]))
 
     def journal_synced(self, journal_path: str) -> None:
@@ -324,10 +343,15 @@ class World:
     def run_node(self, name: str, fn: Callable[[], Any]) -> None:
         """Run `fn` as node `name`'s code; a `Crash` raised inside ends the node's process."""
         self.current = name
+        self.sent_in_call = 0
         try:
             fn()
         except Crash:
             self.events.append(f"{self.nodes[name].name} crashed inside a journal write")
+            self.stop(name)
+        except Flood:
+            self.violations.append(f"{self.nodes[name].name} sent over {FLOOD} messages in "
+                                   "one tick or message")
             self.stop(name)
         finally:
             self.current = None
