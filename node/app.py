@@ -16,6 +16,7 @@ from . import api, commands as c, dashboard, internal
 from .blobs import Blobs
 from .config import NodeConfig
 from .errors import NoQuorum, QueueError
+from .handover import hand_over
 from .metrics import Metrics
 from .proposer import Proposer
 from .raft import RaftNode
@@ -34,12 +35,14 @@ SCALE_SOON_INTERVAL = 0.2
 PAYLOAD_GC_INTERVAL = 60.0
 # Healthy while this node's applied index is at most this far behind the leader's commit index.
 HEALTHY_LAG = 1000
+# A stopping leader waits at most this long for a follower to take over before it goes on.
+HANDOVER_TIMEOUT = 1.0
 
 
 class Node:
     def __init__(self, cfg: NodeConfig):
         self.cfg = cfg
-        self.store = Store(cfg.data_dir)
+        self.store = Store(cfg.data_dir, sync_payloads=cfg.fsync == "on")
         self._executor = ThreadPoolExecutor(8, thread_name_prefix="db")
         self._tasks: list[asyncio.Task] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -107,6 +110,8 @@ class Node:
         return runner
 
     async def stop(self) -> None:
+        if self.cfg.peers:
+            await hand_over(self.raft, self.cfg.raft, HANDOVER_TIMEOUT)
         for t in self._tasks:
             t.cancel()
         self.scheduler.close()

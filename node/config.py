@@ -110,10 +110,10 @@ class NodeConfig:
     # Raft election timeout range in seconds: 0.1 <= raft_min_timeout < raft_max_timeout <= 3.5.
     raft_min_timeout: float = 0.4
     raft_max_timeout: float = 1.4
-    # "on": the Raft journal, term and vote and snapshots reach the disk (fsync) before this
-    # node acknowledges an entry or counts itself toward a commit, one sync per batch; "off":
-    # they are left to the OS (see the README's Guarantees for what each survives).
-    fsync: str = "off"
+    # "on": the Raft journal, term and vote, snapshots and payloads reach the disk (fsync)
+    # before this node acknowledges them or counts itself toward a commit, one sync per batch;
+    # "off": they are left to the OS (see the README's Guarantees for what each survives).
+    fsync: str = "on"
     # Python logging level name.
     log_level: str = "INFO"
     # "text" (readable lines) or "json" (one object per line).
@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--raft-min-timeout", type=float, help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)")
     a("--raft-max-timeout", type=float, help="Raft election timeout maximum, seconds (WQ_RAFT_MAX_TIMEOUT)")
     a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL)")
-    a("--fsync", help="on: sync the Raft journal to disk before acknowledging entries; off: "
-                      "leave it to the OS (WQ_FSYNC)")
+    a("--fsync", help="on (default): sync the Raft journal and payloads to disk before "
+                      "acknowledging them; off: leave them to the OS (WQ_FSYNC)")
     a("--log-format", help="text, or json for one JSON object per line (WQ_LOG_FORMAT)")
     return p
 

@@ -111,8 +111,13 @@ class RaftNode(SyncObj):
         """Ask the most caught-up follower to take leadership over (Raft TimeoutNow).
 
         Runs on the tick thread, which owns pysyncobj's state and sockets; `callback(None,
-        FAIL_REASON)` is called there once the request was sent or refused."""
-        self._tick_jobs.append(lambda: self.transferLeadership(callback=callback))
+        FAIL_REASON)` is called there once the request was sent or refused. The node then
+        stands for election no more (it is stopping): a refusing voter standing at once, or its
+        own timeout, would otherwise take leadership back from the successor."""
+        def transfer() -> None:
+            self._retiring = True
+            self.transferLeadership(callback=callback)
+        self._tick_jobs.append(transfer)
 
     @replicated
     def apply_batch(self, batch: list) -> Any:

@@ -101,8 +101,11 @@ _PAYLOADS_OF = select(payloads.c.id, payloads.c.data).where(
 class Store:
     """Tables and queries. Safe to use from several threads (one pooled connection each)."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, sync_payloads: bool = False):
+        """`sync_payloads`: every commit of payloads.db reaches the disk before it returns
+        (the node's --fsync on), so an acknowledged job's payload survives a power cut."""
         os.makedirs(data_dir, exist_ok=True)
+        self.sync_payloads = sync_payloads
         self.state_path = os.path.join(data_dir, "state.db")
         self.payloads_path = os.path.join(data_dir, "payloads.db")
         self.engine: Engine = create_engine(f"sqlite:///{self.state_path}", pool_size=8,
@@ -127,8 +130,10 @@ class Store:
         for schema in ("main", "payloads"):
             cur.execute(f"PRAGMA {schema}.journal_mode=WAL")
             # NORMAL in WAL mode is durable against process crashes; Raft replication is what
-            # protects against losing a machine (see README).
-            cur.execute(f"PRAGMA {schema}.synchronous=NORMAL")
+            # protects against losing a machine (see README). state.db can stay so with fsync
+            # on too: what a power cut takes from it is applied again from the synced log.
+            full = schema == "payloads" and self.sync_payloads
+            cur.execute(f"PRAGMA {schema}.synchronous={'FULL' if full else 'NORMAL'}")
             # Python's SQLite is built with secure_delete on: every page a deleted payload
             # freed was zeroed and written again (73 us per 16 KB payload, on every node).
             # FAST still purges deleted rows from b-tree pages but leaves freed pages as they

@@ -295,6 +295,9 @@ class SyncObj(object):
 
         self.__enabledCodeVersion = 0
         self._applyingTerm = 0      # the term of the entry being applied, for the application
+        # Set by a node that handed its leadership over and is stopping: it never stands for
+        # election again, so it cannot take leadership back from its successor.
+        self._retiring = False
 
         # PATCH recovery-check (pysyncobj 0.3.17 loads the snapshot in the first tick): load it
         # here, so that `_onRecovered` can check the recovered log against the application's
@@ -687,7 +690,8 @@ class SyncObj(object):
             self.__raftLog.onOneSecondTimer()
 
         if self.__raftState in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE) and self.__selfNode is not None:
-            if self.__raftElectionDeadline < monotonicTime() and self.__connectedToAnyone():
+            if self.__raftElectionDeadline < monotonicTime() and self.__connectedToAnyone() and \
+                    not self._retiring:
                 self.__raftElectionDeadline = monotonicTime() + self.__generateRaftTimeout()
                 self.__transferInProgress = False
                 self.__raftLeader = None
@@ -995,15 +999,10 @@ class SyncObj(object):
                 lastLogTerm = message['last_log_term']
                 lastLogIdx = message['last_log_index']
                 if message['term'] >= self.__raftCurrentTerm:
-                    if lastLogTerm < self.__getCurrentLogTerm() or \
-                            (lastLogTerm == self.__getCurrentLogTerm() and
-                             lastLogIdx < self.__getCurrentLogIndex()):
-                        if _patched('refusing-voter-stands') and self.__votedForNodeId is None:
-                            # PATCH refusing-voter-stands (pysyncobj 0.3.17 has no pre-vote):
-                            # this node's log is ahead of the candidate's, so the candidate
-                            # cannot win; standing now, instead of after this node's own
-                            # election timeout, ends the election a whole timeout sooner.
-                            self.__raftElectionDeadline = 0
+                    if lastLogTerm < self.__getCurrentLogTerm():
+                        return
+                    if lastLogTerm == self.__getCurrentLogTerm() and \
+                            lastLogIdx < self.__getCurrentLogIndex():
                         return
                     if self.__votedForNodeId is not None:
                         return

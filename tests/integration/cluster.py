@@ -134,9 +134,14 @@ class Cluster:
 
     def kill_node(self, i: int, sig: int = signal.SIGKILL) -> None:
         """Signal the node process only (its local workers live on, as after a crash)."""
+        self.signal_node(i, sig).wait(timeout=30)
+
+    def signal_node(self, i: int, sig: int) -> subprocess.Popen:
+        """Signal node i without waiting for it to exit; from now on it does not count as
+        alive. Returns its process to wait on."""
         proc = self.procs.pop(i)
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        return proc
 
     def alive(self) -> list[int]:
         return sorted(self.procs)

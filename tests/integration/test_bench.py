@@ -31,8 +31,9 @@ def run_quick(name: str, tmp_path: Path, timeout: float) -> dict:
 
 
 def check_ingest(r: dict) -> None:
-    assert set(r["rows"]) == {"baseline 16 KB", "cluster 16 KB", "baseline 256 KB",
-                              "cluster 256 KB"}
+    assert set(r["rows"]) == {"baseline 16 KB", "cluster 16 KB fsync off",
+                              "cluster 16 KB fsync on", "baseline 256 KB",
+                              "cluster 256 KB fsync off", "cluster 256 KB fsync on"}
     for row in r["rows"].values():
         assert row["acknowledged"] > 0 and row["errors"] == {}
         assert 0 < row["p50_ms"] <= row["p99_ms"]
@@ -47,9 +48,12 @@ def check_kernel(r: dict) -> None:
 
 
 def check_failover(r: dict) -> None:
-    assert len(r["seconds"]) == r["rounds"] >= 1
-    assert all(0 < s < 30 for s in r["seconds"])
-    assert min(r["seconds"]) <= r["median_s"] <= r["max_s"] == max(r["seconds"])
+    for kind in ("kill9", "sigterm"):
+        k = r[kind]
+        assert len(k["seconds"]) == k["rounds"] >= 1
+        assert all(0 < s < 30 for s in k["seconds"])
+        assert min(k["seconds"]) <= k["median_s"] <= k["p95_s"] <= k["max_s"] == max(k["seconds"])
+    assert r["kill9"]["handed_over"] == 0 <= r["sigterm"]["handed_over"] <= r["sigterm"]["rounds"]
 
 
 def check_scale_up(r: dict) -> None:

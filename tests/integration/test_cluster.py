@@ -107,6 +107,35 @@ def test_every_acknowledged_enqueue_survives_killing_the_leader(make_cluster):
     cluster.wait_completed(leader, acked, timeout=60)
 
 
+def test_a_leader_stopped_with_sigterm_hands_over_before_it_goes(make_cluster):
+    cluster = make_cluster()
+    leader = cluster.wait_leader()
+    others = [i for i in range(3) if i != leader]
+    proc = cluster.signal_node(leader, signal.SIGTERM)
+
+    def successor_acknowledges():
+        # Only through a node that names another leader: an enqueue the stopping leader
+        # commits before it hands over proves nothing about its successor.
+        for i in others:
+            if cluster.status(i)["leader"] in (None, cluster.raft_addr(leader)):
+                continue
+            r = cluster.enqueue(i, b"after SIGTERM", 1, timeout=1)
+            if r.status_code == 200:
+                return r.json()["id"]
+        return None
+
+    # An election timeout alone is 0.3-0.9 s here, and the node takes a second or more to
+    # close before the others would even start counting it.
+    job_id = wait_until(successor_acknowledges, 3, "a successor acknowledging an enqueue",
+                        interval=0.01)
+    assert proc.wait(timeout=20) == 0
+    successor = cluster.wait_leader(timeout=10)
+    assert successor in others
+    assert cluster.job(successor, job_id)["status"] == "queued"
+    log = (cluster.root / f"n{leader}.log").read_text()
+    assert f"handed Raft leadership over to {cluster.raft_addr(successor)}" in log
+
+
 def test_a_job_whose_worker_dies_completes_on_another_worker(make_cluster):
     cluster = make_cluster(lease_timeout=2)
     payload = os.urandom(20000)

@@ -14,14 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # A seed whose schedule breaks Raft's rules without each patch (found by running the
 # simulator with --revert over seeds from 0; schedules are the same in every process).
+# ack-term-monotonic is missing: its fault needs an ack held back across two elections of
+# the same leader; the simulator found one such schedule once (an acknowledged enqueue lost),
+# but none in seeds 0-2,100 of the current schedules. Its tests in test_raft_patches.py
+# drive it directly.
 CAUGHT_AT = {
     "append-conflict-only": 0,
-    "ack-term-monotonic": 59,
-    "snapshot-keeps-log": 64,
+    "snapshot-keeps-log": 172,
     "snapshot-transfer-checked": 2,
-    "snapshot-not-ready-waits": 2,
+    "snapshot-not-ready-waits": 5,
     "snapshot-consistent": 41,
-    "journal-atomic-rewrite": 10,
+    "journal-atomic-rewrite": 7,
+    "request-ids-per-incarnation": 433,
 }
 
 

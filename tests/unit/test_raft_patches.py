@@ -304,19 +304,35 @@ def test_no_snapshot_while_the_journal_is_replayed_behind_the_store(world, patch
         assert holds <= labelled
 
 
-@patched_and_upstream("refusing-voter-stands")
-def test_a_voter_whose_log_is_ahead_of_the_candidate_stands_at_once(world, patch):
+@patched_and_upstream("request-ids-per-incarnation")
+def test_an_answer_meant_for_a_command_sent_before_a_restart_is_not_taken_for_a_later_one(
+        world, patch):
     w = world
     settle(w)
-    propose(w, leader(w), "a")
-    settle(w)
-    voter = follower(w)
-    candidate = next(n for n in w.nodes if n != voter)
-    raft = w.nodes[voter].raft
-    inject(w, candidate, voter, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
-                                 "last_log_index": 1, "last_log_term": 0})
-    w.tick(voter)                            # no time has passed
-    assert raft.role == "candidate"
+    lead, fol = leader(w), follower(w)
+    propose(w, fol, "before")
+    w.tick(fol)                              # forwarded to the leader
+    deliver_to(w, lead)
+    w.tick(lead)                             # appended; the answer is on its way
+    [answer] = queued(w, lead, fol, "apply_command_response")
+    w.network.queue.remove(answer)
+    w.stop(fol)
+    w.start(fol)
+    settle(w)                                # the restarted follower knows the leader again
+    propose(w, fol, "after")
+    w.tick(fol)                              # forwarded, numbered 1 again upstream
+    # The late answer names an entry not applied yet here (as when the follower is behind).
+    late = wire_pickle.loads(answer.data)
+    late["log_idx"] = last(w, lead) + 1
+    w.network.queue.append(Message(answer.src, answer.dst, wire_pickle.dumps(late), answer.kind))
+    propose(w, lead, "filler")               # whatever lands at that index
+    after = w.proposals[-2]
+    deadline = w.now + 10
+    while not after.done and w.now < deadline:
+        step(w)
+    assert after.done
+    if after.error == FAIL_REASON.SUCCESS:
+        assert after.result == [["after"]]
 
 
 @patched_and_upstream("fail-pending-on-new-term")
