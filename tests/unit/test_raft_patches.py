@@ -82,6 +82,13 @@ def propose(w: World, name: str, job_id: str) -> None:
     w.propose(name, [c.encode(c.Enqueue((job,)))])
 
 
+def commit(w: World, name: str, jobs: str) -> None:
+    """Enqueue one job per letter through `name`, each committed everywhere before the next."""
+    for job in jobs:
+        propose(w, name, job)
+        settle(w)
+
+
 def last(w: World, name: str) -> int:
     return w.nodes[name].raft._logIndexes()[1]
 
@@ -109,9 +116,7 @@ def test_a_late_append_never_shortens_a_log_the_follower_acknowledged(world, pat
     w.tick(lead)
     [early] = [m for m in queued(w, lead, fol, "append_entries")]
     settle(w)
-    for job in "bcd":
-        propose(w, lead, job)
-        settle(w)
+    commit(w, lead, "bcd")
     acknowledged = last(w, fol)
     w.network.queue.append(early)        # the same append, delivered again late
     w.deliver(len(w.network.queue) - 1)
@@ -153,9 +158,7 @@ def test_a_restart_between_writing_a_snapshot_and_trimming_keeps_later_entries(w
     w = world
     settle(w)
     lead, fol = leader(w), follower(w)
-    for job in "abc":
-        propose(w, lead, job)
-        settle(w)
+    commit(w, lead, "abc")
     w.nodes[fol].raft.forceLogCompaction()
     w.tick(fol)                          # the snapshot is written; the trim waits a tick
     for job in "def":
@@ -281,9 +284,7 @@ def test_no_snapshot_while_the_journal_is_replayed_behind_the_store(world, patch
     w = world
     settle(w)
     lead, fol = leader(w), follower(w)
-    for job in "abcdef":
-        propose(w, lead, job)
-        settle(w)
+    commit(w, lead, "abcdef")
     w.stop(fol)
     meta = journal_module.MetaStorer(os.path.join(w.nodes[fol].cfg.data_dir, "raft.journal.meta"))
     meta.storeMeta({**meta.getMeta(), "raftCommitIndex": 3})     # as saved a second earlier
@@ -379,9 +380,7 @@ def test_a_node_whose_store_is_ahead_of_its_log_refuses_to_start(world):
     w = world
     settle(w)
     lead, fol = leader(w), follower(w)
-    for job in "abc":
-        propose(w, lead, job)
-        settle(w)
+    commit(w, lead, "abc")
     w.stop(fol)
     journal = journal_module.FileJournal(os.path.join(w.nodes[fol].cfg.data_dir, "raft.journal"))
     journal.deleteEntriesFrom(len(journal) - 2)      # the journal lost its tail
