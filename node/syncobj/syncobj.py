@@ -564,7 +564,12 @@ class SyncObj(object):
             if isinstance(callback, tuple):
                 requestNode, requestID = callback
 
-            if self.__raftState == _RAFT_STATE.LEADER:
+            if self.__raftState == _RAFT_STATE.LEADER and self._retiring:
+                # PATCH retiring leader (Raft thesis 3.10): a leader handing leadership over
+                # takes no new entries, which the successor would lack, so that the other
+                # voters would refuse it.
+                self.__callErrCallback(FAIL_REASON.NOT_LEADER, callback)
+            elif self.__raftState == _RAFT_STATE.LEADER:
                 idx, term = self.__getCurrentLogIndex() + 1, self.__raftCurrentTerm
 
                 if self.__conf.dynamicMembershipChange:

@@ -418,3 +418,31 @@ def test_the_patches_are_for_the_installed_pysyncobj():
     for name, digest in patches.UPSTREAM_SHA256.items():
         with open(os.path.join(here, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == digest, name
+
+
+def test_a_leader_handing_leadership_over_takes_no_new_entries_and_never_stands_again(world):
+    w = world
+    settle(w)
+    lead = leader(w)
+    raft = w.nodes[lead].raft
+    answers = []
+    raft.transfer_leadership(lambda result, error: answers.append(error))
+    w.tick(lead)                              # runs on the tick: TimeoutNow is sent
+    assert answers == [FAIL_REASON.SUCCESS]
+    propose(w, lead, "late")
+    w.tick(lead)
+    assert w.proposals[-1].done and w.proposals[-1].error == FAIL_REASON.NOT_LEADER
+    deadline = w.now + 5
+    while raft.role == "leader" and w.now < deadline:
+        step(w)
+    settle(w)
+    assert leader(w) != lead
+    for other in w.nodes:                     # the new leader goes quiet: it is not the old one
+        if other != lead:
+            w.network.cut.add(frozenset((lead, other)))
+    w._reconnect()
+    w.network.cut.clear()
+    w._reconnect()
+    w.now += 10                               # far past every election timeout
+    w.tick(lead)
+    assert raft.role == "follower"
