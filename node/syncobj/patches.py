@@ -35,6 +35,9 @@ ENABLED = {
     # A follower's forwarded commands are numbered per start of the node, so an answer meant
     # for a command sent before a restart is never taken for a later one.
     "request-ids-per-incarnation": True,
+    # A voter that refuses a candidate whose log is behind its own stands for election at
+    # once, when it has not heard from a leader for an election timeout.
+    "refusing-voter-stands": True,
     # Proposals waiting for commit on a node whose term moves on fail at once (outcome
     # unknown), instead of waiting until their index is applied or the caller times out.
     "fail-pending-on-new-term": True,

@@ -336,6 +336,36 @@ def test_an_answer_meant_for_a_command_sent_before_a_restart_is_not_taken_for_a_
         assert after.result == [["after"]]
 
 
+@patched_and_upstream("refusing-voter-stands")
+def test_a_voter_ahead_of_the_candidate_stands_at_once_when_the_leader_is_silent(world, patch):
+    w = world
+    settle(w)
+    commit(w, leader(w), "a")
+    voter = follower(w)
+    candidate = next(n for n in w.nodes if n != voter)
+    raft = w.nodes[voter].raft
+    w.now += 0.5                             # no heartbeat for longer than the minimum timeout
+    raft._SyncObj__raftElectionDeadline = w.now + 100    # its own timeout is far off
+    inject(w, candidate, voter, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
+                                 "last_log_index": 1, "last_log_term": 0})
+    w.tick(voter)
+    assert raft.role == "candidate"
+
+
+def test_a_voter_that_heard_the_leader_lately_does_not_stand(world):
+    w = world
+    settle(w)
+    commit(w, leader(w), "a")
+    voter = follower(w)
+    candidate = next(n for n in w.nodes if n != voter)      # e.g. a node rejoining, log behind
+    raft = w.nodes[voter].raft
+    raft._SyncObj__raftElectionDeadline = w.now + 100
+    inject(w, candidate, voter, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
+                                 "last_log_index": 1, "last_log_term": 0})
+    w.tick(voter)
+    assert raft.role == "follower"
+
+
 @patched_and_upstream("fail-pending-on-new-term")
 def test_a_proposal_pending_when_the_term_moves_on_fails_at_once(world, patch):
     w = world
