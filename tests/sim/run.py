@@ -13,7 +13,6 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
 
 from node import commands as c
 

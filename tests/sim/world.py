@@ -11,7 +11,7 @@ import hashlib
 import os
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pysyncobj.pickle as wire_pickle

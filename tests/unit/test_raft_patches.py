@@ -19,7 +19,7 @@ import pysyncobj
 import pysyncobj.pickle as wire_pickle
 
 from node import commands as c
-from node.raft import RecoveryError, recovery_problem
+from node.raft import recovery_problem
 from node.syncobj import FAIL_REASON, journal as journal_module, patches
 from tests.sim.checks import quiescent
 from tests.sim.world import Crash, Message, World
