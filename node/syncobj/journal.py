@@ -1,7 +1,6 @@
 import os
 import mmap
 import struct
-import shutil
 
 from pysyncobj.version import VERSION
 from pysyncobj.pickle import to_bytes, loads, dumps
@@ -25,6 +24,20 @@ class Disk(object):
 
 
 disk = Disk()
+
+
+def replaceFile(path, data, fsync):
+    """Write `data` to a new file and rename it over `path`: a crash leaves the old content or
+    the new one. With fsync, both the file and the rename are on disk when this returns."""
+    tmpPath = path + '.tmp'
+    with open(tmpPath, 'wb') as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+            disk.sync_file(f.fileno(), tmpPath)
+    os.replace(tmpPath, path)
+    if fsync:
+        disk.sync_dir(path)
 
 class Journal(object):
 
@@ -192,14 +205,7 @@ class MetaStorer(object):
         return meta
 
     def storeMeta(self, meta):
-        with open(self.__path + '.tmp', 'wb') as f:
-            f.write(dumps(meta))
-            f.flush()
-            if self.__fsync:
-                disk.sync_file(f.fileno(), self.__path + '.tmp')
-        shutil.move(self.__path + '.tmp', self.__path)
-        if self.__fsync:
-            disk.sync_dir(self.__path)
+        replaceFile(self.__path, dumps(meta), self.__fsync)
 
     def getPath(self):
         return self.__path
@@ -256,11 +262,15 @@ class FileJournal(Journal):
     def __setLastRecordOffset(self, offset):
         self.__journalFile.write(LAST_RECORD_OFFSET_OFFSET, struct.pack('<I', offset))
 
-    def add(self, command, idx, term):
-        self.__journal.append((command, idx, term))
+    @staticmethod
+    def __record(command, idx, term):
         cmdData = struct.pack('<QQ', idx, term) + to_bytes(command)
         cmdLenData = struct.pack('<I', len(cmdData))
-        cmdData = cmdLenData + cmdData + cmdLenData
+        return cmdLenData + cmdData + cmdLenData
+
+    def add(self, command, idx, term):
+        self.__journal.append((command, idx, term))
+        cmdData = self.__record(command, idx, term)
         self.__journalFile.write(self.__currentOffset, cmdData)
         self.__currentOffset += len(cmdData)
         self.__setLastRecordOffset(self.__currentOffset)
@@ -306,24 +316,11 @@ class FileJournal(Journal):
         # place (header first, then entry by entry), so a crash in between leaves only a
         # prefix of the entries it meant to keep, entries this node has acknowledged. Write
         # the kept entries to a new file and rename it over the old one instead.
-        tmpPath = self.__path + '.new'
-        records = [self.__getDefaultHeader()]
-        for command, idx, term in journal:
-            cmdData = struct.pack('<QQ', idx, term) + to_bytes(command)
-            cmdLenData = struct.pack('<I', len(cmdData))
-            records.append(cmdLenData + cmdData + cmdLenData)
-        data = b''.join(records)
+        data = b''.join([self.__getDefaultHeader()] + [self.__record(*e) for e in journal])
         data = data[:LAST_RECORD_OFFSET_OFFSET] + struct.pack('<I', len(data)) + \
             data[LAST_RECORD_OFFSET_OFFSET + 4:]
-        with open(tmpPath, 'wb') as f:
-            f.write(data)
-            f.flush()
-            if self.__fsync:
-                disk.sync_file(f.fileno(), tmpPath)
         self.__journalFile._destroy()
-        os.rename(tmpPath, self.__path)
-        if self.__fsync:
-            disk.sync_dir(self.__path)
+        replaceFile(self.__path, data, self.__fsync)
         self.__journalFile = ResizableFile(self.__path)
         self.__journal = list(journal)
         self.__currentOffset = len(data)

@@ -176,7 +176,8 @@ class SyncObj(object):
         # Set while a leadership transfer (Raft 'TimeoutNow') is pending, to stop
         # the outgoing leader's heartbeats from postponing the forced election.
         self.__transferInProgress = False
-        self.__raftLog = createJournal(self.__conf.journalFile, getattr(self.__conf, 'fsync', False))
+        self.__fsync = getattr(self.__conf, 'fsync', False)
+        self.__raftLog = createJournal(self.__conf.journalFile, self.__fsync)
         self.__pendingAcks = []     # (node, message) held until the journal is synced
         self.__lastLeaderContact = 0.0
         self.__snapshotSent = {}    # node -> [transfer number, bytes sent]
@@ -1118,7 +1119,6 @@ class SyncObj(object):
                         not self.__snapshotChunkFits(node, message, serialized):
                     return
                 if self.__serializer.setTransmissionData(serialized):
-                    self.__syncDumpFile()
                     snapIdx = self.__loadDumpFile(clearJournal=True)
                     if _patched('snapshot-keeps-log'):
                         # The log kept after the snapshot may end in stale entries: the ack
@@ -1256,7 +1256,7 @@ class SyncObj(object):
         return False
 
     def __syncDumpFile(self):
-        if getattr(self.__conf, 'fsync', False) and self.__conf.fullDumpFile is not None:
+        if self.__fsync and self.__conf.fullDumpFile is not None:
             with open(self.__conf.fullDumpFile, 'rb') as f:
                 _journal.disk.sync_file(f.fileno(), self.__conf.fullDumpFile)
             _journal.disk.sync_dir(self.__conf.fullDumpFile)
@@ -1312,7 +1312,7 @@ class SyncObj(object):
             # PATCH ack-term-monotonic: the leader ignores acks of other terms.
             'term': self.__raftCurrentTerm,
         }
-        if success and getattr(self.__conf, 'fsync', False):
+        if success and self.__fsync:
             self.__pendingAcks.append((node, message))
         else:
             self.__transport.send(node, message)
@@ -1705,6 +1705,9 @@ class SyncObj(object):
 
     def __loadDumpFile(self, clearJournal):
         try:
+            # PATCH fsync: the snapshot is on disk before the application's state is replaced
+            # from it or the log entries it covers are dropped.
+            self.__syncDumpFile()
             data = self.__serializer.deserialize()
             if data[0] is not None:
                 if self.__consumers:
@@ -1721,8 +1724,7 @@ class SyncObj(object):
                     consumer._deserialize(consumersData[i])
 
             snapIdx, snapTerm = data[1][1], data[1][2]
-            if _patched('snapshot-keeps-log') and self.__getEntries(snapIdx, 1) and \
-                    self.__getEntries(snapIdx, 1)[0][2] == snapTerm:
+            if _patched('snapshot-keeps-log') and self._logTerm(snapIdx) == snapTerm:
                 # PATCH snapshot-keeps-log (pysyncobj 0.3.17 cuts the log to the snapshot's
                 # last two entries whenever they are not its first two: a follower sent a
                 # snapshot it did not need, and a node restarted after writing a snapshot but
@@ -1730,8 +1732,6 @@ class SyncObj(object):
                 # had acknowledged). Raft section 7: a log that holds the snapshot's last
                 # entry keeps the entries after it.
                 if self.__raftLog[0] != data[2] or self.__raftLog[1] != data[1]:
-                    # The entries before the snapshot are dropped: it must be on disk first.
-                    self.__syncDumpFile()
                     self.__raftLog.replaceAll([data[2], data[1]] + self.__getEntries(snapIdx + 1))
                 self.__raftLastApplied = max(self.__raftLastApplied, snapIdx)
             else:
@@ -1739,7 +1739,6 @@ class SyncObj(object):
                         len(self.__raftLog) < 2 or \
                         self.__raftLog[0] != data[2] or \
                         self.__raftLog[1] != data[1]:
-                    self.__syncDumpFile()
                     self.__raftLog.replaceAll([data[2], data[1]])
                 self.__raftLastApplied = data[1][1]
 
