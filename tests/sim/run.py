@@ -31,7 +31,6 @@ class Outcome:
     steps: list[int]
     violations: list[str] = field(default_factory=list)
     failed_at: int | None = None      # the step after which the first violation was seen
-    events: list[str] = field(default_factory=list)
     acknowledged: int = 0
 
 
@@ -204,7 +203,6 @@ def run(seed: int, steps: list[int], fsync: str | None = None, keep: bool = Fals
         out.acknowledged = sum(1 for p in world.proposals if p.done and p.error == 0)
         return out
     finally:
-        out.events = world.events
         world.close()
         if not keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -97,6 +97,12 @@ def queued(w: World, src: str, dst: str, kind: str) -> list[Message]:
     return [m for m in w.network.queue if (m.src, m.dst, m.kind) == (src, dst, kind)]
 
 
+def peer(w: World, of: str, name: str) -> Any:
+    """pysyncobj's Node object for `name`, as node `of` knows it (its nextIndex and matchIndex
+    tables are keyed by these)."""
+    return w.nodes[of].raft._SyncObj__transport.peers[name]
+
+
 def deliver_to(w: World, dst: str) -> None:
     for m in [m for m in w.network.queue if m.dst == dst]:
         w.deliver(w.network.queue.index(m))
@@ -114,7 +120,7 @@ def test_a_late_append_never_shortens_a_log_the_follower_acknowledged(world, pat
     lead, fol = leader(w), follower(w)
     propose(w, lead, "a")
     w.tick(lead)
-    [early] = [m for m in queued(w, lead, fol, "append_entries")]
+    [early] = queued(w, lead, fol, "append_entries")
     settle(w)
     commit(w, lead, "bcd")
     acknowledged = last(w, fol)
@@ -133,11 +139,11 @@ def test_a_late_success_ack_never_moves_next_index_back(world, patch):
     deliver_to(w, fol)                   # the follower acks "a"; the ack stays in flight
     propose(w, lead, "b")
     w.tick(lead)                         # "b" goes out: nextIndex is past it
-    peer = w.nodes[lead].raft._SyncObj__transport.peers[fol]
-    sent_up_to = w.nodes[lead].raft._SyncObj__raftNextIndex[peer]
+    follower_node = peer(w, lead, fol)
+    sent_up_to = w.nodes[lead].raft._SyncObj__raftNextIndex[follower_node]
     [ack] = queued(w, fol, lead, "next_node_idx")
     w.deliver(w.network.queue.index(ack))
-    assert w.nodes[lead].raft._SyncObj__raftNextIndex[peer] == sent_up_to
+    assert w.nodes[lead].raft._SyncObj__raftNextIndex[follower_node] == sent_up_to
 
 
 @patched_and_upstream("ack-term-monotonic")
@@ -146,11 +152,11 @@ def test_an_ack_of_an_earlier_term_counts_for_nothing(world, patch):
     settle(w)
     lead, fol = leader(w), follower(w)
     raft = w.nodes[lead].raft
-    peer = raft._SyncObj__transport.peers[fol]
-    before = raft._SyncObj__raftMatchIndex[peer]
+    follower_node = peer(w, lead, fol)
+    before = raft._SyncObj__raftMatchIndex[follower_node]
     inject(w, fol, lead, {"type": "next_node_idx", "next_node_idx": before + 50, "reset": False,
                           "success": True, "term": raft.raftCurrentTerm - 1})
-    assert raft._SyncObj__raftMatchIndex[peer] == before
+    assert raft._SyncObj__raftMatchIndex[follower_node] == before
 
 
 @patched_and_upstream("snapshot-keeps-log")
@@ -261,8 +267,7 @@ def test_a_leader_waiting_for_its_snapshot_sends_one_message_not_a_stream(world,
     raft = w.nodes[lead].raft
     raft.forceLogCompaction()
     w.tick(lead)                             # written; the trim waits for the next tick
-    peer = raft._SyncObj__transport.peers[fol]
-    raft._SyncObj__raftNextIndex[peer] = 1   # as after a follower said it lacks everything
+    raft._SyncObj__raftNextIndex[peer(w, lead, fol)] = 1   # as after a follower said it lacks everything
     sent = []
     original = w.sent
 
