@@ -76,6 +76,7 @@ class RaftNode(SyncObj):
                  auto_tick: bool = True, transport_class: Any = None):
         self._machine = machine
         self._on_role_change = on_role_change
+        heartbeat = min(0.1, cfg.raft_min_timeout / 4)
         conf = SyncObjConf(
             autoTick=auto_tick,
             fsync=cfg.fsync == "on",
@@ -95,7 +96,11 @@ class RaftNode(SyncObj):
             raftMinTimeout=cfg.raft_min_timeout,
             raftMaxTimeout=cfg.raft_max_timeout,
             # Heartbeats well inside the election timeout (pysyncobj requires 3x at least).
-            appendEntriesPeriod=min(0.1, cfg.raft_min_timeout / 4),
+            appendEntriesPeriod=heartbeat,
+            # A restarted peer is dialled again within a heartbeat. pysyncobj's default, 5 s,
+            # leaves it cut off from the node whose turn it is to connect for longer than an
+            # election timeout: it stands for election and deposes a working leader.
+            connectionRetryTime=heartbeat,
             onStateChanged=self._state_changed,
         )
         extra = {"transportClass": transport_class} if transport_class is not None else {}
