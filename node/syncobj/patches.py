@@ -35,6 +35,8 @@ ENABLED = {
     # A follower's forwarded commands are numbered per start of the node, so an answer meant
     # for a command sent before a restart is never taken for a later one.
     "request-ids-per-incarnation": True,
+    # A candidate counts each voter's vote once, however often its answer arrives.
+    "votes-counted-once": True,
     # A voter that refuses a candidate whose log is behind its own stands for election at
     # once, when it has not heard from a leader for an election timeout.
     "refusing-voter-stands": True,

@@ -171,6 +171,7 @@ class SyncObj(object):
         self.__raftCurrentTerm = 0
         self.__votedForNodeId = None
         self.__votesCount = 0
+        self.__votesFrom = set()
         self.__raftLeader = None
         self.__raftElectionDeadline = monotonicTime() + self.__generateRaftTimeout()
         # Set while a leadership transfer (Raft 'TimeoutNow') is pending, to stop
@@ -705,6 +706,7 @@ class SyncObj(object):
                 self.__setState(_RAFT_STATE.CANDIDATE)
                 self.__setCurrentTerm(self.__raftCurrentTerm + 1, self.__selfNode.id)
                 self.__votesCount = 1
+                self.__votesFrom = set()
                 for node in self.__otherNodes:
                     self.__transport.send(node, {
                         'type': 'request_vote',
@@ -1174,6 +1176,14 @@ class SyncObj(object):
 
         if self.__raftState == _RAFT_STATE.CANDIDATE:
             if message['type'] == 'response_vote' and message['term'] == self.__raftCurrentTerm:
+                if _patched('votes-counted-once'):
+                    # PATCH votes-counted-once (pysyncobj 0.3.17 counts response messages, so
+                    # a vote that arrives twice counts twice: in a cluster of five, a candidate
+                    # with one voter's vote duplicated became leader with two votes of five,
+                    # without the committed entries the other three held).
+                    if node in self.__votesFrom:
+                        return
+                    self.__votesFrom.add(node)
                 self.__votesCount += 1
 
                 if self.__votesCount > (len(self.__otherNodes) + 1) / 2:

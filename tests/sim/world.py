@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ class Flood(BaseException):
     """Raised when a node sends more messages in one call than any tick should."""
 
 
+HISTORY = 2000      # sent messages a replay may pick from
 FLOOD = 5000        # messages one node may send while handling one tick or message
 
 
@@ -54,11 +56,14 @@ class Message:
 
 class Network:
     """Messages in flight, in send order. The schedule picks which one moves next; a delayed
-    message waits aside until the step it is released at."""
+    message waits aside until the step it is released at; a replayed one is sent again from
+    the history of recent messages, long after it was first delivered."""
 
     def __init__(self) -> None:
         self.queue: list[Message] = []
         self.delayed: list[tuple[int, Message]] = []
+        # Recently sent messages, any of which may arrive again much later (a replay).
+        self.history: deque[Message] = deque(maxlen=HISTORY)
         self.cut: set[frozenset[str]] = set()      # links that are down (partitions)
 
     def release(self, step: int) -> None:
@@ -242,7 +247,9 @@ class World:
         self.sent_in_call += 1
         if self.sent_in_call > FLOOD:
             raise Flood(src)
-        self.network.queue.append(Message(src, dst, wire_pickle.dumps(message), message["type"]))
+        sent = Message(src, dst, wire_pickle.dumps(message), message["type"])
+        self.network.queue.append(sent)
+        self.network.history.append(sent)
 
     def journal_synced(self, journal_path: str) -> None:
         for name, node in self.nodes.items():

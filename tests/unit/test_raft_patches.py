@@ -159,6 +159,72 @@ def test_an_ack_of_an_earlier_term_counts_for_nothing(world, patch):
     assert raft._SyncObj__raftMatchIndex[follower_node] == before
 
 
+@patched_and_upstream("ack-term-monotonic")
+def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch):
+    """Five nodes. A follower acks entries of the leader's first term that a later leader
+    then overwrites; when the first leader leads again, that old ack must not count the
+    follower as holding the new entries at those indexes."""
+    w = World(str(tmp_path), 5, seed=7, fsync=False, compaction_entries=10_000)
+    try:
+        for name in w.nodes:
+            w.start(name)
+        settle(w)
+        first, fol = leader(w), follower(w)
+        others = [n for n in w.nodes if n not in (first, fol)]
+        isolate(w, first, others)                # only `fol` hears the leader
+        for job in "abc":
+            propose(w, first, job)
+        step(w)
+        step(w)
+        end = last(w, fol)
+        assert last(w, first) == end
+        stale = [m for m in w.network.history if (m.src, m.dst, m.kind) ==
+                 (fol, first, "next_node_idx")][-1]             # it vouches for ..end
+        # Another node leads the next term, writing over "a".."c" on every node.
+        second = others[0]
+        elect(w, second)
+        w.network.cut.clear()
+        w._reconnect()
+        settle(w)
+        assert leader(w) == second and last(w, fol) < end
+        # The first leader leads again, and appends up to `end` holding the rest off but one.
+        w.stop(second)
+        elect(w, first)
+        isolate(w, first, [n for n in w.nodes if n not in (first, others[1])])
+        while last(w, first) < end:
+            propose(w, first, "d")
+            step(w)
+        # The old ack arrives (the link is back, nothing else reaches `fol` yet).
+        w.network.cut.discard(frozenset((first, fol)))
+        w._reconnect()
+        w.network.queue.append(stale)
+        w.deliver(len(w.network.queue) - 1)
+        w.tick(first)
+        raft = w.nodes[first].raft
+        entry = raft._SyncObj__getEntries(end, 1)[0]
+        holders = [n for n, node in w.nodes.items() if node.alive and
+                   node.raft._SyncObj__getEntries(end, 1)[:1] == [entry]]
+        assert len(holders) == 2 and raft.raftCommitIndex < end
+    finally:
+        w.close()
+
+
+def isolate(w: World, node: str, others: list[str]) -> None:
+    w.network.cut.update(frozenset((node, o)) for o in others)
+    w._reconnect()
+
+
+def elect(w: World, name: str) -> None:
+    """Let `name` stand (the others' timeouts far off) and step until it leads."""
+    for n, node in w.nodes.items():
+        if node.alive:
+            node.raft._SyncObj__raftElectionDeadline = 0 if n == name else w.now + 100
+    deadline = w.now + 10
+    while w.nodes[name].raft.role != "leader":
+        assert w.now < deadline, f"{name} was not elected"
+        step(w)
+
+
 @patched_and_upstream("snapshot-keeps-log")
 def test_a_restart_between_writing_a_snapshot_and_trimming_keeps_later_entries(world, patch):
     w = world
@@ -339,6 +405,27 @@ def test_an_answer_meant_for_a_command_sent_before_a_restart_is_not_taken_for_a_
     assert after.done
     if after.error == FAIL_REASON.SUCCESS:
         assert after.result == [["after"]]
+
+
+@patched_and_upstream("votes-counted-once")
+def test_a_vote_that_arrives_twice_counts_once(tmp_path, patch):
+    w = World(str(tmp_path), 5, seed=7, fsync=False, compaction_entries=10_000)
+    try:
+        for name in w.nodes:
+            w.start(name)
+        candidate, voter = list(w.nodes)[:2]
+        raft = w.nodes[candidate].raft
+        raft._SyncObj__raftElectionDeadline = 0          # its election timeout is up
+        w.tick(candidate)
+        assert raft.role == "candidate"
+        [request] = queued(w, candidate, voter, "request_vote")
+        w.deliver(w.network.queue.index(request))
+        [vote] = queued(w, voter, candidate, "response_vote")
+        w.deliver(w.network.queue.index(vote), keep=True)
+        w.deliver(w.network.queue.index(vote))         # the same vote again
+        assert raft.role == "candidate"                # two votes of five
+    finally:
+        w.close()
 
 
 @patched_and_upstream("refusing-voter-stands")
