@@ -1,8 +1,9 @@
-"""`python -m tests.sim [--seeds N] [--seed S] [--steps M] [--revert PATCH] [--only I,J,..]`
+"""`python -m tests.sim [--seeds N] [--seed S] [--steps M] [--nodes 3|5] [--revert PATCH] ...`
 
-Runs N simulated schedules (seeds S..S+N-1) of M steps each against three of the project's
-real Raft nodes, checking Raft's safety properties after every step and, once every fault is
-lifted, that every acknowledged command is applied everywhere and every store is identical.
+Runs N simulated schedules (seeds S..S+N-1) of M steps each against three or five of the
+project's real Raft nodes, checking Raft's safety properties after every step and, once every
+fault is lifted, that every acknowledged command is applied everywhere and every store is
+identical.
 A failing schedule is shrunk and printed with the command that replays it. Exit status 0 when
 every schedule holds; the last line reads `N schedules, V violations`.
 """
@@ -26,6 +27,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fsync", choices=("on", "off"), default=None,
                    help="durability mode of the nodes (default: drawn from each seed; power "
                         "cuts happen only with fsync on)")
+    p.add_argument("--nodes", type=int, choices=(3, 5), default=None,
+                   help="cluster size (default: drawn from each seed, 5 in one of four)")
     p.add_argument("--only", default=None,
                    help="replay only these steps of the schedule (comma separated), as printed "
                         "for a failing schedule")
@@ -58,21 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     started = time.monotonic()
     for seed in range(args.seed, args.seed + args.seeds):
-        outcome = run(seed, steps, args.fsync)
+        outcome = run(seed, steps, args.fsync, args.nodes)
         if not outcome.violations:
             continue
         failed += 1
         print(f"seed {seed}: VIOLATION: {outcome.violations[0]}", flush=True)
         for more in outcome.violations[1:5]:
             print(f"  also: {more}")
-        schedule = steps if args.no_shrink else shrink(seed, steps, args.fsync)
+        schedule = steps if args.no_shrink else shrink(seed, steps, args.fsync, args.nodes)
         print(f"  failing schedule ({len(schedule)} of {len(steps)} steps):")
-        for line in describe(seed, schedule, args.fsync):
+        for line in describe(seed, schedule, args.fsync, args.nodes):
             print(f"    {line}")
-        revert = "".join(f" --revert {r}" for r in args.revert)
+        options = "".join(f" --revert {r}" for r in args.revert)
         if args.fsync:
-            revert += f" --fsync {args.fsync}"
-        print(f"  replay: python -m tests.sim --seed {seed}{revert} "
+            options += f" --fsync {args.fsync}"
+        if args.nodes:
+            options += f" --nodes {args.nodes}"
+        print(f"  replay: python -m tests.sim --seed {seed}{options} "
               f"--only {','.join(map(str, schedule))}")
     print(f"({time.monotonic() - started:.1f} s)")
     print(f"{args.seeds} schedules, {failed} violations")

@@ -18,7 +18,8 @@ def log_entries(raft: Any) -> list[tuple[bytes, int, int]]:
 
 
 def check_step(world: World) -> list[str]:
-    """Election safety, and that committed entries are never changed or removed."""
+    """Election safety, a leader's commits held by a majority, and that committed entries are
+    never changed or removed."""
     found: list[str] = []
     for name, node in world.nodes.items():
         raft = node.raft
@@ -30,6 +31,7 @@ def check_step(world: World) -> list[str]:
             if leader != name:
                 found.append(f"two leaders in term {term}: {world.nodes[leader].name} and "
                              f"{node.name}")
+            found += check_quorum(world, name)
         entries = log_entries(raft)
         last = entries[-1][1]
         commit = min(raft.raftCommitIndex, last)
@@ -46,6 +48,35 @@ def check_step(world: World) -> list[str]:
                          f"held committed entries up to {held}")
         world.held[name] = max(held, commit)
     return found
+
+
+def check_quorum(world: World, leader: str) -> list[str]:
+    """The entry at the leader's commit index is held by a majority of the nodes (checked
+    once per new commit index; a node that is down counts as holding it)."""
+    raft = world.nodes[leader].raft
+    index, key = raft.raftCommitIndex, (raft.raftCurrentTerm, leader)
+    if world.quorum_checked.get(key, 0) >= index:
+        return []
+    world.quorum_checked[key] = index
+    entry = raft._SyncObj__getEntries(index, 1)
+    if not entry:
+        return []
+    term = entry[0][2]
+    holders = sum(holds(node.raft, index, term) for node in world.nodes.values())
+    if 2 * holders > len(world.nodes):
+        return []
+    return [f"{world.nodes[leader].name} counts entry {index} (term {term}) committed, but "
+            f"only {holders} of {len(world.nodes)} nodes hold it"]
+
+
+def holds(raft: Any, index: int, term: int) -> bool:
+    if raft is None:
+        return True
+    first, last = raft._logIndexes()
+    if index < first:
+        return True                 # in its snapshot
+    entry = raft._SyncObj__getEntries(index, 1) if index <= last else []
+    return bool(entry) and entry[0][2] == term
 
 
 def quiescent(world: World) -> bool:

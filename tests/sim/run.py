@@ -6,6 +6,7 @@ leaves the others as they were: a failing schedule shrinks by removing steps and
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 from node import commands as c
 
 from .checks import check_healed, check_step, quiescent
-from .world import World
+from .world import World, digest
 
-NODES = 3
+NODES = (3, 3, 3, 5)        # cluster sizes a seed draws from
 HEAL_SECONDS = 120.0        # virtual time allowed to converge once every fault is lifted
 MAX_IN_FLIGHT = 300         # beyond this, the oldest messages are delivered first
 RETAIN = 1_000_000          # finished jobs kept: none are trimmed in a run
@@ -32,19 +33,25 @@ class Outcome:
     violations: list[str] = field(default_factory=list)
     failed_at: int | None = None      # the step after which the first violation was seen
     acknowledged: int = 0
+    fingerprint: str = ""             # what was committed and answered, to compare two runs
 
 
-def world_options(seed: int, fsync: str | None) -> tuple[bool, int]:
+def world_options(seed: int, fsync: str | None, nodes: int | None) -> tuple[bool, int, int]:
+    """Drawn from the seed unless given: fsync on or off, the compaction threshold, and how
+    many nodes."""
     r = random.Random(f"{seed}:world")
-    on = r.random() < 0.5 if fsync is None else fsync == "on"
-    return on, r.choice([10, 12, 16, 24])
+    drawn = r.random() < 0.5        # drawn even when given, so the draws after it stay put
+    on = drawn if fsync is None else fsync == "on"
+    compaction = r.choice([10, 12, 16, 24])
+    n = r.choice(NODES)
+    return on, compaction, n if nodes is None else nodes
 
 
-def actions(seed: int, i: int, fsync: bool) -> list[tuple]:
+def actions(seed: int, i: int, fsync: bool, nodes: int) -> list[tuple]:
     """The actions of step `i`: time passes, maybe a fault, maybe a client, messages move, and
     every live node ticks."""
     r = random.Random(f"{seed}:{i}")
-    names = [f"127.0.0.1:{9001 + k}" for k in range(NODES)]
+    names = [f"127.0.0.1:{9001 + k}" for k in range(nodes)]
     out: list[tuple] = [("advance", r.choice((0.005, 0.02, 0.05, 0.1, 0.1, 0.2, 0.4)))]
     roll = r.random()
     node = r.choice(names)
@@ -54,8 +61,10 @@ def actions(seed: int, i: int, fsync: bool) -> list[tuple]:
         out.append(("power", node))
     elif roll < 0.10:
         out.append(("restart", node))
-    elif roll < 0.12:
+    elif roll < 0.11:
         out.append(("cut", node, r.choice([n for n in names if n != node])))
+    elif roll < 0.12:
+        out.append(("partition", tuple(sorted(r.sample(names, (nodes - 1) // 2)))))
     elif roll < 0.15:
         out.append(("mend",))
     elif roll < 0.20:
@@ -76,6 +85,9 @@ def actions(seed: int, i: int, fsync: bool) -> list[tuple]:
         else:
             out.append(("delay", r.random(), r.randint(10, 200)))
     out.append(("tick", tuple(r.sample(names, len(names)))))
+    if r.random() < 0.1:
+        # An old message arrives again: an ack or vote of an earlier term, a stale append.
+        out.insert(-1, ("replay", r.random()))
     return out
 
 
@@ -126,6 +138,10 @@ def perform(world: World, seed: int, action: tuple) -> None:
     elif kind == "cut":
         net.cut.add(frozenset(action[1:]))
         world._reconnect()
+    elif kind == "partition":
+        side = set(action[1])
+        net.cut.update(frozenset((a, b)) for a in side for b in world.nodes if b not in side)
+        world._reconnect()
     elif kind == "mend":
         net.cut.clear()
         world._reconnect()
@@ -149,6 +165,9 @@ def perform(world: World, seed: int, action: tuple) -> None:
                 net.delayed.append((world.step + action[2], net.queue.pop(i)))
             else:
                 world.deliver(i, keep=kind == "duplicate")
+    elif kind == "replay":
+        if net.history:
+            net.queue.append(net.history[int(action[1] * len(net.history))])
     elif kind == "tick":
         while len(net.queue) > MAX_IN_FLIGHT:
             world.deliver(0)
@@ -176,20 +195,28 @@ def heal(world: World) -> bool:
     return False
 
 
-def run(seed: int, steps: list[int], fsync: str | None = None, keep: bool = False) -> Outcome:
-    """Run the schedule of `seed` restricted to `steps`; stop at the first violation."""
-    on, compaction = world_options(seed, fsync)
+def run(seed: int, steps: list[int], fsync: str | None = None,
+        nodes: int | None = None) -> Outcome:
+    """Run the schedule of `seed` restricted to `steps`; stop at the first violation.
+
+    Python's cycle collector is off while a schedule runs (and the heap collected before):
+    collections in the middle of a run, freeing objects of earlier runs in the same process,
+    changed what a schedule did, so a seed failed only after certain other seeds."""
+    on, compaction, n = world_options(seed, fsync, nodes)
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     root = tempfile.mkdtemp(prefix="wq-sim-", dir=shm)
     out = Outcome(seed, steps)
-    world = World(root, NODES, seed, on, compaction)
+    gc.collect()
+    collecting = gc.isenabled()
+    gc.disable()
+    world = World(root, n, seed, on, compaction)
     try:
         for name in world.nodes:
             world.start(name)
         for i in steps:
             world.step = i
             world.network.release(i)
-            for action in actions(seed, i, on):
+            for action in actions(seed, i, on, n):
                 perform(world, seed, action)
             found = world.violations + check_step(world)
             if found:
@@ -203,9 +230,12 @@ def run(seed: int, steps: list[int], fsync: str | None = None, keep: bool = Fals
         out.acknowledged = sum(1 for p in world.proposals if p.done and p.error == 0)
         return out
     finally:
+        out.fingerprint = digest((sorted(world.committed.items()), world.now, world.step,
+                                  [(p.done, p.error, p.result) for p in world.proposals]))
         world.close()
-        if not keep:
-            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        if collecting:
+            gc.enable()
 
 
 def kind(violation: str) -> str:
@@ -213,11 +243,12 @@ def kind(violation: str) -> str:
     return re.sub(r"\bn\d\b|\d+", "#", violation)[:60]
 
 
-def shrink(seed: int, steps: list[int], fsync: str | None, budget: int = 80) -> list[int]:
+def shrink(seed: int, steps: list[int], fsync: str | None, nodes: int | None,
+           budget: int = 80) -> list[int]:
     """The shortest sub-schedule failing the same way that a bounded delta-debugging search
     finds (`budget` replays at most)."""
     failing = steps
-    first = run(seed, failing, fsync)
+    first = run(seed, failing, fsync, nodes)
     if not first.violations:
         return failing
     wanted = kind(first.violations[0])
@@ -230,7 +261,7 @@ def shrink(seed: int, steps: list[int], fsync: str | None, budget: int = 80) -> 
         while i < len(failing) and tries < budget:
             candidate = failing[:i] + failing[i + chunk:]
             tries += 1
-            result = run(seed, candidate, fsync)
+            result = run(seed, candidate, fsync, nodes)
             if candidate and result.violations and kind(result.violations[0]) == wanted:
                 failing = candidate
                 if result.failed_at is not None:
@@ -243,13 +274,13 @@ def shrink(seed: int, steps: list[int], fsync: str | None, budget: int = 80) -> 
     return failing
 
 
-def describe(seed: int, steps: list[int], fsync: str | None) -> list[str]:
-    on, _ = world_options(seed, fsync)
-    names = {f"127.0.0.1:{9001 + k}": f"n{k}" for k in range(NODES)}
+def describe(seed: int, steps: list[int], fsync: str | None, nodes: int | None) -> list[str]:
+    on, _, n = world_options(seed, fsync, nodes)
+    names = {f"127.0.0.1:{9001 + k}": f"n{k}" for k in range(n)}
 
     def show(a: tuple) -> str:
         return " ".join(names.get(x, f"{x:.3g}" if isinstance(x, float) else str(x))
                         if not isinstance(x, tuple) else ",".join(names.get(y, y) for y in x)
                         for x in a)
 
-    return [f"step {i}: " + "; ".join(show(a) for a in actions(seed, i, on)) for i in steps]
+    return [f"step {i}: " + "; ".join(show(a) for a in actions(seed, i, on, n)) for i in steps]

@@ -196,6 +196,7 @@ class World:
         self.applied: dict[int, tuple[int, str, str]] = {}   # index -> (term, digest, first node)
         self.committed: dict[int, tuple[int, bytes]] = {}    # index -> (term, command)
         self.held: dict[str, int] = {}         # committed entries each node must still hold
+        self.quorum_checked: dict[tuple[int, str], int] = {}   # (term, leader) -> commit index
         self.synced_last: dict[str, int] = {}  # last log index at each node's last journal sync
         self.leaders: dict[int, str] = {}      # term -> leader
         self.proposals: list[Proposal] = []
