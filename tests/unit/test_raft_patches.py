@@ -6,13 +6,14 @@ pysyncobj 0.3.17's own behaviour, so every test is shown to catch what its patch
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
 import pickle
 import shutil
 import sqlite3
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import pysyncobj
@@ -43,13 +44,22 @@ def patch(request: pytest.FixtureRequest) -> Any:
     patches.ENABLED[name] = True
 
 
+@contextlib.contextmanager
+def started(tmp_path: Any, nodes: int = 3, fsync: bool = False, seed: int = 7) -> Iterator[World]:
+    """A simulated cluster with every node started, closed afterwards."""
+    w = World(str(tmp_path), nodes, seed=seed, fsync=fsync, compaction_entries=10_000)
+    try:
+        for name in w.nodes:
+            w.start(name)
+        yield w
+    finally:
+        w.close()
+
+
 @pytest.fixture
-def world(tmp_path: Any) -> Any:
-    w = World(str(tmp_path), 3, seed=7, fsync=False, compaction_entries=10_000)
-    for name in w.nodes:
-        w.start(name)
-    yield w
-    w.close()
+def world(tmp_path: Any) -> Iterator[World]:
+    with started(tmp_path) as w:
+        yield w
 
 
 def step(w: World) -> None:
@@ -164,10 +174,7 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
     """Five nodes. A follower acks entries of the leader's first term that a later leader
     then overwrites; when the first leader leads again, that old ack must not count the
     follower as holding the new entries at those indexes."""
-    w = World(str(tmp_path), 5, seed=7, fsync=False, compaction_entries=10_000)
-    try:
-        for name in w.nodes:
-            w.start(name)
+    with started(tmp_path, nodes=5) as w:
         settle(w)
         first, fol = leader(w), follower(w)
         others = [n for n in w.nodes if n not in (first, fol)]
@@ -205,8 +212,6 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
         holders = [n for n, node in w.nodes.items() if node.alive and
                    node.raft._SyncObj__getEntries(end, 1)[:1] == [entry]]
         assert len(holders) == 2 and raft.raftCommitIndex < end
-    finally:
-        w.close()
 
 
 def isolate(w: World, node: str, others: list[str]) -> None:
@@ -409,10 +414,7 @@ def test_an_answer_meant_for_a_command_sent_before_a_restart_is_not_taken_for_a_
 
 @patched_and_upstream("votes-counted-once")
 def test_a_vote_that_arrives_twice_counts_once(tmp_path, patch):
-    w = World(str(tmp_path), 5, seed=7, fsync=False, compaction_entries=10_000)
-    try:
-        for name in w.nodes:
-            w.start(name)
+    with started(tmp_path, nodes=5) as w:
         candidate, voter = list(w.nodes)[:2]
         raft = w.nodes[candidate].raft
         raft._SyncObj__raftElectionDeadline = 0          # its election timeout is up
@@ -424,8 +426,6 @@ def test_a_vote_that_arrives_twice_counts_once(tmp_path, patch):
         w.deliver(w.network.queue.index(vote), keep=True)
         w.deliver(w.network.queue.index(vote))         # the same vote again
         assert raft.role == "candidate"                # two votes of five
-    finally:
-        w.close()
 
 
 @patched_and_upstream("refusing-voter-stands")
@@ -480,10 +480,7 @@ def test_a_proposal_pending_when_the_term_moves_on_fails_at_once(world, patch):
 
 
 def test_with_fsync_on_a_follower_acknowledges_only_entries_on_its_disk(tmp_path):
-    w = World(str(tmp_path), 3, seed=3, fsync=True, compaction_entries=10_000)
-    try:
-        for name in w.nodes:
-            w.start(name)
+    with started(tmp_path, fsync=True, seed=3) as w:
         settle(w)
         lead, fol = leader(w), follower(w)
         propose(w, lead, "a")
@@ -494,8 +491,6 @@ def test_with_fsync_on_a_follower_acknowledges_only_entries_on_its_disk(tmp_path
         w.tick(fol)                                       # one sync, then the acks
         [ack] = queued(w, fol, lead, "next_node_idx")
         assert w.synced_last[fol] == last(w, fol)
-    finally:
-        w.close()
 
 
 def test_a_node_whose_store_is_ahead_of_its_log_refuses_to_start(world):
