@@ -251,6 +251,20 @@ class World:
         sent = Message(src, dst, wire_pickle.dumps(message), message["type"])
         self.network.queue.append(sent)
         self.network.history.append(sent)
+        serialized = message.get("serialized")
+        if serialized and serialized[1]:            # the first chunk of a snapshot transfer
+            self._check_snapshot_needed(src, dst)
+
+    def _check_snapshot_needed(self, src: str, dst: str) -> None:
+        """A leader sends a snapshot only to a follower it does not know to hold the entries
+        after it: installing one it did not need is wasted work at best."""
+        raft = self.nodes[src].raft
+        match = raft._SyncObj__raftMatchIndex.get(raft._SyncObj__transport.peers[dst], 0)
+        first = raft._logIndexes()[0]
+        if match >= first:
+            self.violations.append(
+                f"{self.nodes[src].name} sends {self.nodes[dst].name} a snapshot of entries up "
+                f"to {first}, knowing it holds entries up to {match}")
 
     def journal_synced(self, journal_path: str) -> None:
         for name, node in self.nodes.items():
