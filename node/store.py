@@ -180,12 +180,16 @@ class Store:
             return [{"id": r.id, "result": r.result, "iterations": r.iterations,
                      "completed_at": r.finished_at} for r in conn.execute(q)]
 
+    @staticmethod
+    def status_query(status: str, limit: int):
+        return (select(jobs.c.id, jobs.c.iterations, jobs.c.size, jobs.c.digest, jobs.c.attempts,
+                       jobs.c.worker, jobs.c.leased_at)
+                .where(jobs.c.status == status).order_by(jobs.c.seq).limit(limit))
+
     def jobs_with_status(self, status: str, limit: int, exclude: Iterable[str] = ()) -> list[dict]:
         """Oldest jobs in `status`, skipping ids in `exclude`: an index walk, not a scan."""
         exclude = set(exclude)
-        q = (select(jobs.c.id, jobs.c.iterations, jobs.c.size, jobs.c.digest, jobs.c.attempts,
-                    jobs.c.worker, jobs.c.leased_at)
-             .where(jobs.c.status == status).order_by(jobs.c.seq).limit(limit + len(exclude)))
+        q = self.status_query(status, limit + len(exclude))
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings() if r.id not in exclude]
         return rows[:limit]

@@ -315,13 +315,10 @@ def test_a_failing_enqueue_among_others_fails_alone(machine):
 
 @pytest.mark.parametrize("query", ["completed", "queued", "running"])
 def test_hot_queries_walk_an_index_instead_of_sorting(machine, query):
-    """pullCompleted and lease selection cost O(top), not a sort of every matching job."""
-    from node.store import jobs as jobs_table
-    if query == "completed":
-        q = machine.store.completed_query(100)
-    else:
-        q = (select(jobs_table.c.id).where(jobs_table.c.status == query)
-             .order_by(jobs_table.c.seq).limit(100))
+    """pullCompleted and lease selection cost O(top), not a sort of every matching job: the
+    plans of the very queries `Store.completed` and `Store.jobs_with_status` run."""
+    store = machine.store
+    q = store.completed_query(100) if query == "completed" else store.status_query(query, 100)
     sql = str(q.compile(compile_kwargs={"literal_binds": True}))
     with machine.store.engine.connect() as conn:
         plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
