@@ -139,9 +139,7 @@ def perform(world: World, seed: int, action: tuple) -> None:
         net.cut.add(frozenset(action[1:]))
         world._reconnect()
     elif kind == "partition":
-        side = set(action[1])
-        net.cut.update(frozenset((a, b)) for a in side for b in world.nodes if b not in side)
-        world._reconnect()
+        world.partition(set(action[1]))
     elif kind == "mend":
         net.cut.clear()
         world._reconnect()

@@ -328,6 +328,12 @@ class World:
         node.store.close()
         node.store = None
 
+    def partition(self, side: set[str]) -> None:
+        """Cut every link between the nodes in `side` and the others."""
+        self.network.cut.update(frozenset((a, b)) for a in side for b in self.nodes
+                                if b not in side)
+        self._reconnect()
+
     def _reconnect(self) -> None:
         """Tell every live node which peers it is connected to (as TCP would)."""
         for name, node in self.nodes.items():

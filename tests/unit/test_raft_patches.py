@@ -22,7 +22,7 @@ import pysyncobj.pickle as wire_pickle
 from node import commands as c
 from node.raft import recovery_problem
 from node.syncobj import FAIL_REASON, journal as journal_module, patches
-from tests.sim.checks import quiescent
+from tests.sim.checks import holds, quiescent
 from tests.sim.world import Crash, Message, World
 
 
@@ -178,7 +178,7 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
         settle(w)
         first, fol = leader(w), follower(w)
         others = [n for n in w.nodes if n not in (first, fol)]
-        isolate(w, first, others)                # only `fol` hears the leader
+        w.partition({first, fol})                # only `fol` hears the leader
         for job in "abc":
             propose(w, first, job)
         step(w)
@@ -197,7 +197,7 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
         # The first leader leads again, and appends up to `end` holding the rest off but one.
         w.stop(second)
         elect(w, first)
-        isolate(w, first, [n for n in w.nodes if n not in (first, others[1])])
+        w.partition({first, others[1]})
         while last(w, first) < end:
             propose(w, first, "d")
             step(w)
@@ -208,15 +208,9 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
         w.deliver(len(w.network.queue) - 1)
         w.tick(first)
         raft = w.nodes[first].raft
-        entry = raft._SyncObj__getEntries(end, 1)[0]
-        holders = [n for n, node in w.nodes.items() if node.alive and
-                   node.raft._SyncObj__getEntries(end, 1)[:1] == [entry]]
+        term = raft._SyncObj__getEntries(end, 1)[0][2]
+        holders = [n for n, node in w.nodes.items() if node.alive and holds(node.raft, end, term)]
         assert len(holders) == 2 and raft.raftCommitIndex < end
-
-
-def isolate(w: World, node: str, others: list[str]) -> None:
-    w.network.cut.update(frozenset((node, o)) for o in others)
-    w._reconnect()
 
 
 def elect(w: World, name: str) -> None:
@@ -338,7 +332,8 @@ def test_a_leader_waiting_for_its_snapshot_sends_one_message_not_a_stream(world,
     raft = w.nodes[lead].raft
     raft.forceLogCompaction()
     w.tick(lead)                             # written; the trim waits for the next tick
-    raft._SyncObj__raftNextIndex[peer(w, lead, fol)] = 1   # as after a follower said it lacks everything
+    # As after the follower said it lacks everything:
+    raft._SyncObj__raftNextIndex[peer(w, lead, fol)] = 1
     sent = []
     original = w.sent
 
