@@ -5,6 +5,7 @@ synchronous=NORMAL, like the nodes' stores) inserts the job with its payload and
 and the client gets the job id. Nothing else: no Raft, no copies, no idempotency, no limits
 beyond the body size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ def make_app(db_path: str) -> web.Application:
     db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, iterations INTEGER, "
-               "payload BLOB, enqueued_at REAL)")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, iterations INTEGER, "
+        "payload BLOB, enqueued_at REAL)"
+    )
 
     async def enqueue(request: web.Request) -> web.Response:
         iterations = int(request.query.get("iterations", "1"))
@@ -41,8 +44,15 @@ def main() -> None:
     p.add_argument("--db", required=True, help="SQLite file")
     args = p.parse_args()
     # The same event loop as the nodes, so the comparison measures replication, not loops.
-    web.run_app(make_app(args.db), host="127.0.0.1", port=args.port, access_log=None,
-                print=None, backlog=1024, loop=uvloop.new_event_loop())
+    web.run_app(
+        make_app(args.db),
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        backlog=1024,
+        loop=uvloop.new_event_loop(),
+    )
 
 
 if __name__ == "__main__":

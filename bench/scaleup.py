@@ -1,6 +1,7 @@
 """`python -m bench scale-up`: a burst lands on an idle cluster (local backend, no worker
 running); seconds from the first acknowledged enqueue to the first result computed by a worker
 the leader started for it, and to the pool reaching its maximum."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,12 +13,11 @@ from pathlib import Path
 
 import requests
 
+from bench.load import enqueue_many
 from tests.integration.cluster import Cluster, wait_until
 from worker import compute
 
-from .load import enqueue_many
-
-ADOPTION_GRACE = 5.0      # a new leader launches nothing for this long (node/scaling/loop.py)
+ADOPTION_GRACE = 5.0  # a new leader launches nothing for this long (node/scaling/loop.py)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="wq-bench-scaleup-") as tmp:
         with Cluster(Path(tmp) / "c", max_workers=max_workers, request_timeout=10) as cluster:
             leader = cluster.wait_leader()
-            time.sleep(ADOPTION_GRACE + 1)           # idle, past the new leader's grace
+            time.sleep(ADOPTION_GRACE + 1)  # idle, past the new leader's grace
             assert cluster.status(leader)["workers"] == []
             marks: dict[str, float] = {}
             done = threading.Event()
@@ -52,8 +52,11 @@ def run(args: argparse.Namespace) -> dict:
                         return
                     time.sleep(0.02)
 
-            first = requests.put(f"{cluster.url(leader)}/enqueue?iterations={iterations}",
-                                 data=b"burst 0", timeout=10)
+            first = requests.put(
+                f"{cluster.url(leader)}/enqueue?iterations={iterations}",
+                data=b"burst 0",
+                timeout=10,
+            )
             start = time.monotonic()
             assert first.status_code == 200, first.text
             watcher = threading.Thread(target=watch)
@@ -62,21 +65,32 @@ def run(args: argparse.Namespace) -> dict:
             watcher.join(timeout=120)
             done.set()
             wait_until(lambda: len(marks) == 2, 5, "the scale-up marks")
-    return {"jobs": jobs, "iterations": iterations, "max_workers": max_workers,
-            "kernel": compute.KERNEL, "lanes": compute.LANES,
-            "first_result_s": round(marks["first_result"] - start, 2),
-            "max_workers_s": round(marks["max_workers"] - start, 2)}
+    return {
+        "jobs": jobs,
+        "iterations": iterations,
+        "max_workers": max_workers,
+        "kernel": compute.KERNEL,
+        "lanes": compute.LANES,
+        "first_result_s": round(marks["first_result"] - start, 2),
+        "max_workers_s": round(marks["max_workers"] - start, 2),
+    }
 
 
 def print_table(results: dict) -> None:
-    print(f"\nburst of {results['jobs']} jobs x {results['iterations']:,} iterations on an idle "
-          f"cluster, local backend, at most {results['max_workers']} workers; kernel "
-          f"{results['kernel']}, {results['lanes']} jobs computed together per worker")
-    print(f"  first result after {results['first_result_s']:.2f} s; "
-          f"{results['max_workers']} workers after {results['max_workers_s']:.2f} s")
+    print(
+        f"\nburst of {results['jobs']} jobs x {results['iterations']:,} iterations on an idle "
+        f"cluster, local backend, at most {results['max_workers']} workers; kernel "
+        f"{results['kernel']}, {results['lanes']} jobs computed together per worker"
+    )
+    print(
+        f"  first result after {results['first_result_s']:.2f} s; "
+        f"{results['max_workers']} workers after {results['max_workers_s']:.2f} s"
+    )
 
 
 def targets(results: dict) -> list[str]:
     ok = results["first_result_s"] < 2
-    return [("met    " if ok else "MISSED ") +
-            f"first result {results['first_result_s']:.2f} s after the burst (target under 2 s)"]
+    return [
+        ("met    " if ok else "MISSED ")
+        + f"first result {results['first_result_s']:.2f} s after the burst (target under 2 s)"
+    ]

@@ -7,6 +7,7 @@ and answers how many workers to start and the idle timeout. A started worker wor
 is free, and leaves once it has been idle for the idle timeout last handed out. A worker is
 billed from launch to exit.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ ARRIVAL_WINDOW = 1800.0
 class SimWorker:
     launched: float
     up_at: float
-    job: list | None = None          # [remaining iterations, arrival time]
+    job: list | None = None  # [remaining iterations, arrival time]
     idle_since: float | None = None
     exited: float | None = None
 
@@ -43,24 +44,34 @@ class Result:
         return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
     def row(self) -> dict:
-        return {"launches": self.launches, "worker_seconds": round(self.worker_seconds),
-                "wait_p50": round(self.percentile(0.50), 1),
-                "wait_p95": round(self.percentile(0.95), 1),
-                "wait_max": round(max(self.waits, default=0.0), 1),
-                "unfinished": self.unfinished}
+        return {
+            "launches": self.launches,
+            "worker_seconds": round(self.worker_seconds),
+            "wait_p50": round(self.percentile(0.50), 1),
+            "wait_p95": round(self.percentile(0.95), 1),
+            "wait_max": round(max(self.waits, default=0.0), 1),
+            "unfinished": self.unfinished,
+        }
 
 
-def simulate(trace: Sequence[tuple[float, int]], policy: Policy, limits: Limits, *,
-             boot_delay: float, speed: float, tick: float = 1.0,
-             drain_limit: float = 4 * 3600.0) -> Result:
+def simulate(
+    trace: Sequence[tuple[float, int]],
+    policy: Policy,
+    limits: Limits,
+    *,
+    boot_delay: float,
+    speed: float,
+    tick: float = 1.0,
+    drain_limit: float = 4 * 3600.0,
+) -> Result:
     """Replay `trace` ((arrival time, iterations), sorted by time) and measure the outcome."""
     result = Result()
-    queue: deque[list] = deque()                 # [iterations, arrival time]
+    queue: deque[list] = deque()  # [iterations, arrival time]
     workers: list[SimWorker] = []
     arrivals: deque[tuple[float, int]] = deque()
     launch_times: deque[float] = deque()
     timeout = limits.max_idle
-    end = (trace[-1][0] if trace else 0.0)
+    end = trace[-1][0] if trace else 0.0
     i, now = 0, 0.0
     while True:
         nxt = now + tick
@@ -73,8 +84,12 @@ def simulate(trace: Sequence[tuple[float, int]], policy: Policy, limits: Limits,
             if w.exited is None:
                 _work(w, queue, now, nxt, speed, result)
         for w in workers:
-            if w.exited is None and w.job is None and w.idle_since is not None \
-                    and nxt - w.idle_since >= timeout:
+            if (
+                w.exited is None
+                and w.job is None
+                and w.idle_since is not None
+                and nxt - w.idle_since >= timeout
+            ):
                 w.exited = w.idle_since + timeout
         now = nxt
         while arrivals and now - arrivals[0][0] > ARRIVAL_WINDOW:
@@ -84,11 +99,16 @@ def simulate(trace: Sequence[tuple[float, int]], policy: Policy, limits: Limits,
         live = [w for w in workers if w.exited is None]
         backlog = sum(q[0] for q in queue) + sum(w.job[0] for w in live if w.job)
         snapshot = Snapshot(
-            now=now, queued_jobs=len(queue), backlog_iterations=int(backlog),
+            now=now,
+            queued_jobs=len(queue),
+            backlog_iterations=int(backlog),
             oldest_wait=(now - queue[0][1]) if queue else 0.0,
-            workers=tuple(Worker(busy=w.job is not None, booting=now < w.up_at, speed=speed)
-                          for w in live),
-            arrivals=tuple(arrivals), recent_launches=tuple(launch_times))
+            workers=tuple(
+                Worker(busy=w.job is not None, booting=now < w.up_at, speed=speed) for w in live
+            ),
+            arrivals=tuple(arrivals),
+            recent_launches=tuple(launch_times),
+        )
         decision = policy(snapshot, limits)
         timeout = decision.idle_timeout
         for _ in range(decision.start):
@@ -104,8 +124,9 @@ def simulate(trace: Sequence[tuple[float, int]], policy: Policy, limits: Limits,
     return result
 
 
-def _work(w: SimWorker, queue: deque, start: float, stop: float, speed: float,
-          result: Result) -> None:
+def _work(
+    w: SimWorker, queue: deque, start: float, stop: float, speed: float, result: Result
+) -> None:
     """Advance one worker through [start, stop): finish and take jobs as time allows."""
     cursor = max(start, w.up_at)
     if cursor >= stop:
@@ -131,5 +152,11 @@ def _work(w: SimWorker, queue: deque, start: float, stop: float, speed: float,
 
 def hindsight_bound(trace: Sequence[tuple[float, int]], speed: float) -> dict:
     """A lower bound no policy can beat: every worker-second spent computing, no waiting."""
-    return {"launches": None, "worker_seconds": round(sum(it for _, it in trace) / speed),
-            "wait_p50": 0.0, "wait_p95": 0.0, "wait_max": 0.0, "unfinished": 0}
+    return {
+        "launches": None,
+        "worker_seconds": round(sum(it for _, it in trace) / speed),
+        "wait_p50": 0.0,
+        "wait_p95": 0.0,
+        "wait_max": 0.0,
+        "unfinished": 0,
+    }

@@ -3,6 +3,7 @@
 A trace file is CSV with a header `time,iterations` (seconds from the start, and the job's
 iteration count), one job per line; lines starting with # are ignored.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,9 @@ import random
 Trace = list[tuple[float, int]]
 
 
-def steady(duration: float = 3600, interval: float = 4.0, iterations: int = 1_000_000,
-           seed: int = 1) -> Trace:
+def steady(
+    duration: float = 3600, interval: float = 4.0, iterations: int = 1_000_000, seed: int = 1
+) -> Trace:
     """One job every `interval` seconds on average (Poisson arrivals)."""
     rng = random.Random(seed)
     t, out = 0.0, []
@@ -23,8 +25,14 @@ def steady(duration: float = 3600, interval: float = 4.0, iterations: int = 1_00
     return out
 
 
-def on_off(duration: float = 3600, period: float = 180, on: float = 60, rate: float = 2.0,
-           iterations: int = 1_000_000, seed: int = 2) -> Trace:
+def on_off(
+    duration: float = 3600,
+    period: float = 180,
+    on: float = 60,
+    rate: float = 2.0,
+    iterations: int = 1_000_000,
+    seed: int = 2,
+) -> Trace:
     """Bursts: `rate` jobs/s for `on` seconds at the start of every `period`, then quiet."""
     rng = random.Random(seed)
     out = []
@@ -38,8 +46,14 @@ def on_off(duration: float = 3600, period: float = 180, on: float = 60, rate: fl
     return out
 
 
-def spike(duration: float = 3600, at: float = 600, jobs: int = 400,
-          iterations: int = 1_000_000, background: float = 30.0, seed: int = 3) -> Trace:
+def spike(
+    duration: float = 3600,
+    at: float = 600,
+    jobs: int = 400,
+    iterations: int = 1_000_000,
+    background: float = 30.0,
+    seed: int = 3,
+) -> Trace:
     """A quiet background with one spike of `jobs` jobs arriving within a few seconds."""
     rng = random.Random(seed)
     out = steady(duration, background, iterations, seed)
@@ -47,13 +61,14 @@ def spike(duration: float = 3600, at: float = 600, jobs: int = 400,
     return sorted(out)
 
 
-def diurnal(duration: float = 4 * 3600, peak_rate: float = 1.0, iterations: int = 1_000_000,
-            seed: int = 4) -> Trace:
+def diurnal(
+    duration: float = 4 * 3600, peak_rate: float = 1.0, iterations: int = 1_000_000, seed: int = 4
+) -> Trace:
     """Arrival rate following a sine from near zero to `peak_rate` jobs/s and back."""
     rng = random.Random(seed)
     out, t = [], 0.0
     while t < duration:
-        t += rng.expovariate(peak_rate)              # thinning of a Poisson process
+        t += rng.expovariate(peak_rate)  # thinning of a Poisson process
         rate = peak_rate * (0.05 + 0.95 * math.sin(math.pi * t / duration) ** 2)
         if t < duration and rng.random() < rate / peak_rate:
             out.append((t, iterations))

@@ -1,15 +1,16 @@
 """`wq` (or `python -m client`): submit work to the cluster, wait for it, read results, see
 the cluster's state."""
+
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 
-from . import commands
-from .nodes import NoNodeAnswers, Nodes
+from client import commands
+from client.nodes import Nodes, NoNodeAnswers
+from protocol.secrets import SecretUnreadable, read_secret
 
 NO_NODE = 3
 
@@ -33,49 +34,82 @@ answered."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wq", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", action="append", dest="urls", metavar="URL",
-                   help="a node's base URL; repeat it or separate with commas (WQ_URLS) "
-                        "[default: the three nodes of ./run_local.sh]")
+    p = argparse.ArgumentParser(
+        prog="wq", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--url",
+        action="append",
+        dest="urls",
+        metavar="URL",
+        help="a node's base URL; repeat it or separate with commas (WQ_URLS) "
+        "[default: the three nodes of ./run_local.sh]",
+    )
     p.add_argument("--api-key-file", help="file holding the API key (or set WQ_API_KEY)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds per HTTP request [default: 30]")
-    p.add_argument("--deadline", type=float, default=120.0,
-                   help="seconds one call keeps failing over and retrying before giving up "
-                        "[default: 120]")
-    p.add_argument("--concurrency", type=int, default=8,
-                   help="requests in flight at once [default: 8]")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per HTTP request [default: 30]"
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=120.0,
+        help="seconds one call keeps failing over and retrying before giving up [default: 120]",
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight at once [default: 8]"
+    )
     p.add_argument("--output", "-o", help="write JSON lines to this file [default: stdout]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("submit", help="upload files as jobs",
-                       description="Upload each FILE as a job; print its id as a JSON line.")
+    s = sub.add_parser(
+        "submit",
+        help="upload files as jobs",
+        description="Upload each FILE as a job; print its id as a JSON line.",
+    )
     s.add_argument("files", nargs="+", metavar="FILE")
-    s.add_argument("--iterations", "-n", type=int, required=True,
-                   help="SHA-512 iterations per job (1 to the cluster's --max-iterations)")
+    s.add_argument(
+        "--iterations",
+        "-n",
+        type=int,
+        required=True,
+        help="SHA-512 iterations per job (1 to the cluster's --max-iterations)",
+    )
 
-    w = sub.add_parser("wait", help="wait for jobs and print their results",
-                       description="Wait until the jobs finish; print each result as a JSON "
-                                   "line. JOBS: ids, or files of submit's JSON lines ('-': stdin).")
+    w = sub.add_parser(
+        "wait",
+        help="wait for jobs and print their results",
+        description="Wait until the jobs finish; print each result as a JSON "
+        "line. JOBS: ids, or files of submit's JSON lines ('-': stdin).",
+    )
     w.add_argument("jobs", nargs="+", metavar="JOBS")
-    w.add_argument("--verify", action="store_true",
-                   help="recompute each completed job's digest from its file (needs the "
-                        "'file' and 'iterations' that submit printed)")
-    w.add_argument("--interval", type=float, default=1.0,
-                   help="seconds between polls [default: 1]")
-    w.add_argument("--wait-timeout", type=float,
-                   help="give up after this many seconds (exit code 1) [default: never]")
+    w.add_argument(
+        "--verify",
+        action="store_true",
+        help="recompute each completed job's digest from its file (needs the "
+        "'file' and 'iterations' that submit printed)",
+    )
+    w.add_argument("--interval", type=float, default=1.0, help="seconds between polls [default: 1]")
+    w.add_argument(
+        "--wait-timeout",
+        type=float,
+        help="give up after this many seconds (exit code 1) [default: never]",
+    )
 
-    pl = sub.add_parser("pull", help="most recently completed jobs",
-                        description="Print the most recently completed jobs, newest first.")
+    pl = sub.add_parser(
+        "pull",
+        help="most recently completed jobs",
+        description="Print the most recently completed jobs, newest first.",
+    )
     pl.add_argument("--top", type=int, default=100, help="how many (1-1000) [default: 100]")
 
-    st = sub.add_parser("status", help="members, leader, queue and workers",
-                        description="A table of the members (role, health, Raft term and "
-                                    "applied index), the leader, queue counts, workers and "
-                                    "scaling.")
+    st = sub.add_parser(
+        "status",
+        help="members, leader, queue and workers",
+        description="A table of the members (role, health, Raft term and "
+        "applied index), the leader, queue counts, workers and "
+        "scaling.",
+    )
     st.add_argument("--json", action="store_true", help="print the raw JSON instead")
     return p
 
@@ -87,21 +121,26 @@ def _urls(args: argparse.Namespace) -> list[str]:
 
 
 def _api_key(args: argparse.Namespace) -> str:
-    if args.api_key_file:
-        with open(args.api_key_file, encoding="utf-8") as f:
-            return f.read().strip()
-    return os.environ.get("WQ_API_KEY", "")
+    return read_secret(args.api_key_file, "WQ_API_KEY")
 
 
 async def run(args: argparse.Namespace, out) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
-    async with Nodes(_urls(args), _api_key(args), args.timeout, args.deadline,
-                     args.concurrency) as nodes:
+    async with Nodes(
+        _urls(args), _api_key(args), args.timeout, args.deadline, args.concurrency
+    ) as nodes:
         if args.command == "submit":
             return await commands.submit(nodes, args.files, args.iterations, out, progress)
         if args.command == "wait":
-            return await commands.wait(nodes, commands.read_jobs(args.jobs), out, progress,
-                                       args.verify, args.interval, args.wait_timeout)
+            return await commands.wait(
+                nodes,
+                commands.read_jobs(args.jobs),
+                out,
+                progress,
+                args.verify,
+                args.interval,
+                args.wait_timeout,
+            )
         if args.command == "pull":
             return await commands.pull(nodes, args.top, out)
         return await commands.status(nodes, out, args.json)
@@ -124,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except NoNodeAnswers as e:
         print(f"wq: {e}", file=sys.stderr)
         return NO_NODE
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SecretUnreadable) as e:
         print(f"wq: {e}", file=sys.stderr)
         return commands.FAILED
     except KeyboardInterrupt:

@@ -1,11 +1,11 @@
 """The client's commands. Each returns the process exit code; records go to `out` as JSON
 lines as they arrive, progress bars to stderr."""
+
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import re
 import sys
 import time
 import uuid
@@ -13,11 +13,10 @@ from typing import IO, Iterable
 
 from tqdm import tqdm
 
-from worker.compute import iterate_sha512
+from client.nodes import Nodes, error_text
+from protocol.ids import JOB_ID
+from protocol.work import iterate_sha512
 
-from .nodes import Nodes, error_text
-
-JOB_ID = re.compile(r"[0-9a-f]{32}")
 OK, FAILED = 0, 1
 # A node answers 404 for a job it has not applied yet (just submitted through another node);
 # a job is reported unknown only once every answer said so for this long.
@@ -30,12 +29,14 @@ def _emit(out: IO[str], record: dict) -> None:
 
 
 def _bar(total: int, desc: str, unit: str, show: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not show,
-                dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, unit=unit, file=sys.stderr, disable=not show, dynamic_ncols=True
+    )
 
 
-async def submit(nodes: Nodes, files: list[str], iterations: int, out: IO[str],
-                 progress: bool) -> int:
+async def submit(
+    nodes: Nodes, files: list[str], iterations: int, out: IO[str], progress: bool
+) -> int:
     """Upload each file as a job. Every file gets one Idempotency-Key for all its attempts,
     so a retry (on this node or another) never creates a second job."""
     gate = asyncio.Semaphore(nodes.concurrency)
@@ -54,9 +55,13 @@ async def submit(nodes: Nodes, files: list[str], iterations: int, out: IO[str],
             return
         key = uuid.uuid4().hex
         async with gate:
-            answer = await nodes.request("PUT", "/enqueue", data=data,
-                                         params={"iterations": str(iterations)},
-                                         headers={"Idempotency-Key": key})
+            answer = await nodes.request(
+                "PUT",
+                "/enqueue",
+                data=data,
+                params={"iterations": str(iterations)},
+                headers={"Idempotency-Key": key},
+            )
         if answer.status == 200:
             _emit(out, {"file": path, "id": answer.body["id"], "iterations": iterations})
         else:
@@ -80,7 +85,7 @@ def read_jobs(sources: Iterable[str]) -> list[dict]:
         if JOB_ID.fullmatch(source):
             jobs.setdefault(source, {"id": source})
             continue
-        with (open(source, encoding="utf-8") if source != "-" else sys.stdin) as f:
+        with open(source, encoding="utf-8") if source != "-" else sys.stdin as f:
             for n, line in enumerate(f, start=1):
                 line = line.strip()
                 if not line:
@@ -104,8 +109,15 @@ def _verify(record: dict, result: str) -> bool | None:
         return iterate_sha512(f.read(), iterations) == result
 
 
-async def wait(nodes: Nodes, jobs: list[dict], out: IO[str], progress: bool, verify: bool,
-               interval: float, timeout: float | None) -> int:
+async def wait(
+    nodes: Nodes,
+    jobs: list[dict],
+    out: IO[str],
+    progress: bool,
+    verify: bool,
+    interval: float,
+    timeout: float | None,
+) -> int:
     """Poll until every job completed or failed; one JSON line per finished job."""
     pending = {j["id"]: j for j in jobs}
     gate = asyncio.Semaphore(nodes.concurrency)
@@ -121,8 +133,11 @@ async def wait(nodes: Nodes, jobs: list[dict], out: IO[str], progress: bool, ver
         record = pending[job_id]
         if answer.status == 200 and answer.body["status"] in ("queued", "running"):
             return
-        if answer.status == 404 and \
-                time.monotonic() - missing_since.setdefault(job_id, time.monotonic()) < UNKNOWN_AFTER:
+        if (
+            answer.status == 404
+            and time.monotonic() - missing_since.setdefault(job_id, time.monotonic())
+            < UNKNOWN_AFTER
+        ):
             return
         del pending[job_id]
         bar.update(1)
@@ -149,15 +164,13 @@ async def wait(nodes: Nodes, jobs: list[dict], out: IO[str], progress: bool, ver
             if not pending:
                 break
             if give_up is not None and time.monotonic() >= give_up:
-                print(f"{len(pending)} jobs still unfinished after {timeout:g}s",
-                      file=sys.stderr)
+                print(f"{len(pending)} jobs still unfinished after {timeout:g}s", file=sys.stderr)
                 return FAILED
             await asyncio.sleep(interval)
     finally:
         bar.close()
     if bad:
-        print(f"{bad} of {len(jobs)} jobs failed, are unknown or did not verify",
-              file=sys.stderr)
+        print(f"{bad} of {len(jobs)} jobs failed, are unknown or did not verify", file=sys.stderr)
     return FAILED if bad else OK
 
 
@@ -183,8 +196,16 @@ async def status(nodes: Nodes, out: IO[str], as_json: bool) -> int:
     rows = [("NODE", "ROLE", "HEALTH", "TERM", "APPLIED", "URL")]
     for m in members:
         if m["reachable"]:
-            rows.append((m["node"], m["role"], "ok" if m["healthy"] else m["health"],
-                         str(m["raft"]["term"]), str(m["raft"]["last_applied"]), m["url"]))
+            rows.append(
+                (
+                    m["node"],
+                    m["role"],
+                    "ok" if m["healthy"] else m["health"],
+                    str(m["raft"]["term"]),
+                    str(m["raft"]["last_applied"]),
+                    m["url"],
+                )
+            )
         else:
             rows.append(("?", "unreachable", m["error"], "-", "-", m["url"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -193,21 +214,27 @@ async def status(nodes: Nodes, out: IO[str], as_json: bool) -> int:
     leader = next((m for m in members if m["reachable"] and m["role"] == "leader"), None)
     source = leader or next(m for m in members if m.get("self"))
     q, w = source["queue"], source["worker_states"]
-    out.write(f"\nleader: {leader['node'] if leader else 'none'}\n"
-              f"queue: {q['queued']} queued, {q['running']} running, {q['completed']} "
-              f"completed, {q['failed']} failed\n"
-              f"workers: {w['busy']} busy, {w['idle']} idle, {w['booting']} booting\n")
+    out.write(
+        f"\nleader: {leader['node'] if leader else 'none'}\n"
+        f"queue: {q['queued']} queued, {q['running']} running, {q['completed']} "
+        f"completed, {q['failed']} failed\n"
+        f"workers: {w['busy']} busy, {w['idle']} idle, {w['booting']} booting\n"
+    )
     scaling = source.get("scaling")
     if scaling:
         idle = scaling["idle_timeout"]
         last = scaling["last_decision"]
-        out.write(f"scaling: {scaling['backend']} backend, idle timeout "
-                  f"{'none' if idle is None else f'{idle:.0f}s'}"
-                  f"{', last decision: ' + last['reason'] if last else ''}\n")
+        out.write(
+            f"scaling: {scaling['backend']} backend, idle timeout "
+            f"{'none' if idle is None else f'{idle:.0f}s'}"
+            f"{', last decision: ' + last['reason'] if last else ''}\n"
+        )
     return OK
 
 
 def default_urls() -> list[str]:
-    text = os.environ.get("WQ_URLS") or \
-        "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
+    text = (
+        os.environ.get("WQ_URLS")
+        or "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
+    )
     return [u.strip() for u in text.split(",") if u.strip()]

@@ -1,4 +1,5 @@
 """`python -m node`: run one manager node until SIGINT or SIGTERM."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,11 +11,11 @@ import sys
 
 import uvloop
 
-from . import logs
-from .app import Node
-from .config import load_config
-from .errors import ConfigError
-from .raft import RecoveryError
+from node.app import Node
+from node.config import load_config
+from node.errors import ConfigError
+from node.observability import logs
+from node.replication.raft import RecoveryError
 
 
 async def serve(node: Node) -> None:

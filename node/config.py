@@ -4,6 +4,7 @@ Every option has a flag and a `WQ_*` environment variable; a flag wins over the 
 The cluster secret is read from `WQ_SECRET` or from a file (`--secret-file`), never from a
 flag, so it does not show up in `ps` or shell history.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from node.errors import ConfigError
+from protocol.secrets import SecretUnreadable, read_secret
 
 MIN_SECRET_LENGTH = 16
 # pysyncobj requires raftMaxTimeout <= connectionTimeout, which the Raft adapter leaves at
@@ -127,7 +129,7 @@ class NodeConfig:
     def majority(self) -> int:
         return self.cluster_size // 2 + 1
 
-    def validate(self) -> "NodeConfig":
+    def validate(self) -> NodeConfig:
         """Raise ConfigError naming the first bad field and what it allows."""
         if self.api_key and len(self.api_key) < MIN_SECRET_LENGTH:
             raise ConfigError(f"api_key: at least {MIN_SECRET_LENGTH} characters when set")
@@ -136,7 +138,8 @@ class NodeConfig:
         if len(self.secret) < MIN_SECRET_LENGTH:
             raise ConfigError(
                 f"secret: a cluster secret of at least {MIN_SECRET_LENGTH} characters is required "
-                "(set WQ_SECRET or --secret-file)")
+                "(set WQ_SECRET or --secret-file)"
+            )
         for name in ("raft", "http"):
             _check_hostport(name, getattr(self, name))
         if self.internal_http:
@@ -175,26 +178,32 @@ class NodeConfig:
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
             if not lo <= value <= hi:
-                raise ConfigError(f"{name}: {value} is out of range, allowed {lo} to {hi} "
-                                  f"({_source(name)})")
+                raise ConfigError(
+                    f"{name}: {value} is out of range, allowed {lo} to {hi} ({_source(name)})"
+                )
         if self.min_workers > self.max_workers:
             raise ConfigError(
-                f"min_workers: {self.min_workers} exceeds max_workers ({self.max_workers})")
+                f"min_workers: {self.min_workers} exceeds max_workers ({self.max_workers})"
+            )
         if self.raft_min_timeout >= self.raft_max_timeout:
             raise ConfigError(
                 f"raft_min_timeout: {self.raft_min_timeout} is out of range, allowed 0.1 to "
-                f"below raft_max_timeout ({self.raft_max_timeout}) ({_source('raft_min_timeout')})")
+                f"below raft_max_timeout ({self.raft_max_timeout}) ({_source('raft_min_timeout')})"
+            )
         if self.backend not in ("local", "ec2"):
             raise ConfigError(f"backend: {self.backend!r}; allowed local, ec2")
         if self.backend == "ec2" and self.max_workers > 0:
             if not self.ec2_ami:
                 raise ConfigError("ec2_ami: required with --backend ec2")
             if not re.fullmatch(r"s3://[a-z0-9.-]{3,63}/\S+\.(tar\.gz|whl)", self.ec2_package):
-                raise ConfigError("ec2_package: required with --backend ec2, as "
-                                  "s3://BUCKET/KEY.tar.gz (or .whl)")
+                raise ConfigError(
+                    "ec2_package: required with --backend ec2, as s3://BUCKET/KEY.tar.gz (or .whl)"
+                )
             if not re.fullmatch(r"/?[A-Za-z0-9_.\-/]{1,1011}", self.ec2_secret_parameter):
-                raise ConfigError("ec2_secret_parameter: required with --backend ec2, an SSM "
-                                  "parameter name like /wq/NAME/secret")
+                raise ConfigError(
+                    "ec2_secret_parameter: required with --backend ec2, an SSM "
+                    "parameter name like /wq/NAME/secret"
+                )
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.cluster_name):
             raise ConfigError("cluster_name: 1 to 64 letters, digits and _.-")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -234,22 +243,19 @@ def parse_peers(text: str) -> tuple[Peer, ...]:
     return tuple(peers)
 
 
-def _read_secret(path: str | None, name: str) -> str:
-    if not path:
-        return ""
+def _read_secret(path: str | None, name: str, env_var: str, env: Mapping[str, str]) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"{name}: cannot read {path}: {e.strerror}") from None
+        return read_secret(path, env_var, env)
+    except SecretUnreadable as e:
+        raise ConfigError(f"{name}: {e}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m node",
         description="Run one manager node of the replicated work queue. Every option can also "
-                    "be set through the environment variable named in brackets; the cluster "
-                    "secret only through WQ_SECRET or --secret-file.",
+        "be set through the environment variable named in brackets; the cluster "
+        "secret only through WQ_SECRET or --secret-file.",
     )
 
     def a(flag: str, **kwargs) -> None:
@@ -260,75 +266,159 @@ def build_parser() -> argparse.ArgumentParser:
                 kwargs["help"] += f" [default: {default.default}]"
         p.add_argument(flag, **kwargs)
 
-    a("--id", dest="node_id", help="node name in /status and logs (WQ_NODE_ID); default: the Raft address")
+    a(
+        "--id",
+        dest="node_id",
+        help="node name in /status and logs (WQ_NODE_ID); default: the Raft address",
+    )
     a("--raft", help="host:port of this node's Raft transport, its identity in the group (WQ_RAFT)")
     a("--http", help="host:port of the HTTP API (WQ_HTTP)")
-    a("--internal-http", help="host:port serving only the internal routes that peers and "
-                              "workers use, keeping --http for the public API alone "
-                              "(WQ_INTERNAL_HTTP); default: both on --http")
-    a("--url", help="URL peers and workers use to reach this node (WQ_URL); default "
-                    "http://<--internal-http or --http>")
-    a("--peers", help="the other managers as RAFT_HOST:PORT=HTTP_URL, comma separated, e.g. "
-                      "10.0.0.2:7001=http://10.0.0.2:8001,10.0.0.3:7001=http://10.0.0.3:8001 "
-                      "(WQ_PEERS)")
+    a(
+        "--internal-http",
+        help="host:port serving only the internal routes that peers and "
+        "workers use, keeping --http for the public API alone "
+        "(WQ_INTERNAL_HTTP); default: both on --http",
+    )
+    a(
+        "--url",
+        help="URL peers and workers use to reach this node (WQ_URL); default "
+        "http://<--internal-http or --http>",
+    )
+    a(
+        "--peers",
+        help="the other managers as RAFT_HOST:PORT=HTTP_URL, comma separated, e.g. "
+        "10.0.0.2:7001=http://10.0.0.2:8001,10.0.0.3:7001=http://10.0.0.3:8001 "
+        "(WQ_PEERS)",
+    )
     a("--data-dir", help="directory for the SQLite store, Raft journal and snapshot (WQ_DATA_DIR)")
-    a("--secret-file", help="file holding the cluster secret, at least 16 characters (WQ_SECRET_FILE); "
-                            "or set WQ_SECRET")
-    a("--api-key-file", help="file holding the key clients must send as X-API-Key on the public "
-                             "API (WQ_API_KEY_FILE); or set WQ_API_KEY; default: no key")
+    a(
+        "--secret-file",
+        help="file holding the cluster secret, at least 16 characters (WQ_SECRET_FILE); "
+        "or set WQ_SECRET",
+    )
+    a(
+        "--api-key-file",
+        help="file holding the key clients must send as X-API-Key on the public "
+        "API (WQ_API_KEY_FILE); or set WQ_API_KEY; default: no key",
+    )
     a("--max-iterations", type=int, help="largest accepted iterations (WQ_MAX_ITERATIONS)")
     a("--max-body-bytes", type=int, help="largest accepted payload in bytes (WQ_MAX_BODY_BYTES)")
     a("--max-queued", type=int, help="queued jobs before enqueue answers 429 (WQ_MAX_QUEUED)")
-    a("--max-finished", type=int, help="finished jobs retained, oldest dropped first (WQ_MAX_FINISHED)")
-    a("--idempotency-window", type=float, help="seconds an Idempotency-Key is remembered "
-                                               "(WQ_IDEMPOTENCY_WINDOW)")
-    a("--request-timeout", type=float, help="seconds before a request is answered 503 (WQ_REQUEST_TIMEOUT)")
-    a("--idle-connection-timeout", type=float, help="seconds an HTTP connection may idle, or "
-                                                    "take to send its headers, before it is "
-                                                    "closed (WQ_IDLE_CONNECTION_TIMEOUT)")
-    a("--lease-timeout", type=float, help="seconds a lease lives without heartbeat (WQ_LEASE_TIMEOUT)")
+    a(
+        "--max-finished",
+        type=int,
+        help="finished jobs retained, oldest dropped first (WQ_MAX_FINISHED)",
+    )
+    a(
+        "--idempotency-window",
+        type=float,
+        help="seconds an Idempotency-Key is remembered (WQ_IDEMPOTENCY_WINDOW)",
+    )
+    a(
+        "--request-timeout",
+        type=float,
+        help="seconds before a request is answered 503 (WQ_REQUEST_TIMEOUT)",
+    )
+    a(
+        "--idle-connection-timeout",
+        type=float,
+        help="seconds an HTTP connection may idle, or "
+        "take to send its headers, before it is "
+        "closed (WQ_IDLE_CONNECTION_TIMEOUT)",
+    )
+    a(
+        "--lease-timeout",
+        type=float,
+        help="seconds a lease lives without heartbeat (WQ_LEASE_TIMEOUT)",
+    )
     a("--max-attempts", type=int, help="leases a job may get before it is failed (WQ_MAX_ATTEMPTS)")
     a("--min-workers", type=int, help="local worker processes kept at least (WQ_MIN_WORKERS)")
-    a("--max-workers", type=int, help="local worker processes at most; 0 disables them (WQ_MAX_WORKERS)")
-    a("--worker-idle-timeout", type=float, help="seconds a worker waits without work before it "
-                                                "exits, until the scaling policy sets it "
-                                                "(WQ_WORKER_IDLE_TIMEOUT)")
+    a(
+        "--max-workers",
+        type=int,
+        help="local worker processes at most; 0 disables them (WQ_MAX_WORKERS)",
+    )
+    a(
+        "--worker-idle-timeout",
+        type=float,
+        help="seconds a worker waits without work before it "
+        "exits, until the scaling policy sets it "
+        "(WQ_WORKER_IDLE_TIMEOUT)",
+    )
     a("--backend", help="where workers run: local or ec2 (WQ_BACKEND)")
-    a("--scale-target-seconds", type=float, help="acceptable seconds to drain the backlog; 0: "
-                                                 "5 local, 30 EC2 (WQ_SCALE_TARGET_SECONDS)")
-    a("--max-launches-per-minute", type=int, help="worker launches per minute at most "
-                                                  "(WQ_MAX_LAUNCHES_PER_MINUTE)")
-    a("--boot-timeout", type=float, help="seconds a worker may take to register before it is "
-                                         "terminated (WQ_BOOT_TIMEOUT)")
+    a(
+        "--scale-target-seconds",
+        type=float,
+        help="acceptable seconds to drain the backlog; 0: "
+        "5 local, 30 EC2 (WQ_SCALE_TARGET_SECONDS)",
+    )
+    a(
+        "--max-launches-per-minute",
+        type=int,
+        help="worker launches per minute at most (WQ_MAX_LAUNCHES_PER_MINUTE)",
+    )
+    a(
+        "--boot-timeout",
+        type=float,
+        help="seconds a worker may take to register before it is terminated (WQ_BOOT_TIMEOUT)",
+    )
     a("--cluster-name", help="tag value naming this cluster's EC2 workers (WQ_CLUSTER_NAME)")
     a("--ec2-region", help="EC2 region (WQ_EC2_REGION); default: boto3's")
     a("--ec2-ami", help="AMI of EC2 workers (WQ_EC2_AMI)")
     a("--ec2-instance-type", help="instance type of EC2 workers (WQ_EC2_INSTANCE_TYPE)")
-    a("--ec2-instance-profile", help="instance profile name for EC2 workers "
-                                     "(WQ_EC2_INSTANCE_PROFILE)")
+    a(
+        "--ec2-instance-profile",
+        help="instance profile name for EC2 workers (WQ_EC2_INSTANCE_PROFILE)",
+    )
     a("--ec2-subnet", help="subnet id for EC2 workers (WQ_EC2_SUBNET)")
-    a("--ec2-security-groups", help="security group ids for EC2 workers, comma separated "
-                                    "(WQ_EC2_SECURITY_GROUPS)")
-    a("--ec2-package", help="s3://BUCKET/KEY of the package (source archive or wheel) EC2 workers "
-                            "install (WQ_EC2_PACKAGE)")
-    a("--ec2-secret-parameter", help="SSM SecureString parameter holding the cluster secret, "
-                                     "which EC2 workers read with their instance role "
-                                     "(WQ_EC2_SECRET_PARAMETER)")
-    a("--ec2-start-cost", type=float, help="seconds from launch to a polling EC2 worker "
-                                           "(WQ_EC2_START_COST)")
-    a("--log-compaction-entries", type=int, help="Raft log entries between snapshots "
-                                                 "(WQ_LOG_COMPACTION_ENTRIES)")
-    a("--raft-min-timeout", type=float, help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)")
-    a("--raft-max-timeout", type=float, help="Raft election timeout maximum, seconds (WQ_RAFT_MAX_TIMEOUT)")
+    a(
+        "--ec2-security-groups",
+        help="security group ids for EC2 workers, comma separated (WQ_EC2_SECURITY_GROUPS)",
+    )
+    a(
+        "--ec2-package",
+        help="s3://BUCKET/KEY of the package (source archive or wheel) EC2 workers "
+        "install (WQ_EC2_PACKAGE)",
+    )
+    a(
+        "--ec2-secret-parameter",
+        help="SSM SecureString parameter holding the cluster secret, "
+        "which EC2 workers read with their instance role "
+        "(WQ_EC2_SECRET_PARAMETER)",
+    )
+    a(
+        "--ec2-start-cost",
+        type=float,
+        help="seconds from launch to a polling EC2 worker (WQ_EC2_START_COST)",
+    )
+    a(
+        "--log-compaction-entries",
+        type=int,
+        help="Raft log entries between snapshots (WQ_LOG_COMPACTION_ENTRIES)",
+    )
+    a(
+        "--raft-min-timeout",
+        type=float,
+        help="Raft election timeout minimum, seconds (WQ_RAFT_MIN_TIMEOUT)",
+    )
+    a(
+        "--raft-max-timeout",
+        type=float,
+        help="Raft election timeout maximum, seconds (WQ_RAFT_MAX_TIMEOUT)",
+    )
     a("--log-level", help="DEBUG, INFO, WARNING or ERROR (WQ_LOG_LEVEL)")
-    a("--fsync", help="on (default): sync the Raft journal and payloads to disk before "
-                      "acknowledging them; off: leave them to the OS (WQ_FSYNC)")
+    a(
+        "--fsync",
+        help="on (default): sync the Raft journal and payloads to disk before "
+        "acknowledging them; off: leave them to the OS (WQ_FSYNC)",
+    )
     a("--log-format", help="text, or json for one JSON object per line (WQ_LOG_FORMAT)")
     return p
 
 
-def load_config(argv: Sequence[str] | None = None,
-                environ: Mapping[str, str] | None = None) -> NodeConfig:
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> NodeConfig:
     """Build and validate a NodeConfig from flags, then environment, then defaults."""
     env = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(argv))
@@ -352,13 +442,22 @@ def load_config(argv: Sequence[str] | None = None,
     for name, value in (("raft", raft), ("http", http), ("data_dir", data_dir)):
         if not value:
             raise ConfigError(f"{name}: required (--{name.replace('_', '-')} or WQ_{name.upper()})")
-    secret = _read_secret(pick("secret_file"), "secret_file") or env.get("WQ_SECRET", "")
-    api_key = _read_secret(pick("api_key_file"), "api_key_file") or env.get("WQ_API_KEY", "")
+    secret = _read_secret(pick("secret_file"), "secret_file", "WQ_SECRET", env)
+    api_key = _read_secret(pick("api_key_file"), "api_key_file", "WQ_API_KEY", env)
 
     kwargs = {}
     for f in NodeConfig.__dataclass_fields__.values():
-        if f.name in ("node_id", "raft", "http", "peers", "data_dir", "secret", "url", "api_key",
-                      "internal_http"):
+        if f.name in (
+            "node_id",
+            "raft",
+            "http",
+            "peers",
+            "data_dir",
+            "secret",
+            "url",
+            "api_key",
+            "internal_http",
+        ):
             continue
         convert = {"int": int, "float": float, "str": str}[f.type]
         value = pick(f.name, convert)

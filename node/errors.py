@@ -1,4 +1,5 @@
 """The errors a request can end in, each with the HTTP status it maps to."""
+
 from __future__ import annotations
 
 

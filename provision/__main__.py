@@ -1,4 +1,5 @@
 """`python -m provision up|down|status|api-key`: deploy the managers to AWS and remove them."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import sys
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .deployment import HTTP_PORT, Deployment, SettingsError
+from provision.deployment import HTTP_PORT, Deployment, SettingsError
 
 DEFAULTS = Deployment()
 
@@ -15,51 +16,98 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m provision",
         description="Deploy the work queue's managers to AWS (EC2, with workers started on "
-                    "demand by the leader), list what a deployment owns, or remove it all. "
-                    "Credentials and region come from the usual AWS configuration "
-                    "(`aws configure`, AWS_PROFILE, ...); every resource is tagged "
-                    "wq-cluster=NAME.")
+        "demand by the leader), list what a deployment owns, or remove it all. "
+        "Credentials and region come from the usual AWS configuration "
+        "(`aws configure`, AWS_PROFILE, ...); every resource is tagged "
+        "wq-cluster=NAME.",
+    )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--name", default=DEFAULTS.name,
-                        help=f"deployment name, 1-20 of a-z 0-9 - [default: {DEFAULTS.name}]")
-    common.add_argument("--region", default=DEFAULTS.region,
-                        help=f"AWS region [default: {DEFAULTS.region}]")
+    common.add_argument(
+        "--name",
+        default=DEFAULTS.name,
+        help=f"deployment name, 1-20 of a-z 0-9 - [default: {DEFAULTS.name}]",
+    )
+    common.add_argument(
+        "--region", default=DEFAULTS.region, help=f"AWS region [default: {DEFAULTS.region}]"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", parents=[common], help="create or repair a deployment, wait "
-                        "until every manager is healthy, print their URLs",
-                        description="Create whatever the deployment lacks and find the rest: "
-                                    "running it again creates nothing twice, and relaunches a "
-                                    "terminated manager with its old address and identity.")
-    up.add_argument("--client-cidr", required=True,
-                    help="addresses allowed to reach the public API on port "
-                         f"{HTTP_PORT}, e.g. 203.0.113.7/32 (required)")
-    up.add_argument("--managers", type=int, default=DEFAULTS.managers,
-                    help=f"manager count, 3, 5 or 7 [default: {DEFAULTS.managers}]")
-    up.add_argument("--manager-type", default=DEFAULTS.manager_type,
-                    help=f"manager instance type [default: {DEFAULTS.manager_type}]")
-    up.add_argument("--worker-type", default=DEFAULTS.worker_type,
-                    help=f"worker instance type [default: {DEFAULTS.worker_type}]")
-    up.add_argument("--min-workers", type=int, default=DEFAULTS.min_workers,
-                    help=f"workers kept running at least [default: {DEFAULTS.min_workers}]")
-    up.add_argument("--max-workers", type=int, default=DEFAULTS.max_workers,
-                    help=f"workers at most, across the cluster [default: {DEFAULTS.max_workers}]")
-    up.add_argument("--subnet", default="",
-                    help="subnet id (instances need outbound internet access); default: the "
-                         "default VPC's subnet in the region's first zone")
-    up.add_argument("--ami", default="", help="image for managers and workers; default: the "
-                                              "latest Amazon Linux 2023 (x86_64)")
-    up.add_argument("--wait", type=float, default=900, metavar="SECONDS",
-                    help="seconds to wait for every manager's /healthz; 0: do not wait "
-                         "[default: 900]")
+    up = sub.add_parser(
+        "up",
+        parents=[common],
+        help="create or repair a deployment, wait until every manager is healthy, print their URLs",
+        description="Create whatever the deployment lacks and find the rest: "
+        "running it again creates nothing twice, and relaunches a "
+        "terminated manager with its old address and identity.",
+    )
+    up.add_argument(
+        "--client-cidr",
+        required=True,
+        help="addresses allowed to reach the public API on port "
+        f"{HTTP_PORT}, e.g. 203.0.113.7/32 (required)",
+    )
+    up.add_argument(
+        "--managers",
+        type=int,
+        default=DEFAULTS.managers,
+        help=f"manager count, 3, 5 or 7 [default: {DEFAULTS.managers}]",
+    )
+    up.add_argument(
+        "--manager-type",
+        default=DEFAULTS.manager_type,
+        help=f"manager instance type [default: {DEFAULTS.manager_type}]",
+    )
+    up.add_argument(
+        "--worker-type",
+        default=DEFAULTS.worker_type,
+        help=f"worker instance type [default: {DEFAULTS.worker_type}]",
+    )
+    up.add_argument(
+        "--min-workers",
+        type=int,
+        default=DEFAULTS.min_workers,
+        help=f"workers kept running at least [default: {DEFAULTS.min_workers}]",
+    )
+    up.add_argument(
+        "--max-workers",
+        type=int,
+        default=DEFAULTS.max_workers,
+        help=f"workers at most, across the cluster [default: {DEFAULTS.max_workers}]",
+    )
+    up.add_argument(
+        "--subnet",
+        default="",
+        help="subnet id (instances need outbound internet access); default: the "
+        "default VPC's subnet in the region's first zone",
+    )
+    up.add_argument(
+        "--ami",
+        default="",
+        help="image for managers and workers; default: the latest Amazon Linux 2023 (x86_64)",
+    )
+    up.add_argument(
+        "--wait",
+        type=float,
+        default=900,
+        metavar="SECONDS",
+        help="seconds to wait for every manager's /healthz; 0: do not wait [default: 900]",
+    )
 
-    down = sub.add_parser("down", parents=[common], help="delete everything the deployment "
-                          "owns, workers and stored jobs included")
+    down = sub.add_parser(
+        "down",
+        parents=[common],
+        help="delete everything the deployment owns, workers and stored jobs included",
+    )
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    sub.add_parser("status", parents=[common], help="list the deployment's resources and "
-                   "its managers' health")
-    sub.add_parser("api-key", parents=[common], help="print the public API key (clients send "
-                   "it as X-API-Key), e.g. export WQ_API_KEY=$(python -m provision api-key)")
+    sub.add_parser(
+        "status", parents=[common], help="list the deployment's resources and its managers' health"
+    )
+    sub.add_parser(
+        "api-key",
+        parents=[common],
+        help="print the public API key (clients send "
+        "it as X-API-Key), e.g. export WQ_API_KEY=$(python -m provision api-key)",
+    )
     return p
 
 
@@ -75,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sys.stdin.isatty():
             print("error: down deletes the deployment and its jobs; pass --yes", file=sys.stderr)
             return 2
-        if input(f"Delete deployment {d.name} in {d.region} and all its jobs? [y/N] ").lower() != "y":
+        if (
+            input(f"Delete deployment {d.name} in {d.region} and all its jobs? [y/N] ").lower()
+            != "y"
+        ):
             return 1
     try:
         return run(args, d)
@@ -85,18 +136,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, d: Deployment) -> int:
-    from .aws import Clients
+    from provision.aws import Clients
+
     c = Clients.connect(d.region)
     if args.command == "up":
         return _up(c, d, args.wait)
     if args.command == "down":
-        from .down import down
+        from provision.down import down
+
         down(c, d)
         return 0
     if args.command == "api-key":
-        print(c.ssm.get_parameter(Name=d.api_key_parameter, WithDecryption=True)["Parameter"]["Value"])
+        print(
+            c.ssm.get_parameter(Name=d.api_key_parameter, WithDecryption=True)["Parameter"]["Value"]
+        )
         return 0
-    from .status import managers, resources, table
+    from provision.status import managers, resources, table
+
     rows = resources(c, d)
     if not rows:
         print(f"deployment {d.name} in {d.region}: nothing exists")
@@ -105,34 +161,48 @@ def run(args: argparse.Namespace, d: Deployment) -> int:
     found = managers(c, d)
     if found:
         print()
-        print(table([list(m.values()) for m in found], ("MANAGER", "URL", "PRIVATE", "INSTANCE", "HEALTH")))
+        print(
+            table(
+                [list(m.values()) for m in found],
+                ("MANAGER", "URL", "PRIVATE", "INSTANCE", "HEALTH"),
+            )
+        )
     return 0
 
 
 def _up(c, d: Deployment, wait: float) -> int:
-    from .health import wait_healthy
-    from .status import managers
-    from .up import up
+    from provision.health import wait_healthy
+    from provision.status import managers
+    from provision.up import up
+
     up(c, d)
     urls = [m["url"] for m in managers(c, d)]
     if wait > 0:
-        print(f"waiting up to {wait:g}s for {len(urls)} managers to answer /healthz "
-              "(a new deployment takes a few minutes)", file=sys.stderr)
+        print(
+            f"waiting up to {wait:g}s for {len(urls)} managers to answer /healthz "
+            "(a new deployment takes a few minutes)",
+            file=sys.stderr,
+        )
         states = wait_healthy(urls, wait)
     else:
         states = {url: "not checked" for url in urls}
     print("managers:")
     for url in urls:
         print(f"  {url}  {states[url]}")
-    print("\ntry it:\n"
-          f"  export WQ_API_KEY=$(python -m provision api-key --name {d.name} --region {d.region})\n"
-          f"  curl -H \"X-API-Key: $WQ_API_KEY\" -X PUT --data-binary @FILE "
-          f"'{urls[0]}/enqueue?iterations=1000'\n"
-          f"  curl -H \"X-API-Key: $WQ_API_KEY\" -X POST '{urls[0]}/pullCompleted?top=10'")
+    print(
+        "\ntry it:\n"
+        f"  export WQ_API_KEY=$(python -m provision api-key --name {d.name} --region {d.region})\n"
+        f'  curl -H "X-API-Key: $WQ_API_KEY" -X PUT --data-binary @FILE '
+        f"'{urls[0]}/enqueue?iterations=1000'\n"
+        f"  curl -H \"X-API-Key: $WQ_API_KEY\" -X POST '{urls[0]}/pullCompleted?top=10'"
+    )
     healthy = all(s == "healthy" for s in states.values())
     if wait > 0 and not healthy:
-        print("error: not every manager became healthy; see `python -m provision status` and "
-              "/var/log/wq-bootstrap.log on the instance", file=sys.stderr)
+        print(
+            "error: not every manager became healthy; see `python -m provision status` and "
+            "/var/log/wq-bootstrap.log on the instance",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -1,4 +1,5 @@
 """Boto3 clients for one deployment, and finders for the resources it owns (by tag or name)."""
+
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from .deployment import CLUSTER_TAG, MANAGER_TAG, ROLE_TAG, Deployment
+from node.scaling.backends.ec2 import CLUSTER_TAG, ROLE_TAG
+from provision.deployment import MANAGER_TAG, Deployment
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 NOT_TERMINATED = LIVE + ["shutting-down"]
@@ -25,11 +27,17 @@ class Clients:
     account: str
 
     @classmethod
-    def connect(cls, region: str) -> "Clients":
+    def connect(cls, region: str) -> Clients:
         session = boto3.Session(region_name=region)
         account = session.client("sts").get_caller_identity()["Account"]
-        return cls(session.client("ec2"), session.client("iam"), session.client("s3"),
-                   session.client("ssm"), session.client("cloudwatch"), account)
+        return cls(
+            session.client("ec2"),
+            session.client("iam"),
+            session.client("s3"),
+            session.client("ssm"),
+            session.client("cloudwatch"),
+            account,
+        )
 
 
 def say(verb: str, what: str) -> None:
@@ -49,8 +57,9 @@ def _ours(d: Deployment) -> list[dict]:
     return [{"Name": f"tag:{CLUSTER_TAG}", "Values": [d.name]}]
 
 
-def instances(c: Clients, d: Deployment, role: str | None = None,
-              states: list[str] = NOT_TERMINATED) -> list[dict]:
+def instances(
+    c: Clients, d: Deployment, role: str | None = None, states: list[str] = NOT_TERMINATED
+) -> list[dict]:
     filters = _ours(d) + [{"Name": "instance-state-name", "Values": states}]
     if role:
         filters.append({"Name": f"tag:{ROLE_TAG}", "Values": [role]})
@@ -62,8 +71,9 @@ def instances(c: Clients, d: Deployment, role: str | None = None,
 
 
 def security_group(c: Clients, d: Deployment) -> dict | None:
-    groups = c.ec2.describe_security_groups(Filters=_ours(d) + [
-        {"Name": "group-name", "Values": [d.security_group]}])["SecurityGroups"]
+    groups = c.ec2.describe_security_groups(
+        Filters=_ours(d) + [{"Name": "group-name", "Values": [d.security_group]}]
+    )["SecurityGroups"]
     return groups[0] if groups else None
 
 
@@ -107,15 +117,18 @@ def bucket_exists(c: Clients, name: str) -> bool:
 
 def parameters(c: Clients, d: Deployment) -> list[str]:
     names = []
-    for page in c.ssm.get_paginator("describe_parameters").paginate(ParameterFilters=[
-            {"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{d.name}/"]}]):
+    for page in c.ssm.get_paginator("describe_parameters").paginate(
+        ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{d.name}/"]}]
+    ):
         names += [p["Name"] for p in page["Parameters"]]
     return names
 
 
 def alarms(c: Clients, d: Deployment) -> list[str]:
     names = []
-    for page in c.cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=d.alarm_prefix):
+    for page in c.cloudwatch.get_paginator("describe_alarms").paginate(
+        AlarmNamePrefix=d.alarm_prefix
+    ):
         names += [a["AlarmName"] for a in page["MetricAlarms"]]
     return names
 
@@ -125,8 +138,9 @@ def free_interface(c: Clients, interface_id: str, timeout: float = 300) -> None:
     releases it; the launch that reuses it retries while that is still under way)."""
     deadline = time.monotonic() + timeout
     while True:
-        iface = c.ec2.describe_network_interfaces(
-            NetworkInterfaceIds=[interface_id])["NetworkInterfaces"][0]
+        iface = c.ec2.describe_network_interfaces(NetworkInterfaceIds=[interface_id])[
+            "NetworkInterfaces"
+        ][0]
         attachment = iface.get("Attachment")
         if iface["Status"] == "available" or not attachment:
             return
@@ -135,9 +149,13 @@ def free_interface(c: Clients, interface_id: str, timeout: float = 300) -> None:
         if state == "terminated":
             return
         if state != "shutting-down":
-            raise SystemExit(f"network interface {interface_id} is in use by "
-                             f"{attachment['InstanceId']} ({state})")
+            raise SystemExit(
+                f"network interface {interface_id} is in use by "
+                f"{attachment['InstanceId']} ({state})"
+            )
         if time.monotonic() > deadline:
-            raise SystemExit(f"network interface {interface_id} still attached after {timeout:g}s; "
-                             "run the command again later")
+            raise SystemExit(
+                f"network interface {interface_id} still attached after {timeout:g}s; "
+                "run the command again later"
+            )
         time.sleep(2)

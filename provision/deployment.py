@@ -4,17 +4,18 @@ Every resource carries the tag `wq-cluster=<name>`; managers' resources also car
 `wq-manager=m<i>`. Names are derived from the deployment name alone, so `up`, `down` and
 `status` find the same resources from any machine with the same AWS account.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass
 
-CLUSTER_TAG = "wq-cluster"        # the same key the node's EC2 backend tags workers with
-ROLE_TAG = "wq-role"
+from node.scaling.backends.ec2 import CLUSTER_TAG
+
 MANAGER_TAG = "wq-manager"
-HTTP_PORT = 8000          # public API, open to the client CIDR
-INTERNAL_PORT = 8100      # internal routes (peers, workers), open to members only
+HTTP_PORT = 8000  # public API, open to the client CIDR
+INTERNAL_PORT = 8100  # internal routes (peers, workers), open to members only
 RAFT_PORT = 7000
 # Amazon Linux 2023, resolved at `up` time through AWS's public parameter.
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -34,13 +35,14 @@ class Deployment:
     client_cidr: str = ""
     min_workers: int = 0
     max_workers: int = 4
-    subnet: str = ""              # default: the default VPC's subnet in the first zone
-    ami: str = ""                 # default: the latest Amazon Linux 2023
+    subnet: str = ""  # default: the default VPC's subnet in the first zone
+    ami: str = ""  # default: the latest Amazon Linux 2023
 
-    def validate(self, *, for_up: bool = False) -> "Deployment":
+    def validate(self, *, for_up: bool = False) -> Deployment:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,19}", self.name):
-            raise SettingsError("name: 1 to 20 lowercase letters, digits and '-', "
-                                "starting with a letter or digit")
+            raise SettingsError(
+                "name: 1 to 20 lowercase letters, digits and '-', starting with a letter or digit"
+            )
         if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", self.region):
             raise SettingsError(f"region: {self.region!r} is not a region name like us-east-1")
         if not for_up:
@@ -50,8 +52,10 @@ class Deployment:
         if not 0 <= self.min_workers <= self.max_workers <= 1000:
             raise SettingsError("min_workers, max_workers: 0 <= min <= max <= 1000")
         if not self.client_cidr:
-            raise SettingsError("client_cidr: required, the addresses allowed to use the public "
-                                "API, e.g. 203.0.113.7/32")
+            raise SettingsError(
+                "client_cidr: required, the addresses allowed to use the public "
+                "API, e.g. 203.0.113.7/32"
+            )
         try:
             ipaddress.ip_network(self.client_cidr, strict=True)
         except ValueError as e:

@@ -4,15 +4,16 @@ Managers go first, so that no leader launches a worker while the workers are bei
 terminated; then whatever instances remain, then what they used. Each step finds its
 resources again, so running `down` twice, or after a `down` that was interrupted, is safe.
 """
+
 from __future__ import annotations
 
 import time
 
 from botocore.exceptions import ClientError
 
-from . import aws
-from .aws import Clients, error_code, say
-from .deployment import Deployment
+from provision import aws
+from provision.aws import Clients, error_code, say
+from provision.deployment import Deployment
 
 DEPENDENCY_SECONDS = 300
 
@@ -31,7 +32,11 @@ def down(c: Clients, d: Deployment) -> None:
         say("released", f"elastic IP {address['PublicIp']} ({m})")
     for m, iface in aws.interfaces(c, d).items():
         aws.free_interface(c, iface["NetworkInterfaceId"])
-        _retry(lambda i=iface: c.ec2.delete_network_interface(NetworkInterfaceId=i["NetworkInterfaceId"]))
+        _retry(
+            lambda i=iface: c.ec2.delete_network_interface(
+                NetworkInterfaceId=i["NetworkInterfaceId"]
+            )
+        )
         say("deleted", f"network interface {iface['NetworkInterfaceId']} ({m})")
     group = aws.security_group(c, d)
     if group is not None:
@@ -45,8 +50,10 @@ def down(c: Clients, d: Deployment) -> None:
     bucket = d.bucket(c.account)
     if aws.bucket_exists(c, bucket):
         for page in c.s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
-            objects = [{"Key": o["Key"], "VersionId": o["VersionId"]}
-                       for o in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+            objects = [
+                {"Key": o["Key"], "VersionId": o["VersionId"]}
+                for o in page.get("Versions", []) + page.get("DeleteMarkers", [])
+            ]
             if objects:
                 c.s3.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True})
         c.s3.delete_bucket(Bucket=bucket)
@@ -61,7 +68,8 @@ def _terminate(c: Clients, d: Deployment, role: str | None) -> None:
     waiting = [i["InstanceId"] for i in aws.instances(c, d, role=role)]
     if waiting:
         c.ec2.get_waiter("instance_terminated").wait(
-            InstanceIds=waiting, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+            InstanceIds=waiting, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
+        )
 
 
 def _retry(call) -> None:
@@ -74,8 +82,10 @@ def _retry(call) -> None:
         except ClientError as e:
             if error_code(e) in ("InvalidNetworkInterfaceID.NotFound", "InvalidGroup.NotFound"):
                 return
-            if error_code(e) not in ("DependencyViolation", "InvalidNetworkInterface.InUse") \
-                    or time.monotonic() > deadline:
+            if (
+                error_code(e) not in ("DependencyViolation", "InvalidNetworkInterface.InUse")
+                or time.monotonic() > deadline
+            ):
                 raise
             time.sleep(5)
 
@@ -84,7 +94,9 @@ def _delete_role(c: Clients, name: str) -> None:
     profile = aws.profile(c, name)
     if profile is not None:
         for role in profile["Roles"]:
-            c.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=role["RoleName"])
+            c.iam.remove_role_from_instance_profile(
+                InstanceProfileName=name, RoleName=role["RoleName"]
+            )
         c.iam.delete_instance_profile(InstanceProfileName=name)
         say("deleted", f"instance profile {name}")
     if aws.role(c, name) is not None:

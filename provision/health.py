@@ -1,4 +1,5 @@
 """Probe managers' /healthz from the operator's machine."""
+
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ import urllib.request
 
 
 def probe(url: str, timeout: float = 3.0) -> str:
-    """"healthy", "unhealthy (HTTP n)" or "unreachable"."""
+    """ "healthy", "unhealthy (HTTP n)" or "unreachable"."""
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=timeout) as reply:
             return "healthy" if reply.status == 200 else f"unhealthy (HTTP {reply.status})"

@@ -6,6 +6,7 @@ deterministic (sorted entries, fixed times and owners), so the same sources give
 bytes and the same S3 key: a second `provision up` finds the package it uploaded before
 instead of adding another.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -25,7 +26,7 @@ SUFFIXES = {".py", ".c", ".cfg", ".toml", ".md", ".json", ".html"}
 @dataclass(frozen=True)
 class Package:
     path: Path
-    digest: str             # sha256 of the archive
+    digest: str  # sha256 of the archive
 
     @property
     def key(self) -> str:
@@ -38,8 +39,11 @@ def source_files(root: Path = ROOT) -> list[Path]:
     for name in SOURCES:
         item = root / name
         found = sorted(item.rglob("*")) if item.is_dir() else [item]
-        files += [f for f in found if f.is_file() and f.suffix in SUFFIXES
-                  and "__pycache__" not in f.parts]
+        files += [
+            f
+            for f in found
+            if f.is_file() and f.suffix in SUFFIXES and "__pycache__" not in f.parts
+        ]
     return files
 
 

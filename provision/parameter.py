@@ -3,6 +3,7 @@
 Instances run this at boot with their role's credentials, so the cluster secret and the API
 key reach them without appearing in user data, in logs or on a command line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ def fetch(name: str, region: str, attempts: int = 10) -> str:
             # A fresh instance's role credentials can take a few seconds to appear.
             if attempt == attempts - 1:
                 raise SystemExit(f"cannot read parameter {name}: {e}") from None
-            time.sleep(min(2 ** attempt, 15))
+            time.sleep(min(2**attempt, 15))
     raise AssertionError("unreachable")
 
 
@@ -36,9 +37,11 @@ def write_private(path: str, value: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m provision.parameter",
-                                description="Write an SSM SecureString parameter's value to a "
-                                            "file readable only by its owner.")
+    p = argparse.ArgumentParser(
+        prog="python -m provision.parameter",
+        description="Write an SSM SecureString parameter's value to a "
+        "file readable only by its owner.",
+    )
     p.add_argument("name", help="parameter name, e.g. /wq/NAME/secret")
     p.add_argument("file", help="file to write (mode 0600, replaced atomically)")
     p.add_argument("--region", required=True, help="AWS region of the parameter")

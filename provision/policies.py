@@ -11,58 +11,126 @@ Least privilege:
   short-lived presigned URL that the manager puts in their user data).
 No statement uses a wildcard action.
 """
+
 from __future__ import annotations
 
-from .deployment import CLUSTER_TAG, ROLE_TAG
-from .package import PACKAGE_PREFIX
+from node.scaling.backends.ec2 import CLUSTER_TAG, ROLE_TAG
+from provision.package import PACKAGE_PREFIX
 
 EC2_TRUST = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
 }
 
 
-def manager_policy(*, name: str, region: str, account: str, subnet: str, security_group: str,
-                   images: list[str], worker_role_arn: str, bucket: str,
-                   parameters: list[str]) -> dict:
+def manager_policy(
+    *,
+    name: str,
+    region: str,
+    account: str,
+    subnet: str,
+    security_group: str,
+    images: list[str],
+    worker_role_arn: str,
+    bucket: str,
+    parameters: list[str],
+) -> dict:
     """`images`: the AMIs the deployment's managers run (workers are launched from the same).
     The bucket holds only this deployment's packages; a manager may read any of them, so one
     provisioned from an older checkout still hands its own package to its workers."""
     ec2 = f"arn:aws:ec2:{region}:{account}"
-    is_our_worker = {f"ec2:ResourceTag/{CLUSTER_TAG}": name, f"ec2:ResourceTag/{ROLE_TAG}": "worker"}
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "LaunchTaggedWorkers", "Effect": "Allow", "Action": "ec2:RunInstances",
-         "Resource": f"{ec2}:instance/*",
-         "Condition": {"StringEquals": {f"aws:RequestTag/{CLUSTER_TAG}": name,
-                                        f"aws:RequestTag/{ROLE_TAG}": "worker"}}},
-        {"Sid": "LaunchIntoOurNetworkFromOurImage", "Effect": "Allow",
-         "Action": "ec2:RunInstances",
-         "Resource": [f"{ec2}:subnet/{subnet}", f"{ec2}:security-group/{security_group}",
-                      f"{ec2}:network-interface/*", f"{ec2}:volume/*",
-                      *[f"arn:aws:ec2:{region}::image/{ami}" for ami in images]]},
-        {"Sid": "TagOnlyAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags",
-         "Resource": f"{ec2}:instance/*",
-         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
-        {"Sid": "TerminateOurWorkers", "Effect": "Allow", "Action": "ec2:TerminateInstances",
-         "Resource": f"{ec2}:instance/*", "Condition": {"StringEquals": is_our_worker}},
-        {"Sid": "FindWorkers", "Effect": "Allow", "Action": "ec2:DescribeInstances",
-         "Resource": "*"},
-        {"Sid": "PassWorkerRole", "Effect": "Allow", "Action": "iam:PassRole",
-         "Resource": worker_role_arn,
-         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-        {"Sid": "ReadPackages", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": f"arn:aws:s3:::{bucket}/{PACKAGE_PREFIX}*"},
-        {"Sid": "ReadSecrets", "Effect": "Allow", "Action": "ssm:GetParameter",
-         "Resource": [parameter_arn(region, account, p) for p in parameters]},
-    ]}
+    is_our_worker = {
+        f"ec2:ResourceTag/{CLUSTER_TAG}": name,
+        f"ec2:ResourceTag/{ROLE_TAG}": "worker",
+    }
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "LaunchTaggedWorkers",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": f"{ec2}:instance/*",
+                "Condition": {
+                    "StringEquals": {
+                        f"aws:RequestTag/{CLUSTER_TAG}": name,
+                        f"aws:RequestTag/{ROLE_TAG}": "worker",
+                    }
+                },
+            },
+            {
+                "Sid": "LaunchIntoOurNetworkFromOurImage",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": [
+                    f"{ec2}:subnet/{subnet}",
+                    f"{ec2}:security-group/{security_group}",
+                    f"{ec2}:network-interface/*",
+                    f"{ec2}:volume/*",
+                    *[f"arn:aws:ec2:{region}::image/{ami}" for ami in images],
+                ],
+            },
+            {
+                "Sid": "TagOnlyAtLaunch",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": f"{ec2}:instance/*",
+                "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+            },
+            {
+                "Sid": "TerminateOurWorkers",
+                "Effect": "Allow",
+                "Action": "ec2:TerminateInstances",
+                "Resource": f"{ec2}:instance/*",
+                "Condition": {"StringEquals": is_our_worker},
+            },
+            {
+                "Sid": "FindWorkers",
+                "Effect": "Allow",
+                "Action": "ec2:DescribeInstances",
+                "Resource": "*",
+            },
+            {
+                "Sid": "PassWorkerRole",
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": worker_role_arn,
+                "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            },
+            {
+                "Sid": "ReadPackages",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{PACKAGE_PREFIX}*",
+            },
+            {
+                "Sid": "ReadSecrets",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": [parameter_arn(region, account, p) for p in parameters],
+            },
+        ],
+    }
 
 
 def worker_policy(*, region: str, account: str, secret_parameter: str) -> dict:
-    return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadClusterSecret", "Effect": "Allow", "Action": "ssm:GetParameter",
-         "Resource": parameter_arn(region, account, secret_parameter)},
-    ]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ReadClusterSecret",
+                "Effect": "Allow",
+                "Action": "ssm:GetParameter",
+                "Resource": parameter_arn(region, account, secret_parameter),
+            },
+        ],
+    }
 
 
 def parameter_arn(region: str, account: str, name: str) -> str:

@@ -1,10 +1,12 @@
 """`provision status`: every resource the deployment owns, and its managers' health."""
+
 from __future__ import annotations
 
-from . import aws
-from .aws import Clients
-from .deployment import HTTP_PORT, MANAGER_TAG, ROLE_TAG, Deployment
-from .health import probe
+from node.scaling.backends.ec2 import ROLE_TAG
+from provision import aws
+from provision.aws import Clients
+from provision.deployment import HTTP_PORT, MANAGER_TAG, Deployment
+from provision.health import probe
 
 
 def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
@@ -24,14 +26,21 @@ def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
         if aws.profile(c, name) is not None:
             rows.append(("instance profile", name, ""))
     for m, iface in sorted(aws.interfaces(c, d).items()):
-        rows.append(("network interface", iface["NetworkInterfaceId"], f"{m} {iface['PrivateIpAddress']}"))
+        rows.append(
+            ("network interface", iface["NetworkInterfaceId"], f"{m} {iface['PrivateIpAddress']}")
+        )
     for m, address in sorted(aws.addresses(c, d).items()):
         rows.append(("elastic IP", address["AllocationId"], f"{m} {address['PublicIp']}"))
     for inst in aws.instances(c, d):
         tags = aws.tags_of(inst)
-        rows.append(("instance", inst["InstanceId"],
-                     f"{tags.get(ROLE_TAG, '?')} {tags.get(MANAGER_TAG, '')} "
-                     f"{inst['State']['Name']}".replace("  ", " ")))
+        rows.append(
+            (
+                "instance",
+                inst["InstanceId"],
+                f"{tags.get(ROLE_TAG, '?')} {tags.get(MANAGER_TAG, '')} "
+                f"{inst['State']['Name']}".replace("  ", " "),
+            )
+        )
     for name in aws.alarms(c, d):
         rows.append(("alarm", name, ""))
     return rows
@@ -46,13 +55,21 @@ def managers(c: Clients, d: Deployment) -> list[dict]:
         public = addresses.get(m, {}).get("PublicIp")
         url = f"http://{public}:{HTTP_PORT}" if public else ""
         inst = instances.get(m)
-        out.append({"manager": m, "url": url, "private": iface["PrivateIpAddress"],
-                    "instance": f"{inst['InstanceId']} {inst['State']['Name']}" if inst else "none",
-                    "health": probe(url) if url else "no address"})
+        out.append(
+            {
+                "manager": m,
+                "url": url,
+                "private": iface["PrivateIpAddress"],
+                "instance": f"{inst['InstanceId']} {inst['State']['Name']}" if inst else "none",
+                "health": probe(url) if url else "no address",
+            }
+        )
     return out
 
 
 def table(rows: list[tuple | list], header: tuple) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-                     for r in [header, *rows])
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    )

@@ -5,6 +5,7 @@ it only when missing, so running `up` again creates nothing twice and repairs wh
 a terminated manager is launched again onto its own network interface, with the same private
 address and therefore the same Raft identity.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,20 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from . import aws, policies
-from .aws import Clients, error_code, say
-from .bootstrap import PACKAGE_URL_SECONDS, manager_script
-from .deployment import (AMI_PARAMETER, HTTP_PORT, INTERNAL_PORT, MANAGER_TAG, RAFT_PORT, ROLE_TAG,
-                         Deployment, manager_id)
-from .package import Package, build_sdist
+from node.scaling.backends.ec2 import ROLE_TAG
+from node.scaling.backends.userdata import PACKAGE_URL_SECONDS, manager_script
+from provision import aws, policies
+from provision.aws import Clients, error_code, say
+from provision.deployment import (
+    AMI_PARAMETER,
+    HTTP_PORT,
+    INTERNAL_PORT,
+    MANAGER_TAG,
+    RAFT_PORT,
+    Deployment,
+    manager_id,
+)
+from provision.package import Package, build_sdist
 
 SETTLE_SECONDS = 120
 
@@ -47,8 +56,9 @@ def choose_image(c: Clients, d: Deployment) -> tuple[str, list[str]]:
     another), so a later `up` does not move it to a newer Amazon Linux under running managers
     that launch their workers from the old one."""
     running = sorted({i["ImageId"] for i in aws.instances(c, d, role="manager")})
-    ami = d.ami or (running[0] if running else
-                    c.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"])
+    ami = d.ami or (
+        running[0] if running else c.ssm.get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+    )
     return ami, sorted(set(running) | {ami})
 
 
@@ -57,11 +67,16 @@ def find_subnet(c: Clients, d: Deployment) -> dict:
         return c.ec2.describe_subnets(SubnetIds=[d.subnet])["Subnets"][0]
     vpcs = c.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     if not vpcs:
-        raise SystemExit(f"no default VPC in {d.region}: pass --subnet with a subnet whose "
-                         "instances get public addresses")
-    subnets = c.ec2.describe_subnets(Filters=[
-        {"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
-        {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        raise SystemExit(
+            f"no default VPC in {d.region}: pass --subnet with a subnet whose "
+            "instances get public addresses"
+        )
+    subnets = c.ec2.describe_subnets(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpcs[0]["VpcId"]]},
+            {"Name": "default-for-az", "Values": ["true"]},
+        ]
+    )["Subnets"]
     if not subnets:
         raise SystemExit(f"the default VPC in {d.region} has no default subnet: pass --subnet")
     return min(subnets, key=lambda s: s["AvailabilityZone"])
@@ -73,10 +88,13 @@ def ensure_security_group(c: Clients, d: Deployment, vpc: str) -> str:
     found = aws.security_group(c, d)
     if found is None:
         group = c.ec2.create_security_group(
-            GroupName=d.security_group, VpcId=vpc,
+            GroupName=d.security_group,
+            VpcId=vpc,
             Description=f"work queue {d.name}: managers and workers",
-            TagSpecifications=[{"ResourceType": "security-group",
-                                "Tags": d.tags(Name=d.security_group)}])["GroupId"]
+            TagSpecifications=[
+                {"ResourceType": "security-group", "Tags": d.tags(Name=d.security_group)}
+            ],
+        )["GroupId"]
         say("created", f"security group {group}")
         current = []
     else:
@@ -84,29 +102,49 @@ def ensure_security_group(c: Clients, d: Deployment, vpc: str) -> str:
         current = found["IpPermissions"]
         say("found", f"security group {group}")
     wanted = [
-        {"IpProtocol": "tcp", "FromPort": HTTP_PORT, "ToPort": HTTP_PORT,
-         **({"Ipv6Ranges": [{"CidrIpv6": d.client_cidr, "Description": "clients"}]}
-            if ":" in d.client_cidr else
-            {"IpRanges": [{"CidrIp": d.client_cidr, "Description": "clients"}]})},
-        {"IpProtocol": "tcp", "FromPort": INTERNAL_PORT, "ToPort": INTERNAL_PORT,
-         "UserIdGroupPairs": [{"GroupId": group, "Description": "managers and workers"}]},
-        {"IpProtocol": "tcp", "FromPort": RAFT_PORT, "ToPort": RAFT_PORT,
-         "UserIdGroupPairs": [{"GroupId": group, "Description": "Raft between managers"}]},
+        {
+            "IpProtocol": "tcp",
+            "FromPort": HTTP_PORT,
+            "ToPort": HTTP_PORT,
+            **(
+                {"Ipv6Ranges": [{"CidrIpv6": d.client_cidr, "Description": "clients"}]}
+                if ":" in d.client_cidr
+                else {"IpRanges": [{"CidrIp": d.client_cidr, "Description": "clients"}]}
+            ),
+        },
+        {
+            "IpProtocol": "tcp",
+            "FromPort": INTERNAL_PORT,
+            "ToPort": INTERNAL_PORT,
+            "UserIdGroupPairs": [{"GroupId": group, "Description": "managers and workers"}],
+        },
+        {
+            "IpProtocol": "tcp",
+            "FromPort": RAFT_PORT,
+            "ToPort": RAFT_PORT,
+            "UserIdGroupPairs": [{"GroupId": group, "Description": "Raft between managers"}],
+        },
     ]
     have, want = _by_source(current), _by_source(wanted)
-    if have.keys() - want.keys():        # e.g. the client CIDR changed since the last `up`
+    if have.keys() - want.keys():  # e.g. the client CIDR changed since the last `up`
         c.ec2.revoke_security_group_ingress(
-            GroupId=group, IpPermissions=[have[k] for k in have.keys() - want.keys()])
+            GroupId=group, IpPermissions=[have[k] for k in have.keys() - want.keys()]
+        )
         say("revoked", f"{len(have.keys() - want.keys())} ingress rule(s) of {group}")
     if want.keys() - have.keys():
         c.ec2.authorize_security_group_ingress(
-            GroupId=group, IpPermissions=[want[k] for k in want.keys() - have.keys()])
+            GroupId=group, IpPermissions=[want[k] for k in want.keys() - have.keys()]
+        )
         say("created", f"{len(want.keys() - have.keys())} ingress rule(s) of {group}")
     return group
 
 
-_SOURCES = (("IpRanges", "CidrIp"), ("Ipv6Ranges", "CidrIpv6"),
-            ("UserIdGroupPairs", "GroupId"), ("PrefixListIds", "PrefixListId"))
+_SOURCES = (
+    ("IpRanges", "CidrIp"),
+    ("Ipv6Ranges", "CidrIpv6"),
+    ("UserIdGroupPairs", "GroupId"),
+    ("PrefixListIds", "PrefixListId"),
+)
 
 
 def _by_source(permissions: list[dict]) -> dict[tuple, dict]:
@@ -126,9 +164,14 @@ def ensure_parameters(c: Clients, d: Deployment) -> None:
     """The cluster secret and the public API key, generated here, kept only in SSM."""
     for name in (d.secret_parameter, d.api_key_parameter):
         try:
-            c.ssm.put_parameter(Name=name, Type="SecureString", Value=secrets.token_urlsafe(32),
-                                Overwrite=False, Tags=d.tags(),
-                                Description=f"work queue {d.name}")
+            c.ssm.put_parameter(
+                Name=name,
+                Type="SecureString",
+                Value=secrets.token_urlsafe(32),
+                Overwrite=False,
+                Tags=d.tags(),
+                Description=f"work queue {d.name}",
+            )
             say("created", f"parameter {name}")
         except ClientError as e:
             if error_code(e) != "ParameterAlreadyExists":
@@ -141,12 +184,21 @@ def ensure_package(c: Clients, d: Deployment, package: Package) -> Package:
     if aws.bucket_exists(c, bucket):
         say("found", f"bucket {bucket}")
     else:
-        args = {} if d.region == "us-east-1" else {
-            "CreateBucketConfiguration": {"LocationConstraint": d.region}}
+        args = (
+            {}
+            if d.region == "us-east-1"
+            else {"CreateBucketConfiguration": {"LocationConstraint": d.region}}
+        )
         c.s3.create_bucket(Bucket=bucket, **args)
-        c.s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True})
+        c.s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
         c.s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": d.tags()})
         say("created", f"bucket {bucket}")
     try:
@@ -161,12 +213,32 @@ def ensure_package(c: Clients, d: Deployment, package: Package) -> Package:
 
 
 def ensure_roles(c: Clients, d: Deployment, *, subnet: str, group: str, images: list[str]) -> None:
-    worker_arn = _ensure_role(c, d, d.worker_role, "worker", policies.worker_policy(
-        region=d.region, account=c.account, secret_parameter=d.secret_parameter))
-    _ensure_role(c, d, d.manager_role, "manager", policies.manager_policy(
-        name=d.name, region=d.region, account=c.account, subnet=subnet, security_group=group,
-        images=images, worker_role_arn=worker_arn, bucket=d.bucket(c.account),
-        parameters=[d.secret_parameter, d.api_key_parameter]))
+    worker_arn = _ensure_role(
+        c,
+        d,
+        d.worker_role,
+        "worker",
+        policies.worker_policy(
+            region=d.region, account=c.account, secret_parameter=d.secret_parameter
+        ),
+    )
+    _ensure_role(
+        c,
+        d,
+        d.manager_role,
+        "manager",
+        policies.manager_policy(
+            name=d.name,
+            region=d.region,
+            account=c.account,
+            subnet=subnet,
+            security_group=group,
+            images=images,
+            worker_role_arn=worker_arn,
+            bucket=d.bucket(c.account),
+            parameters=[d.secret_parameter, d.api_key_parameter],
+        ),
+    )
 
 
 def _ensure_role(c: Clients, d: Deployment, name: str, role: str, policy: dict) -> str:
@@ -175,9 +247,12 @@ def _ensure_role(c: Clients, d: Deployment, name: str, role: str, policy: dict) 
         arn = found["Arn"]
         say("found", f"role {name}")
     else:
-        arn = c.iam.create_role(RoleName=name, Tags=d.tags(**{ROLE_TAG: role}),
-                                AssumeRolePolicyDocument=json.dumps(policies.EC2_TRUST),
-                                Description=f"work queue {d.name}: {role} instances")["Role"]["Arn"]
+        arn = c.iam.create_role(
+            RoleName=name,
+            Tags=d.tags(**{ROLE_TAG: role}),
+            AssumeRolePolicyDocument=json.dumps(policies.EC2_TRUST),
+            Description=f"work queue {d.name}: {role} instances",
+        )["Role"]["Arn"]
         say("created", f"role {name}")
     # Written every time: the policy names the current subnet, group and images.
     c.iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
@@ -193,23 +268,36 @@ def ensure_interfaces(c: Clients, d: Deployment, subnet: str, group: str) -> dic
     found = aws.interfaces(c, d)
     existing = sorted(k for k in found if k.startswith("m"))
     if existing and len(existing) != d.managers:
-        raise SystemExit(f"deployment {d.name} has {len(existing)} managers; changing the count "
-                         "is not supported (the Raft group is fixed): use --managers "
-                         f"{len(existing)}")
+        raise SystemExit(
+            f"deployment {d.name} has {len(existing)} managers; changing the count "
+            "is not supported (the Raft group is fixed): use --managers "
+            f"{len(existing)}"
+        )
     for i in range(d.managers):
         m = manager_id(i)
         if m in found:
-            say("found", f"network interface {found[m]['NetworkInterfaceId']} ({m}, "
-                         f"{found[m]['PrivateIpAddress']})")
+            say(
+                "found",
+                f"network interface {found[m]['NetworkInterfaceId']} ({m}, "
+                f"{found[m]['PrivateIpAddress']})",
+            )
             continue
         iface = c.ec2.create_network_interface(
-            SubnetId=subnet, Groups=[group], Description=f"work queue {d.name} manager {m}",
-            TagSpecifications=[{"ResourceType": "network-interface",
-                                "Tags": d.tags(**{MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"})}],
+            SubnetId=subnet,
+            Groups=[group],
+            Description=f"work queue {d.name} manager {m}",
+            TagSpecifications=[
+                {
+                    "ResourceType": "network-interface",
+                    "Tags": d.tags(**{MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"}),
+                }
+            ],
         )["NetworkInterface"]
         found[m] = iface
-        say("created", f"network interface {iface['NetworkInterfaceId']} ({m}, "
-                       f"{iface['PrivateIpAddress']})")
+        say(
+            "created",
+            f"network interface {iface['NetworkInterfaceId']} ({m}, {iface['PrivateIpAddress']})",
+        )
     return {manager_id(i): found[manager_id(i)] for i in range(d.managers)}
 
 
@@ -219,73 +307,139 @@ def ensure_addresses(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None
     for m, iface in ifaces.items():
         address = found.get(m)
         if address is None:
-            address = c.ec2.allocate_address(Domain="vpc", TagSpecifications=[{
-                "ResourceType": "elastic-ip",
-                "Tags": d.tags(**{MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"})}])
+            address = c.ec2.allocate_address(
+                Domain="vpc",
+                TagSpecifications=[
+                    {
+                        "ResourceType": "elastic-ip",
+                        "Tags": d.tags(**{MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"}),
+                    }
+                ],
+            )
             say("created", f"elastic IP {address['PublicIp']} ({m})")
         else:
             say("found", f"elastic IP {address['PublicIp']} ({m})")
         if address.get("NetworkInterfaceId") != iface["NetworkInterfaceId"]:
-            c.ec2.associate_address(AllocationId=address["AllocationId"],
-                                    NetworkInterfaceId=iface["NetworkInterfaceId"])
+            c.ec2.associate_address(
+                AllocationId=address["AllocationId"], NetworkInterfaceId=iface["NetworkInterfaceId"]
+            )
             say("attached", f"elastic IP {address['PublicIp']} to {m}")
 
 
-def node_env(d: Deployment, m: str, ifaces: dict[str, dict], *, subnet: str, group: str,
-             ami: str, package: Package, account: str) -> dict[str, str]:
+def node_env(
+    d: Deployment,
+    m: str,
+    ifaces: dict[str, dict],
+    *,
+    subnet: str,
+    group: str,
+    ami: str,
+    package: Package,
+    account: str,
+) -> dict[str, str]:
     ip = ifaces[m]["PrivateIpAddress"]
-    peers = ",".join(f"{i['PrivateIpAddress']}:{RAFT_PORT}=http://{i['PrivateIpAddress']}:{INTERNAL_PORT}"
-                     for other, i in ifaces.items() if other != m)
+    peers = ",".join(
+        f"{i['PrivateIpAddress']}:{RAFT_PORT}=http://{i['PrivateIpAddress']}:{INTERNAL_PORT}"
+        for other, i in ifaces.items()
+        if other != m
+    )
     return {
-        "WQ_NODE_ID": m, "WQ_RAFT": f"{ip}:{RAFT_PORT}", "WQ_HTTP": f"0.0.0.0:{HTTP_PORT}",
-        "WQ_INTERNAL_HTTP": f"{ip}:{INTERNAL_PORT}", "WQ_URL": f"http://{ip}:{INTERNAL_PORT}",
-        "WQ_PEERS": peers, "WQ_DATA_DIR": "$WQ_ROOT/data",
-        "WQ_SECRET_FILE": "$WQ_ROOT/secret", "WQ_API_KEY_FILE": "$WQ_ROOT/api-key",
-        "WQ_BACKEND": "ec2", "WQ_CLUSTER_NAME": d.name,
-        "WQ_MIN_WORKERS": str(d.min_workers), "WQ_MAX_WORKERS": str(d.max_workers),
-        "WQ_EC2_REGION": d.region, "WQ_EC2_AMI": ami, "WQ_EC2_INSTANCE_TYPE": d.worker_type,
-        "WQ_EC2_INSTANCE_PROFILE": d.worker_role, "WQ_EC2_SUBNET": subnet,
+        "WQ_NODE_ID": m,
+        "WQ_RAFT": f"{ip}:{RAFT_PORT}",
+        "WQ_HTTP": f"0.0.0.0:{HTTP_PORT}",
+        "WQ_INTERNAL_HTTP": f"{ip}:{INTERNAL_PORT}",
+        "WQ_URL": f"http://{ip}:{INTERNAL_PORT}",
+        "WQ_PEERS": peers,
+        "WQ_DATA_DIR": "$WQ_ROOT/data",
+        "WQ_SECRET_FILE": "$WQ_ROOT/secret",
+        "WQ_API_KEY_FILE": "$WQ_ROOT/api-key",
+        "WQ_BACKEND": "ec2",
+        "WQ_CLUSTER_NAME": d.name,
+        "WQ_MIN_WORKERS": str(d.min_workers),
+        "WQ_MAX_WORKERS": str(d.max_workers),
+        "WQ_EC2_REGION": d.region,
+        "WQ_EC2_AMI": ami,
+        "WQ_EC2_INSTANCE_TYPE": d.worker_type,
+        "WQ_EC2_INSTANCE_PROFILE": d.worker_role,
+        "WQ_EC2_SUBNET": subnet,
         "WQ_EC2_SECURITY_GROUPS": group,
         "WQ_EC2_PACKAGE": f"s3://{d.bucket(account)}/{package.key}",
         "WQ_EC2_SECRET_PARAMETER": d.secret_parameter,
     }
 
 
-def ensure_managers(c: Clients, d: Deployment, ifaces: dict[str, dict], *, subnet: str,
-                    group: str, ami: str, package: Package) -> None:
-    running = {aws.tags_of(i).get(MANAGER_TAG): i
-               for i in aws.instances(c, d, role="manager",
-                                      states=aws.LIVE)}
+def ensure_managers(
+    c: Clients,
+    d: Deployment,
+    ifaces: dict[str, dict],
+    *,
+    subnet: str,
+    group: str,
+    ami: str,
+    package: Package,
+) -> None:
+    running = {
+        aws.tags_of(i).get(MANAGER_TAG): i
+        for i in aws.instances(c, d, role="manager", states=aws.LIVE)
+    }
     for m in ifaces:
         instance = running.get(m)
         if instance is not None:
-            say("found", f"manager {m} instance {instance['InstanceId']} ({instance['State']['Name']})")
+            say(
+                "found",
+                f"manager {m} instance {instance['InstanceId']} ({instance['State']['Name']})",
+            )
         else:
-            instance = _launch_manager(c, d, m, ifaces, subnet=subnet, group=group, ami=ami,
-                                       package=package)
+            instance = _launch_manager(
+                c, d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package
+            )
         _ensure_recovery_alarms(c, d, m, instance["InstanceId"])
 
 
-def _launch_manager(c: Clients, d: Deployment, m: str, ifaces: dict[str, dict], *, subnet: str,
-                    group: str, ami: str, package: Package) -> dict:
+def _launch_manager(
+    c: Clients,
+    d: Deployment,
+    m: str,
+    ifaces: dict[str, dict],
+    *,
+    subnet: str,
+    group: str,
+    ami: str,
+    package: Package,
+) -> dict:
     iface = ifaces[m]
     # The interface of a manager being terminated stays attached until it is gone.
     aws.free_interface(c, iface["NetworkInterfaceId"])
     bucket = d.bucket(c.account)
-    url = c.s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": package.key},
-                                      ExpiresIn=PACKAGE_URL_SECONDS)
+    url = c.s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": package.key}, ExpiresIn=PACKAGE_URL_SECONDS
+    )
     user_data = manager_script(
-        package_url=url, package=package.path.name, region=d.region,
-        secret_parameter=d.secret_parameter, api_key_parameter=d.api_key_parameter,
-        node_env=node_env(d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package,
-                          account=c.account))
+        package_url=url,
+        package=package.path.name,
+        region=d.region,
+        secret_parameter=d.secret_parameter,
+        api_key_parameter=d.api_key_parameter,
+        node_env=node_env(
+            d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package, account=c.account
+        ),
+    )
     params = dict(
-        ImageId=ami, InstanceType=d.manager_type, MinCount=1, MaxCount=1, UserData=user_data,
+        ImageId=ami,
+        InstanceType=d.manager_type,
+        MinCount=1,
+        MaxCount=1,
+        UserData=user_data,
         NetworkInterfaces=[{"DeviceIndex": 0, "NetworkInterfaceId": iface["NetworkInterfaceId"]}],
         IamInstanceProfile={"Name": d.manager_role},
         MetadataOptions={"HttpTokens": "required"},
-        TagSpecifications=[{"ResourceType": "instance", "Tags": d.tags(
-            **{ROLE_TAG: "manager", MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"})}])
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": d.tags(**{ROLE_TAG: "manager", MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"}),
+            }
+        ],
+    )
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         try:
@@ -294,8 +448,9 @@ def _launch_manager(c: Clients, d: Deployment, m: str, ifaces: dict[str, dict], 
         except ClientError as e:
             # A new instance profile takes a few seconds to become usable by EC2, and the
             # interface of a just-terminated manager a few seconds to be released.
-            settling = (error_code(e) == "InvalidNetworkInterface.InUse"
-                        or (error_code(e) == "InvalidParameterValue" and "profile" in str(e).lower()))
+            settling = error_code(e) == "InvalidNetworkInterface.InUse" or (
+                error_code(e) == "InvalidParameterValue" and "profile" in str(e).lower()
+            )
             if not settling or time.monotonic() > deadline:
                 raise
             time.sleep(5)
@@ -305,12 +460,21 @@ def _launch_manager(c: Clients, d: Deployment, m: str, ifaces: dict[str, dict], 
 
 def _ensure_recovery_alarms(c: Clients, d: Deployment, m: str, instance_id: str) -> None:
     """Hardware failure: EC2 recovers the instance (same id, addresses, disk). A hung OS: reboot."""
-    for action, metric in (("recover", "StatusCheckFailed_System"),
-                           ("reboot", "StatusCheckFailed_Instance")):
+    for action, metric in (
+        ("recover", "StatusCheckFailed_System"),
+        ("reboot", "StatusCheckFailed_Instance"),
+    ):
         c.cloudwatch.put_metric_alarm(
-            AlarmName=d.alarm(m, action), Namespace="AWS/EC2", MetricName=metric,
-            Dimensions=[{"Name": "InstanceId", "Value": instance_id}], Statistic="Maximum",
-            Period=60, EvaluationPeriods=2, Threshold=1,
+            AlarmName=d.alarm(m, action),
+            Namespace="AWS/EC2",
+            MetricName=metric,
+            Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
+            Statistic="Maximum",
+            Period=60,
+            EvaluationPeriods=2,
+            Threshold=1,
             ComparisonOperator="GreaterThanOrEqualToThreshold",
             AlarmActions=[f"arn:aws:automate:{d.region}:ec2:{action}"],
-            AlarmDescription=f"work queue {d.name}: {action} manager {m}", Tags=d.tags())
+            AlarmDescription=f"work queue {d.name}: {action} manager {m}",
+            Tags=d.tags(),
+        )

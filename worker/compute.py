@@ -1,4 +1,4 @@
-"""The work: iterated SHA-512 (DESIGN.md section 1).
+"""Computing the work (protocol/work.py defines it) fast.
 
 The first hash covers the payload (hashlib: OpenSSL, any length); every later one hashes the
 64-byte digest before it. The C kernel (worker/_sha512.c) does that for one chain about twice
@@ -6,14 +6,16 @@ as fast as a Python loop over hashlib, and for up to eight independent chains at
 per job) in AVX-512 lanes, several times faster again per chain. Without the built kernel,
 the same loop runs in Python, one chain after the other.
 """
+
 from __future__ import annotations
 
-import hashlib
 from typing import Iterator
 
+from protocol import work
+
 try:
-    from . import _sha512
-except ImportError:          # not built (no C compiler at install time)
+    from worker import _sha512
+except ImportError:  # not built (no C compiler at install time)
     _sha512 = None
 
 KERNEL = "python" if _sha512 is None else ("c-avx512" if _sha512.VECTOR else "c")
@@ -21,15 +23,11 @@ KERNEL = "python" if _sha512 is None else ("c-avx512" if _sha512.VECTOR else "c"
 LANES = _sha512.LANES if _sha512 is not None and _sha512.VECTOR else 1
 
 
-def rehash_python(digest: bytes, times: int) -> bytes:
-    sha512 = hashlib.sha512
-    for _ in range(times):
-        digest = sha512(digest).digest()
-    return digest
+rehash_python = work.rehash
 
 
 def _lanes_python(digests: bytes, times: int) -> bytes:
-    return b"".join(rehash_python(digests[i:i + 64], times) for i in range(0, len(digests), 64))
+    return b"".join(rehash_python(digests[i : i + 64], times) for i in range(0, len(digests), 64))
 
 
 rehash = _sha512.rehash if _sha512 is not None else rehash_python
@@ -37,14 +35,13 @@ rehash_lanes = _sha512.rehash_lanes if _sha512 is not None else _lanes_python
 
 
 def iterate_sha512(payload: bytes, iterations: int) -> str:
-    """sha512(payload), then sha512 of the previous digest `iterations - 1` more times; hex."""
-    if iterations < 1:
-        raise ValueError("iterations must be at least 1")
-    return rehash(hashlib.sha512(payload).digest(), iterations - 1).hex()
+    """A job's result (protocol.work.iterate_sha512), with the fastest kernel built here."""
+    return work.iterate_sha512(payload, iterations, rehash)
 
 
-def rehash_batch(digests: list[bytes], times: list[int],
-                 lanes: int = 8) -> Iterator[list[tuple[int, bytes]]]:
+def rehash_batch(
+    digests: list[bytes], times: list[int], lanes: int = 8
+) -> Iterator[list[tuple[int, bytes]]]:
     """Rehash each digest its own number of times, up to `lanes` chains together; yields the
     (index, final digest) pairs of the chains that finish together, shortest first."""
     state, left = list(digests), list(times)
@@ -53,10 +50,13 @@ def rehash_batch(digests: list[bytes], times: list[int],
         group = active[:lanes]
         step = left[group[0]]
         if step:
-            out = (rehash_lanes(b"".join(state[i] for i in group), step) if len(group) > 1
-                   else rehash(state[group[0]], step))
+            out = (
+                rehash_lanes(b"".join(state[i] for i in group), step)
+                if len(group) > 1
+                else rehash(state[group[0]], step)
+            )
             for j, i in enumerate(group):
-                state[i] = out[64 * j:64 * j + 64]
+                state[i] = out[64 * j : 64 * j + 64]
                 left[i] -= step
         finished = []
         while active and left[active[0]] == 0:

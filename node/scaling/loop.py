@@ -6,15 +6,19 @@ that has not registered yet (booting). A worker the backend runs that is neither
 nor younger than the boot timeout (it never came up, or it stopped polling) is terminated, so
 nothing is left running and billing.
 """
+
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections import Counter, deque
+from typing import Awaitable, Callable
 
-from ..roster import Roster
-from .backend import Backend
-from .policy import Decision, Limits, Snapshot, Worker, decide
+from node.scaling.backends.base import Backend
+from node.scaling.policy import Decision, Limits, Snapshot, Worker, decide
+from node.scheduling.roster import Roster
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +26,8 @@ ARRIVAL_WINDOW = 1800.0
 # After a leader change, workers of the previous leader re-register within a few seconds (all
 # their long-polls break with it); the new leader launches and terminates nothing before then.
 ADOPTION_GRACE = 5.0
+STEP_INTERVAL = 1.0
+SCALE_SOON_INTERVAL = 0.2
 
 
 class Scaler:
@@ -35,7 +41,7 @@ class Scaler:
         self.decision: Decision | None = None
         self.launches = 0
         self.booting = 0
-        self.actions: Counter[str] = Counter()      # scaling steps by what they did
+        self.actions: Counter[str] = Counter()  # scaling steps by what they did
         # Decisions that started workers or changed kind, newest last (for the dashboard).
         self.recent: deque[dict] = deque(maxlen=20)
         self._seen_running: set[str] = set()
@@ -54,8 +60,14 @@ class Scaler:
     def idle_timeout(self, default: float) -> float:
         return self.decision.idle_timeout if self.decision is not None else default
 
-    def step(self, now: float, queued: int, backlog_iterations: int, oldest_queued_at: float | None,
-             busy: set[str]) -> Decision:
+    def step(
+        self,
+        now: float,
+        queued: int,
+        backlog_iterations: int,
+        oldest_queued_at: float | None,
+        busy: set[str],
+    ) -> Decision:
         """One pass. Blocking (backend calls): run it off the event loop."""
         while self.arrivals and now - self.arrivals[0][0] > ARRIVAL_WINDOW:
             self.arrivals.popleft()
@@ -63,52 +75,86 @@ class Scaler:
             self.launch_times.popleft()
         running = self.backend.running()
         for gone in self._seen_running - set(running):
-            self.roster.forget(gone)         # exited or terminated: no need to wait out its ttl
+            self.roster.forget(gone)  # exited or terminated: no need to wait out its ttl
         self._seen_running = set(running)
         # Workers holding a lease in the replicated state are live even before they report here.
         live = self.roster.live(now)
         live.update({w: {} for w in busy if w not in live})
-        booting = [w for w, launched in running.items()
-                   if w not in live and now - launched <= self.boot_timeout]
-        silent = [w for w, launched in running.items()
-                  if w not in live and now - launched > self.boot_timeout]
+        booting = [
+            w
+            for w, launched in running.items()
+            if w not in live and now - launched <= self.boot_timeout
+        ]
+        silent = [
+            w
+            for w, launched in running.items()
+            if w not in live and now - launched > self.boot_timeout
+        ]
         self.booting = len(booting)
         adopting = now < self._grace_until
         if silent and not adopting:
-            log.warning("scaling: terminating %d %s workers that never registered or stopped "
-                        "polling: %s", len(silent), self.backend.name, ", ".join(silent),
-                        extra={"workers": silent})
+            log.warning(
+                "scaling: terminating %d %s workers that never registered or stopped polling: %s",
+                len(silent),
+                self.backend.name,
+                ", ".join(silent),
+                extra={"workers": silent},
+            )
             self.backend.terminate(silent)
             self.actions["terminate"] += 1
         workers = tuple(Worker(busy=w in busy, speed=_speed(info)) for w, info in live.items())
         workers += tuple(Worker(busy=False, booting=True) for _ in booting)
         snapshot = Snapshot(
-            now=now, queued_jobs=queued, backlog_iterations=backlog_iterations,
+            now=now,
+            queued_jobs=queued,
+            backlog_iterations=backlog_iterations,
             oldest_wait=max(0.0, now - oldest_queued_at) if oldest_queued_at else 0.0,
-            workers=workers, arrivals=tuple(self.arrivals),
-            recent_launches=tuple(self.launch_times))
+            workers=workers,
+            arrivals=tuple(self.arrivals),
+            recent_launches=tuple(self.launch_times),
+        )
         decision = decide(snapshot, self.limits)
         if adopting and decision.start:
-            decision = Decision(0, decision.idle_timeout, "new leader: waiting for the previous "
-                                                          "leader's workers to report")
+            decision = Decision(
+                0,
+                decision.idle_timeout,
+                "new leader: waiting for the previous leader's workers to report",
+            )
         started: list[str] = []
         if decision.start:
             started = self.backend.launch(decision.start)
             self.booting += len(started)
             self.launch_times.extend([now] * len(started))
             self.launches += len(started)
-            log.info("scaling: %d queued (%d iterations), %d live and %d booting workers: "
-                     "starting %d on %s (%s); idle timeout %.0fs", queued, backlog_iterations,
-                     len(live), len(booting), len(started), self.backend.name, decision.reason,
-                     decision.idle_timeout, extra={"workers": started})
+            log.info(
+                "scaling: %d queued (%d iterations), %d live and %d booting workers: "
+                "starting %d on %s (%s); idle timeout %.0fs",
+                queued,
+                backlog_iterations,
+                len(live),
+                len(booting),
+                len(started),
+                self.backend.name,
+                decision.reason,
+                decision.idle_timeout,
+                extra={"workers": started},
+            )
         changed = self.decision is None or _kind(decision.reason) != _kind(self.decision.reason)
         if changed and not started:
             log.info("scaling: %s; idle timeout %.0fs", decision.reason, decision.idle_timeout)
         self.actions["launch" if started else "hold"] += 1
         if started or changed:
-            self.recent.append({"at": now, "started": len(started), "queued": queued,
-                                "live": len(live), "booting": len(booting),
-                                "reason": decision.reason, "idle_timeout": decision.idle_timeout})
+            self.recent.append(
+                {
+                    "at": now,
+                    "started": len(started),
+                    "queued": queued,
+                    "live": len(live),
+                    "booting": len(booting),
+                    "reason": decision.reason,
+                    "idle_timeout": decision.idle_timeout,
+                }
+            )
         self.decision = decision
         return decision
 
@@ -124,3 +170,63 @@ def _speed(info: dict) -> float | None:
     except (TypeError, ValueError):
         return None
     return speed if speed > 0 else None
+
+
+class ScalingLoop:
+    """The scaler driven as a task of its own, so a slow cloud API does not hold up lease
+    expiry. A step runs every STEP_INTERVAL while this node leads, and as soon as jobs arrive
+    to a pool with no worker up or booting (at most every SCALE_SOON_INTERVAL): a burst on an
+    idle cluster starts workers at once instead of up to a second later."""
+
+    def __init__(
+        self,
+        scaler: Scaler,
+        is_leader: Callable[[], bool],
+        counts: Callable[[], dict[str, int]],
+        oldest_queued_at: Callable[[], Awaitable[float | None]],
+        busy_workers: Callable[[], set[str]],
+    ):
+        self.scaler = scaler
+        self._is_leader = is_leader
+        self._counts = counts
+        self._oldest_queued_at = oldest_queued_at
+        self._busy_workers = busy_workers
+        self._soon = asyncio.Event()
+
+    def jobs_arrived(self, jobs: list[tuple[float, int]]) -> None:
+        """Newly committed (enqueue time, iterations); call on the event loop."""
+        if self.scaler.jobs_arrived(jobs, time.time()):
+            self._soon.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        was_leader = False
+        last = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(self._soon.wait(), STEP_INTERVAL)
+                await asyncio.sleep(max(0.0, last + SCALE_SOON_INTERVAL - loop.time()))
+            except TimeoutError:
+                pass
+            self._soon.clear()
+            last = loop.time()
+            leader = self._is_leader()
+            if leader and not was_leader:
+                self.scaler.became_leader(time.time())
+            was_leader = leader
+            if not leader:
+                continue
+            try:
+                counts = self._counts()
+                oldest = await self._oldest_queued_at()
+                await loop.run_in_executor(
+                    None,
+                    self.scaler.step,
+                    time.time(),
+                    counts["queued"],
+                    counts["backlog_iterations"],
+                    oldest,
+                    self._busy_workers(),
+                )
+            except Exception:
+                log.exception("scaling step failed; retrying")

@@ -21,6 +21,7 @@ out the typical gap (so the next burst finds them); if gaps are longer, or arriv
 (no gaps worth bridging), workers leave after the break-even time, which is short for local
 processes and long for EC2.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,33 +32,33 @@ from dataclasses import dataclass
 class Worker:
     busy: bool
     booting: bool = False
-    speed: float | None = None       # measured iterations per second; None until measured
+    speed: float | None = None  # measured iterations per second; None until measured
 
 
 @dataclass(frozen=True)
 class Snapshot:
     now: float
     queued_jobs: int
-    backlog_iterations: int          # remaining iterations of queued and running jobs
-    oldest_wait: float               # seconds the oldest queued job has waited
-    workers: tuple[Worker, ...]      # live and booting workers, cluster-wide
-    arrivals: tuple[tuple[float, int], ...]   # (enqueue time, iterations) in the recent window
-    recent_launches: tuple[float, ...] = ()   # launch times within the last minute
+    backlog_iterations: int  # remaining iterations of queued and running jobs
+    oldest_wait: float  # seconds the oldest queued job has waited
+    workers: tuple[Worker, ...]  # live and booting workers, cluster-wide
+    arrivals: tuple[tuple[float, int], ...]  # (enqueue time, iterations) in the recent window
+    recent_launches: tuple[float, ...] = ()  # launch times within the last minute
 
 
 @dataclass(frozen=True)
 class Limits:
     min_workers: int = 0
     max_workers: int = 4
-    target_drain_seconds: float = 30.0    # acceptable time to drain the backlog
-    start_cost: float = 1.0               # seconds from launch to a working worker
-    default_speed: float = 500_000.0      # iterations/s assumed for an unmeasured worker
+    target_drain_seconds: float = 30.0  # acceptable time to drain the backlog
+    start_cost: float = 1.0  # seconds from launch to a working worker
+    default_speed: float = 500_000.0  # iterations/s assumed for an unmeasured worker
     max_launches_per_minute: int = 20
-    idle_cost_ratio: float = 2.0          # break-even idle time, in units of start_cost
+    idle_cost_ratio: float = 2.0  # break-even idle time, in units of start_cost
     min_idle: float = 5.0
     max_idle: float = 1800.0
-    burst_gap: float = 2.0                # arrivals closer than this belong to one burst
-    rate_window: float = 20.0             # seconds of arrivals that set the arrival rate
+    burst_gap: float = 2.0  # arrivals closer than this belong to one burst
+    rate_window: float = 20.0  # seconds of arrivals that set the arrival rate
 
 
 # Acceptable drain time when none is configured: short where a worker starts in a moment,
@@ -107,9 +108,11 @@ def launches(s: Snapshot, lim: Limits) -> tuple[int, str]:
     drain = s.backlog_iterations / speed if speed > 0 else math.inf
     if up and booting == 0 and drain <= lim.start_cost:
         return 0, f"the {up} workers drain the backlog in {drain:.1f}s, before a new one boots"
-    return _bounded(needed - total, s, lim), \
-        f"backlog needs {needed} workers (drain {drain:.0f}s with {up} up, target " \
-        f"{lim.target_drain_seconds:.0f}s)"
+    return (
+        _bounded(needed - total, s, lim),
+        f"backlog needs {needed} workers (drain {drain:.0f}s with {up} up, target "
+        f"{lim.target_drain_seconds:.0f}s)",
+    )
 
 
 def _bounded(want: int, s: Snapshot, lim: Limits) -> int:
@@ -130,7 +133,7 @@ def idle_timeout(s: Snapshot, lim: Limits) -> float:
     gaps = sorted(burst_gaps(s.arrivals, lim.burst_gap))
     timeout = break_even
     if len(gaps) >= 2:
-        typical = gaps[min(len(gaps) - 1, int(0.9 * len(gaps)))]   # 90th percentile gap
+        typical = gaps[min(len(gaps) - 1, int(0.9 * len(gaps)))]  # 90th percentile gap
         # Bridge the gap if waiting it out costs less than a relaunch and its queue wait.
         if typical <= break_even + lim.start_cost * (1 + lim.idle_cost_ratio):
             timeout = max(timeout, typical * 1.1)

@@ -7,6 +7,7 @@ The checker's rules, after every node has drained its queue and the nodes are st
   ("recovered": the cluster committed it after the client gave up), never anything else;
 - every idempotency key names one job, and all nodes' stores are identical.
 """
+
 from __future__ import annotations
 
 import random
@@ -38,30 +39,37 @@ class Timeline:
 class Attempt:
     digest: str
     statuses: list = field(default_factory=list)
-    job_id: str | None = None        # set once a 200 came back
+    job_id: str | None = None  # set once a 200 came back
 
 
 class LoadGenerator:
     """Client threads enqueuing random payloads with Idempotency-Keys, retrying on any error
     with the same key on a random live node, recording every answer."""
 
-    def __init__(self, cluster: Cluster, seed: int, threads: int = 3,
-                 iterations=(1, 10, 100, 1000), sizes=(512, 16 * 1024), timeout: float = 6.0,
-                 pace: float = 0.02):
+    def __init__(
+        self,
+        cluster: Cluster,
+        seed: int,
+        threads: int = 3,
+        iterations=(1, 10, 100, 1000),
+        sizes=(512, 16 * 1024),
+        timeout: float = 6.0,
+        pace: float = 0.02,
+    ):
         self.cluster = cluster
         self.seed = seed
         self.threads = threads
         self.iterations = iterations
         self.sizes = sizes
         self.timeout = timeout
-        self.pace = pace                       # seconds each thread rests between jobs
+        self.pace = pace  # seconds each thread rests between jobs
         self.attempts: dict[str, Attempt] = {}
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self.unexpected: list[tuple] = []      # answers other than 200, 429 and 503
+        self.unexpected: list[tuple] = []  # answers other than 200, 429 and 503
 
-    def start(self) -> "LoadGenerator":
+    def start(self) -> LoadGenerator:
         for n in range(self.threads):
             t = threading.Thread(target=self._run, args=(n,), daemon=True)
             t.start()
@@ -92,8 +100,13 @@ class LoadGenerator:
 
         def send():
             try:
-                r = requests.put(f"{self.cluster.url(node)}/enqueue", params={"iterations": 7},
-                                 data=payload, headers={"Idempotency-Key": key}, timeout=timeout)
+                r = requests.put(
+                    f"{self.cluster.url(node)}/enqueue",
+                    params={"iterations": 7},
+                    data=payload,
+                    headers={"Idempotency-Key": key},
+                    timeout=timeout,
+                )
             except requests.RequestException as e:
                 attempt.statuses.append(type(e).__name__)
                 return
@@ -132,9 +145,13 @@ class LoadGenerator:
                 trusted = [i for i in alive if avoid.get(i, 0) <= now]
                 node = rng.choice(trusted or alive)
                 try:
-                    r = requests.put(f"{self.cluster.url(node)}/enqueue",
-                                     params={"iterations": iterations}, data=payload,
-                                     headers={"Idempotency-Key": key}, timeout=self.timeout)
+                    r = requests.put(
+                        f"{self.cluster.url(node)}/enqueue",
+                        params={"iterations": iterations},
+                        data=payload,
+                        headers={"Idempotency-Key": key},
+                        timeout=self.timeout,
+                    )
                 except requests.RequestException as e:
                     attempt.statuses.append(type(e).__name__)
                     avoid[node] = time.monotonic() + 5
@@ -152,6 +169,7 @@ class LoadGenerator:
 
 def drain(cluster: Cluster, timeout: float = 180) -> None:
     """Wait until every node is healthy, has nothing queued or running, and agrees on the counts."""
+
     def drained():
         statuses = [cluster.status(i) for i in range(cluster.size)]
         queues = [s["queue"] for s in statuses]
@@ -159,8 +177,11 @@ def drain(cluster: Cluster, timeout: float = 180) -> None:
             return False
         if any(q != queues[0] for q in queues):
             return False
-        return all(requests.get(cluster.url(i) + "/healthz", timeout=2).status_code == 200
-                   for i in range(cluster.size))
+        return all(
+            requests.get(cluster.url(i) + "/healthz", timeout=2).status_code == 200
+            for i in range(cluster.size)
+        )
+
     wait_until(drained, timeout, "every node drained and in agreement", interval=0.5)
 
 
@@ -212,9 +233,15 @@ def check(cluster: Cluster, load: LoadGenerator, timeline: Timeline) -> dict:
     known = {attempts[k].job_id or keys.get(k) for k in attempts}
     phantom = [j for j in jobs if j not in known]
     done_seqs = [j["done_seq"] for j in jobs.values()]
-    result = {"attempted": len(attempts), "acknowledged": len(acked_ids),
-              "recovered": len(recovered), "lost": len(lost), "wrong": len(wrong),
-              "phantom": len(phantom), "jobs_in_store": len(jobs)}
+    result = {
+        "attempted": len(attempts),
+        "acknowledged": len(acked_ids),
+        "recovered": len(recovered),
+        "lost": len(lost),
+        "wrong": len(wrong),
+        "phantom": len(phantom),
+        "jobs_in_store": len(jobs),
+    }
     timeline(f"check: {result}")
     assert not load.unexpected, f"unexpected answers: {load.unexpected[:5]}"
     assert not lost, f"acknowledged jobs missing: {lost[:5]}"

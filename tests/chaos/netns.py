@@ -7,6 +7,7 @@ between two nodes' subnets: the nodes lose each other while the clients still re
 Everything lives in namespaces created here; teardown deletes them (and with them every veth)
 and the one route added to the test's namespace.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,7 @@ class Network:
         self.hosts = [f"{SUBNET}.{i}.2" for i in range(size)]
         self._rules: set[tuple[int, int]] = set()
 
-    def up(self) -> "Network":
+    def up(self) -> Network:
         try:
             self._build()
         except Exception:
@@ -92,8 +93,17 @@ class Network:
     def cut(self, a: int, b: int) -> None:
         """Drop all traffic between nodes a and b, both ways."""
         for src, dst in ((a, b), (b, a)):
-            run("ip", "rule", "add", "from", f"{SUBNET}.{src}.0/24", "to", f"{SUBNET}.{dst}.0/24",
-               "blackhole", ns=self.router)
+            run(
+                "ip",
+                "rule",
+                "add",
+                "from",
+                f"{SUBNET}.{src}.0/24",
+                "to",
+                f"{SUBNET}.{dst}.0/24",
+                "blackhole",
+                ns=self.router,
+            )
             self._rules.add((src, dst))
 
     def isolate(self, i: int) -> None:
@@ -104,13 +114,23 @@ class Network:
 
     def heal(self) -> None:
         for src, dst in sorted(self._rules):
-            run("ip", "rule", "del", "from", f"{SUBNET}.{src}.0/24", "to", f"{SUBNET}.{dst}.0/24",
-               "blackhole", ns=self.router)
+            run(
+                "ip",
+                "rule",
+                "del",
+                "from",
+                f"{SUBNET}.{src}.0/24",
+                "to",
+                f"{SUBNET}.{dst}.0/24",
+                "blackhole",
+                ns=self.router,
+            )
         self._rules.clear()
 
     def down(self) -> None:
-        subprocess.run(["ip", "route", "del", f"{SUBNET}.0.0/20", "via", ROUTER_SIDE],
-                       capture_output=True)
+        subprocess.run(
+            ["ip", "route", "del", f"{SUBNET}.0.0/20", "via", ROUTER_SIDE], capture_output=True
+        )
         for ns in self.nodes + [self.router]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         subprocess.run(["ip", "link", "del", f"{self.tag}h"], capture_output=True)

@@ -4,6 +4,7 @@ clients were told.
 
 The default run takes the quick variant of each scenario; `./run_tests.sh -m chaos` runs the
 full ones (more rounds, longer load)."""
+
 import os
 import random
 import signal
@@ -12,10 +13,9 @@ import time
 import pytest
 import requests
 
+from tests.chaos.harness import LoadGenerator, Timeline, check
+from tests.chaos.netns import Network, unavailable_reason
 from tests.integration.cluster import AUTH, processes_mentioning, wait_until
-
-from .harness import LoadGenerator, Timeline, check
-from .netns import Network, unavailable_reason
 
 QUICK = {"rounds": 1, "acks": 15}
 FULL = {"rounds": 4, "acks": 60}
@@ -88,8 +88,11 @@ def test_a_paused_leader_acknowledges_nothing_stale(make_cluster, mode):
         paused = dict(cluster.procs)
         paused.pop(leader)
         # Wait for the others to elect a new leader, then some more work through them.
-        wait_until(lambda others=paused: any(cluster.status(i)["role"] == "leader" for i in others),
-                   30, "a new leader among the others")
+        wait_until(
+            lambda others=paused: any(cluster.status(i)["role"] == "leader" for i in others),
+            30,
+            "a new leader among the others",
+        )
         timeline("new leader elected while the old one is paused")
         load.wait_acks(mode["acks"])
         time.sleep(3 * OPTIONS.get("raft_max_timeout", 0.9))
@@ -152,8 +155,11 @@ def test_a_node_restarted_after_log_compaction_catches_up(make_cluster, mode):
         cluster.start_node(victim)
         cluster.wait_leader(60)
         log = cluster.root / f"n{victim}.log"
-        wait_until(lambda log=log: "installing Raft snapshot" in log.read_text(), 30,
-                   f"n{victim} to install a snapshot from the leader")
+        wait_until(
+            lambda log=log: "installing Raft snapshot" in log.read_text(),
+            30,
+            f"n{victim} to install a snapshot from the leader",
+        )
         timeline(f"n{victim} installed the leader's snapshot")
     finish(cluster, load, timeline)
 
@@ -177,19 +183,29 @@ def test_a_partitioned_leader_acknowledges_nothing_it_cannot_commit(network, mak
         load.wait_acks(mode["acks"])
         leader = cluster.wait_leader()
         majority = [i for i in range(cluster.size) if i != leader]
-        timeline(f"partition: leader n{leader} cut off from n{majority[0]} and n{majority[1]}; "
-                 "clients still reach every node")
+        timeline(
+            f"partition: leader n{leader} cut off from n{majority[0]} and n{majority[1]}; "
+            "clients still reach every node"
+        )
         network.isolate(leader)
         stale = [load.send_once(leader, f"minority-{round_}-{n}", timeout=30) for n in range(3)]
-        wait_until(lambda m=majority: any(cluster.status(i)["role"] == "leader" for i in m), 30,
-                   "a new leader in the majority")
+        wait_until(
+            lambda m=majority: any(cluster.status(i)["role"] == "leader" for i in m),
+            30,
+            "a new leader in the majority",
+        )
         timeline("the majority elected a leader")
         load.wait_acks(mode["acks"])
         # The minority still answers reads from its own replica, and says it is not healthy.
         assert requests.get(cluster.url(leader) + "/status", timeout=5).status_code == 200
         assert requests.post(cluster.url(leader) + "/pullCompleted", timeout=5).status_code == 200
-        wait_until(lambda i=leader: requests.get(cluster.url(i) + "/healthz", timeout=5)
-                   .status_code == 503, 15, "the cut-off node to report itself unhealthy")
+        wait_until(
+            lambda i=leader: (
+                requests.get(cluster.url(i) + "/healthz", timeout=5).status_code == 503
+            ),
+            15,
+            "the cut-off node to report itself unhealthy",
+        )
         for t in stale:
             t.join(timeout=30)
         answers = [load.attempts[f"minority-{round_}-{n}"].statuses for n in range(3)]

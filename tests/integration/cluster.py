@@ -1,6 +1,7 @@
 """A real cluster for tests: `python -m node` processes on free ports with temporary data
 directories, each in its own process group (with the local workers it starts), torn down
 with SIGKILL to every group ever started."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,15 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3, max_workers: int = 0, network=None,
-                 separate_internal: bool = False, **options):
+    def __init__(
+        self,
+        root: Path,
+        size: int = 3,
+        max_workers: int = 0,
+        network=None,
+        separate_internal: bool = False,
+        **options,
+    ):
         """`network`: a tests.chaos.netns.Network to run each node in its own namespace.
         `separate_internal`: serve internal routes on their own ports (`--internal-http`)."""
         self.root = root
@@ -69,8 +77,12 @@ class Cluster:
             self.http, self.raft = [8001] * size, [7001] * size
         self.max_workers = max_workers
         self.internal = free_ports(size) if separate_internal else None
-        self.options = {"request_timeout": 5, "raft_min_timeout": 0.3, "raft_max_timeout": 0.9,
-                        **options}
+        self.options = {
+            "request_timeout": 5,
+            "raft_min_timeout": 0.3,
+            "raft_max_timeout": 0.9,
+            **options,
+        }
         self.procs: dict[int, subprocess.Popen] = {}
         self.groups: set[int] = set()
         self.workers: list[subprocess.Popen] = []
@@ -94,32 +106,46 @@ class Cluster:
         return {**os.environ, "WQ_SECRET": SECRET, "PYTHONUNBUFFERED": "1", **self.extra_env}
 
     def start_node(self, i: int) -> None:
-        peers = ",".join(f"{self.raft_addr(j)}={self.internal_url(j)}" for j in range(self.size)
-                         if j != i)
+        peers = ",".join(
+            f"{self.raft_addr(j)}={self.internal_url(j)}" for j in range(self.size) if j != i
+        )
         prefix = self.network.prefix(i) if self.network else []
         args = prefix + [
-                sys.executable, "-m", "node", "--id", f"n{i}",
-                "--http", f"{self.hosts[i]}:{self.http[i]}", "--raft", self.raft_addr(i),
-                "--peers", peers,
-                "--data-dir", str(self.root / f"n{i}"), "--max-workers", str(self.max_workers)]
+            sys.executable,
+            "-m",
+            "node",
+            "--id",
+            f"n{i}",
+            "--http",
+            f"{self.hosts[i]}:{self.http[i]}",
+            "--raft",
+            self.raft_addr(i),
+            "--peers",
+            peers,
+            "--data-dir",
+            str(self.root / f"n{i}"),
+            "--max-workers",
+            str(self.max_workers),
+        ]
         if self.internal:
             args += ["--internal-http", f"{self.hosts[i]}:{self.internal[i]}"]
         for name, value in self.options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
         log = open(self.root / f"n{i}.log", "ab")
-        proc = subprocess.Popen(args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         self.procs[i] = proc
         self.groups.add(proc.pid)
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         for i in range(self.size):
             self.start_node(i)
         self.wait_leader()
         return self
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         """`with Cluster(root) as c:` makes `root`, starts the nodes, and stops every process
         on the way out, also when starting fails."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +181,9 @@ class Cluster:
         return requests.get(self.url(i) + "/status", headers=self.headers, timeout=2).json()
 
     def wait_leader(self, timeout: float = 20.0) -> int:
-        """Index of the leader once every live node agrees on it, it is alive, and all are healthy."""
+        """Index of the leader once every live node agrees on it, it is alive, and all are
+        healthy."""
+
         def agreed():
             leaders = set()
             for i in self.alive():
@@ -167,16 +195,31 @@ class Cluster:
                 # A dead node may still be named until the others time it out.
                 return str(leader) if leader in self.procs else None
             return None
+
         return int(wait_until(agreed, timeout, "an agreed, live leader"))
 
-    def start_worker(self, worker_id: str, managers: list[str] | None = None,
-                     *extra: str) -> subprocess.Popen:
+    def start_worker(
+        self, worker_id: str, managers: list[str] | None = None, *extra: str
+    ) -> subprocess.Popen:
         log = open(self.root / f"{worker_id}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "--managers",
-             ",".join(managers or [self.internal_url(i) for i in range(self.size)]),
-             "--id", worker_id, "--idle-timeout", "600", *extra],
-            env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "--managers",
+                ",".join(managers or [self.internal_url(i) for i in range(self.size)]),
+                "--id",
+                worker_id,
+                "--idle-timeout",
+                "600",
+                *extra,
+            ],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.workers.append(proc)
         self.groups.add(proc.pid)
@@ -196,24 +239,35 @@ class Cluster:
         self.procs.clear()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
-                         for p in sorted(self.root.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.root.glob("*.log"))
+        )
 
     # --- client calls ----------------------------------------------------------------
 
-    def enqueue(self, i: int, payload: bytes, iterations: int, timeout: float = 10) -> requests.Response:
-        return requests.put(f"{self.url(i)}/enqueue", params={"iterations": iterations},
-                            data=payload, headers=self.headers, timeout=timeout)
+    def enqueue(
+        self, i: int, payload: bytes, iterations: int, timeout: float = 10
+    ) -> requests.Response:
+        return requests.put(
+            f"{self.url(i)}/enqueue",
+            params={"iterations": iterations},
+            data=payload,
+            headers=self.headers,
+            timeout=timeout,
+        )
 
     def job(self, i: int, job_id: str) -> dict:
         return requests.get(f"{self.url(i)}/work/{job_id}", headers=self.headers, timeout=5).json()
 
     def completed(self, i: int, top: int = 1000) -> list[dict]:
-        return requests.post(f"{self.url(i)}/pullCompleted", params={"top": top},
-                             headers=self.headers, timeout=5).json()
+        return requests.post(
+            f"{self.url(i)}/pullCompleted", params={"top": top}, headers=self.headers, timeout=5
+        ).json()
 
     def wait_completed(self, i: int, expected: dict[str, str], timeout: float = 60) -> None:
         """Wait until node i reports every job id in `expected` completed with that result."""
+
         def done():
             for job_id, digest in expected.items():
                 job = self.job(i, job_id)
@@ -221,6 +275,7 @@ class Cluster:
                     return False
                 assert job["result"] == digest, f"job {job_id}: wrong result on node {i}"
             return True
+
         wait_until(done, timeout, f"{len(expected)} jobs completed on node {i}", interval=0.3)
 
 

@@ -1,4 +1,5 @@
 """A real moto server on a free port, for tests of the AWS code through real boto3 calls."""
+
 from __future__ import annotations
 
 import os
@@ -9,20 +10,24 @@ from contextlib import contextmanager
 import boto3
 import requests
 
-from .cluster import free_ports, wait_until
+from tests.integration.cluster import free_ports, wait_until
 
 
 @contextmanager
 def moto_server(tmp_path):
     (port,) = free_ports(1)
     log = open(tmp_path / "moto.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     log.close()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: requests.get(url + "/moto-api/", timeout=2).status_code == 200, 30,
-                   "the moto server")
+        wait_until(
+            lambda: requests.get(url + "/moto-api/", timeout=2).status_code == 200,
+            30,
+            "the moto server",
+        )
         yield url
     finally:
         proc.terminate()
@@ -31,17 +36,24 @@ def moto_server(tmp_path):
 
 def aws_env(url: str) -> dict[str, str]:
     """Environment for boto3 to talk to the moto server, never to AWS."""
-    return {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "moto-secret-access-key", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_SESSION_TOKEN": "testing"}
+    return {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "moto-secret-access-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_SESSION_TOKEN": "testing",
+    }
 
 
 def clients(url: str, *names: str) -> dict:
     """boto3 clients talking to the moto server at `url`, without touching os.environ."""
     env = aws_env(url)
-    session = boto3.Session(aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                            aws_session_token=env["AWS_SESSION_TOKEN"], region_name="us-east-1")
+    session = boto3.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=env["AWS_SESSION_TOKEN"],
+        region_name="us-east-1",
+    )
     return {name: session.client(name, endpoint_url=url) for name in names}
 
 

@@ -1,5 +1,6 @@
 """Hostile clients: bodies cut off mid-stream, slow clients, huge headers, 10,000 connections.
 The node keeps serving everyone else and frees what those clients held."""
+
 import asyncio
 import os
 import resource
@@ -9,7 +10,7 @@ import time
 import pytest
 import requests
 
-from .cluster import Cluster, wait_until
+from tests.integration.cluster import Cluster, wait_until
 
 IDLE = 2
 TIMEOUT = 3
@@ -17,8 +18,12 @@ TIMEOUT = 3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("abuse"), idle_connection_timeout=IDLE,
-                request_timeout=TIMEOUT, max_body_bytes=1 << 20)
+    c = Cluster(
+        tmp_path_factory.mktemp("abuse"),
+        idle_connection_timeout=IDLE,
+        request_timeout=TIMEOUT,
+        max_body_bytes=1 << 20,
+    )
     try:
         yield c.start()
     finally:
@@ -39,8 +44,10 @@ def test_a_body_cut_off_mid_stream_creates_nothing(cluster):
     before = cluster.status(0)["queue"]["queued"]
     for _ in range(20):
         s = socket.create_connection(("127.0.0.1", cluster.http[0]))
-        s.sendall(b"PUT /enqueue?iterations=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
-                  + b"x" * 5000)
+        s.sendall(
+            b"PUT /enqueue?iterations=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+            + b"x" * 5000
+        )
         s.close()
     assert served_quickly(cluster)
     time.sleep(0.5)
@@ -58,7 +65,7 @@ def test_clients_that_never_finish_their_headers_are_disconnected(cluster):
     assert served_quickly(cluster, 1)
     for s in socks:
         s.settimeout(IDLE + 10)
-        assert s.recv(100) == b""          # closed by the node after the idle timeout
+        assert s.recv(100) == b""  # closed by the node after the idle timeout
         s.close()
     wait_until(lambda: open_fds(pid) <= baseline + 5, 10, "the node to free the connections")
 
@@ -76,16 +83,19 @@ def test_a_body_sent_too_slowly_is_cut_at_the_request_timeout(cluster):
     assert served_quickly(cluster, 2)
 
 
-@pytest.mark.parametrize("headers", [
-    {"X-Huge": "a" * 100_000},
-    {f"X-Many-{n}": "v" for n in range(2000)},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Huge": "a" * 100_000},
+        {f"X-Many-{n}": "v" for n in range(2000)},
+    ],
+)
 def test_huge_headers_are_refused_and_the_node_keeps_serving(cluster, headers):
     try:
         r = requests.get(cluster.url(0) + "/status", headers=headers, timeout=10)
         assert 400 <= r.status_code < 500
     except requests.ConnectionError:
-        pass                                # refusing by closing the connection is fine too
+        pass  # refusing by closing the connection is fine too
     assert served_quickly(cluster)
 
 
@@ -105,8 +115,12 @@ def test_ten_thousand_connections_leave_the_node_serving_and_are_freed(make_clus
     async def flood():
         writers = []
         for start in range(0, want, 500):
-            opened = await asyncio.gather(*[asyncio.open_connection("127.0.0.1", cluster.http[2])
-                                            for _ in range(start, min(want, start + 500))])
+            opened = await asyncio.gather(
+                *[
+                    asyncio.open_connection("127.0.0.1", cluster.http[2])
+                    for _ in range(start, min(want, start + 500))
+                ]
+            )
             writers += [w for _, w in opened]
             # Let the node accept each burst before the next, so the kernel's accept queue never
             # overflows (that would drop handshakes this side already counts as open).

@@ -1,13 +1,15 @@
 """Bad input gets a 4xx with a JSON body naming the field; internal routes need the secret."""
+
 import pytest
 import requests
 
-from .cluster import AUTH
+from tests.integration.cluster import AUTH
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from .cluster import Cluster
+    from tests.integration.cluster import Cluster
+
     c = Cluster(tmp_path_factory.mktemp("api"), max_body_bytes=4096, max_iterations=1000)
     try:
         yield c.start()
@@ -15,19 +17,22 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
-@pytest.mark.parametrize("query,body,status,field", [
-    ("iterations=abc", b"x", 400, "iterations"),
-    ("iterations=1.5", b"x", 400, "iterations"),
-    ("iterations=0", b"x", 400, "iterations"),
-    ("iterations=-3", b"x", 400, "iterations"),
-    ("iterations=1001", b"x", 400, "iterations"),
-    ("iterations=99999999999999999999999", b"x", 400, "iterations"),
-    ("iterations=", b"x", 400, "iterations"),
-    ("iterations=1&iterations=2", b"x", 400, "iterations"),
-    ("", b"x", 400, "iterations"),
-    ("iterations=5", b"", 400, "body"),
-    ("iterations=5", b"x" * 4097, 413, "body"),
-])
+@pytest.mark.parametrize(
+    "query,body,status,field",
+    [
+        ("iterations=abc", b"x", 400, "iterations"),
+        ("iterations=1.5", b"x", 400, "iterations"),
+        ("iterations=0", b"x", 400, "iterations"),
+        ("iterations=-3", b"x", 400, "iterations"),
+        ("iterations=1001", b"x", 400, "iterations"),
+        ("iterations=99999999999999999999999", b"x", 400, "iterations"),
+        ("iterations=", b"x", 400, "iterations"),
+        ("iterations=1&iterations=2", b"x", 400, "iterations"),
+        ("", b"x", 400, "iterations"),
+        ("iterations=5", b"", 400, "body"),
+        ("iterations=5", b"x" * 4097, 413, "body"),
+    ],
+)
 def test_bad_enqueue_is_refused_naming_the_field(cluster, query, body, status, field):
     r = requests.put(f"{cluster.url(0)}/enqueue?{query}", data=body, timeout=10)
     assert r.status_code == status
@@ -45,6 +50,7 @@ def test_a_chunked_body_over_the_limit_is_refused(cluster):
     def chunks():
         for _ in range(10):
             yield b"y" * 1000
+
     r = requests.put(f"{cluster.url(0)}/enqueue?iterations=1", data=chunks(), timeout=10)
     assert r.status_code == 413 and r.json()["error"].startswith("body:")
 
@@ -74,42 +80,54 @@ def test_unknown_route_and_wrong_method_answer_json(cluster):
     assert r.status_code == 405 and "error" in r.json()
 
 
-@pytest.mark.parametrize("method,path", [
-    ("POST", "/internal/lease"),
-    ("POST", "/internal/heartbeat"),
-    ("POST", "/internal/complete"),
-    ("POST", "/internal/release"),
-    ("POST", "/internal/payloads"),
-    ("GET", "/internal/payloads/" + "0" * 32),
-    ("POST", "/internal/payloads/read"),
-    ("GET", "/internal/status"),
-    ("POST", "/internal/compact"),
-])
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-secret"},
-                                     {"Authorization": AUTH["Authorization"] + "x"}])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/internal/lease"),
+        ("POST", "/internal/heartbeat"),
+        ("POST", "/internal/complete"),
+        ("POST", "/internal/release"),
+        ("POST", "/internal/payloads"),
+        ("GET", "/internal/payloads/" + "0" * 32),
+        ("POST", "/internal/payloads/read"),
+        ("GET", "/internal/status"),
+        ("POST", "/internal/compact"),
+    ],
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong-secret"}, {"Authorization": AUTH["Authorization"] + "x"}],
+)
 def test_internal_routes_refuse_calls_without_the_secret(cluster, method, path, headers):
     r = requests.request(method, cluster.url(0) + path, headers=headers, data=b"{}", timeout=10)
     assert r.status_code == 401
     assert "Authorization" in r.json()["error"]
 
 
-@pytest.mark.parametrize("body,field", [
-    (b"not json", "body"),
-    (b"[" * 100_000 + b"]" * 100_000, "body"),
-    (b"[]", "body"),
-    (b'{"worker": ""}', "worker"),
-    (b'{"worker": "w", "max_jobs": 0}', "max_jobs"),
-    (b'{"worker": "w", "wait": "long"}', "wait"),
-    (b'{"worker": "w", "linger": 2}', "linger"),
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        (b"not json", "body"),
+        (b"[" * 100_000 + b"]" * 100_000, "body"),
+        (b"[]", "body"),
+        (b'{"worker": ""}', "worker"),
+        (b'{"worker": "w", "max_jobs": 0}', "max_jobs"),
+        (b'{"worker": "w", "wait": "long"}', "wait"),
+        (b'{"worker": "w", "linger": 2}', "linger"),
+    ],
+)
 def test_malformed_worker_calls_are_refused(cluster, body, field):
     r = requests.post(cluster.url(0) + "/internal/lease", headers=AUTH, data=body, timeout=10)
     assert r.status_code == 400 and r.json()["error"].startswith(field + ":")
 
 
 def test_a_completion_must_carry_a_well_formed_result(cluster):
-    r = requests.post(cluster.url(0) + "/internal/complete", headers=AUTH, timeout=10,
-                      json={"worker": "w", "results": [{"id": "0" * 32, "result": "ABC"}]})
+    r = requests.post(
+        cluster.url(0) + "/internal/complete",
+        headers=AUTH,
+        timeout=10,
+        json={"worker": "w", "results": [{"id": "0" * 32, "result": "ABC"}]},
+    )
     assert r.status_code == 400 and r.json()["error"].startswith("results:")
 
 

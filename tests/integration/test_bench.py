@@ -4,6 +4,7 @@ A smoke run, not a measurement: it checks that every benchmark still starts what
 finishes, and reports figures of the right shape, so BENCHMARKS.md can always be rerun. The
 end-to-end comparison installs Celery and Redis on first use and runs only with -m slow.
 """
+
 import json
 import subprocess
 import sys
@@ -16,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_quick(name: str, tmp_path: Path, timeout: float) -> dict:
     out = tmp_path / "figures.json"
-    done = subprocess.run([sys.executable, "-m", "bench", name, "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"=== {name} --quick" in done.stdout
     assert "machine: " in done.stdout and "versions: " in done.stdout
@@ -31,9 +37,14 @@ def run_quick(name: str, tmp_path: Path, timeout: float) -> dict:
 
 
 def check_ingest(r: dict) -> None:
-    assert set(r["rows"]) == {"baseline 16 KB", "cluster 16 KB fsync off",
-                              "cluster 16 KB fsync on", "baseline 256 KB",
-                              "cluster 256 KB fsync off", "cluster 256 KB fsync on"}
+    assert set(r["rows"]) == {
+        "baseline 16 KB",
+        "cluster 16 KB fsync off",
+        "cluster 16 KB fsync on",
+        "baseline 256 KB",
+        "cluster 256 KB fsync off",
+        "cluster 256 KB fsync on",
+    }
     for row in r["rows"].values():
         assert row["acknowledged"] > 0 and row["errors"] == {}
         assert 0 < row["p50_ms"] <= row["p99_ms"]
@@ -41,7 +52,7 @@ def check_ingest(r: dict) -> None:
 
 def check_kernel(r: dict) -> None:
     assert r["hashlib_loop_ns"] > 0 and r["lanes"] >= 1
-    if r["kernel"] == "python":          # the extension is not built here
+    if r["kernel"] == "python":  # the extension is not built here
         assert r["kernel_ns"] is None
     else:
         assert r["kernel"] in ("c", "c-avx512") and 0 < r["kernel_ns"] <= r["c_single_chain_ns"]
@@ -80,14 +91,17 @@ def check_end_to_end(r: dict) -> None:
     assert 0 < r["compute_bound"]["ratio"] < 2
 
 
-@pytest.mark.parametrize("name, check, timeout", [
-    ("kernel", check_kernel, 120),
-    ("scaling", check_scaling, 120),
-    ("ingest", check_ingest, 300),
-    ("failover", check_failover, 300),
-    ("scale-up", check_scale_up, 300),
-    ("capacity", check_capacity, 300),
-    pytest.param("end-to-end", check_end_to_end, 1800, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name, check, timeout",
+    [
+        ("kernel", check_kernel, 120),
+        ("scaling", check_scaling, 120),
+        ("ingest", check_ingest, 300),
+        ("failover", check_failover, 300),
+        ("scale-up", check_scale_up, 300),
+        ("capacity", check_capacity, 300),
+        pytest.param("end-to-end", check_end_to_end, 1800, marks=pytest.mark.slow),
+    ],
+)
 def test_quick_run(name, check, timeout, tmp_path):
     check(run_quick(name, tmp_path, timeout))

@@ -1,8 +1,9 @@
 """The EC2 worker's user data, run on this machine: the script the EC2 backend hands to
-run_instances (read back from a moto server) installs the source archive packed from this checkout from
-a presigned S3 URL, reads the cluster secret from SSM, and starts a worker that completes a
-job on a local cluster; then it powers off. Only the OS-level steps (installing Python,
+run_instances (read back from a moto server) installs the source archive packed from this
+checkout from a presigned S3 URL, reads the cluster secret from SSM, and starts a worker that
+completes a job on a local cluster; then it powers off. Only the OS-level steps (installing Python,
 powering off) and the install directory are replaced, through WQ_BOOT_OVERRIDES."""
+
 import base64
 import json
 import os
@@ -15,20 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from node.scaling.ec2 import EC2Backend
+from node.scaling.backends.ec2 import EC2Backend
 from provision.package import build_sdist
-
-from .cluster import SECRET, expected_digest, wait_until
-from .moto import aws_env, moto_server
-from .moto import clients as moto_clients
+from tests.integration.cluster import SECRET, expected_digest, wait_until
+from tests.integration.moto import aws_env, moto_server
+from tests.integration.moto import clients as moto_clients
 
 PARAMETER = "/wq/boot/secret"
-IDLE = 20       # the worker's idle timeout: long enough to enqueue after it registers
+IDLE = 20  # the worker's idle timeout: long enough to enqueue after it registers
 
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory):
-    """A moto server holding the package (bucket) and the cluster secret (SSM), like `up` leaves them."""
+    """A moto server holding the package (bucket) and the cluster secret (SSM), like `up` leaves
+    them."""
     tmp = tmp_path_factory.mktemp("boot-aws")
     with moto_server(tmp) as url:
         env = aws_env(url)
@@ -43,15 +44,25 @@ def aws(tmp_path_factory):
 def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
     """Launch one worker through the EC2 backend; return its id and the user data EC2 holds."""
     ec2 = aws["ec2"]
-    backend = EC2Backend(ec2, aws["s3"], cluster="boot", manager_urls=managers, package=package,
-                         secret_parameter=PARAMETER,
-                         ami=ec2.describe_images()["Images"][0]["ImageId"],
-                         instance_type="t3.small", idle_timeout=IDLE, start_cost=45)
+    backend = EC2Backend(
+        ec2,
+        aws["s3"],
+        cluster="boot",
+        manager_urls=managers,
+        package=package,
+        secret_parameter=PARAMETER,
+        ami=ec2.describe_images()["Images"][0]["ImageId"],
+        instance_type="t3.small",
+        idle_timeout=IDLE,
+        start_cost=45,
+    )
     (worker_id,) = backend.launch(1)
-    (reservation,) = ec2.describe_instances(Filters=[
-        {"Name": "tag:wq-worker-id", "Values": [worker_id]}])["Reservations"]
-    data = ec2.describe_instance_attribute(InstanceId=reservation["Instances"][0]["InstanceId"],
-                                           Attribute="userData")
+    (reservation,) = ec2.describe_instances(
+        Filters=[{"Name": "tag:wq-worker-id", "Values": [worker_id]}]
+    )["Reservations"]
+    data = ec2.describe_instance_attribute(
+        InstanceId=reservation["Instances"][0]["InstanceId"], Attribute="userData"
+    )
     return worker_id, base64.b64decode(data["UserData"]["Value"]).decode()
 
 
@@ -65,8 +76,11 @@ WQ_LOG={tmp}/bootstrap.log
 install_python() {{ echo {sys.base_prefix}/bin/python3; }}
 power_off() {{ echo "exit status $?" > {marker}; }}
 """)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WQ_"))},
-           "WQ_BOOT_OVERRIDES": str(tmp / "overrides.sh"), **aws["env"]}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WQ_"))},
+        "WQ_BOOT_OVERRIDES": str(tmp / "overrides.sh"),
+        **aws["env"],
+    }
     proc = subprocess.Popen(["bash", str(tmp / "user-data")], env=env, start_new_session=True)
     return proc, marker
 
@@ -81,8 +95,12 @@ def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_clus
         # then the worker registers under the id the EC2 backend gave it. The cluster starts
         # no worker of its own, so the job below can only be computed by this one.
         leader = cluster.wait_leader()
-        wait_until(lambda: worker_id in json.dumps(cluster.status(leader)["workers"]), 240,
-                   "the bootstrapped worker to register", interval=0.3)
+        wait_until(
+            lambda: worker_id in json.dumps(cluster.status(leader)["workers"]),
+            240,
+            "the bootstrapped worker to register",
+            interval=0.3,
+        )
         payload = os.urandom(2048)
         r = cluster.enqueue(0, payload, 1000)
         assert r.status_code == 200, r.text
@@ -99,7 +117,7 @@ def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_clus
     log = (tmp_path / "bootstrap.log").read_text()
     assert "worker exited" in log and SECRET not in log
     if shutil.which("cc") or shutil.which("gcc"):
-        assert "SHA-512 kernel: c" in log          # compiled on the "instance" itself
+        assert "SHA-512 kernel: c" in log  # compiled on the "instance" itself
 
 
 def test_a_failed_step_still_powers_the_instance_off(aws, tmp_path):

@@ -1,16 +1,21 @@
 """The `wq` client end to end against real local clusters (run as a real process)."""
+
 import json
 import os
 import subprocess
 import sys
 import time
 
-from .cluster import expected_digest, wait_until
+from tests.integration.cluster import expected_digest, wait_until
 
 
 def wq(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "client", "--no-progress", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "client", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_files(root, count: int, size) -> dict[str, bytes]:
@@ -64,19 +69,38 @@ def test_submit_200_files_wait_verify_pull_and_status(make_cluster, tmp_path):
 
 
 def test_a_node_killed_mid_submit_makes_no_job_twice(make_cluster, tmp_path):
-    cluster = make_cluster()          # no workers: every job stays queued and countable
+    cluster = make_cluster()  # no workers: every job stays queued and countable
     victim = cluster.wait_leader()
     others = [i for i in range(3) if i != victim]
     files = write_files(tmp_path / "in", 200, lambda n: 256 * 1024)
     out = tmp_path / "ids.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "client", "--no-progress", "--concurrency", "2", "--url",
-         ",".join(cluster.url(i) for i in [victim, *others]), "--output", str(out),
-         "submit", *files, "--iterations", "5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "client",
+            "--no-progress",
+            "--concurrency",
+            "2",
+            "--url",
+            ",".join(cluster.url(i) for i in [victim, *others]),
+            "--output",
+            str(out),
+            "submit",
+            *files,
+            "--iterations",
+            "5",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait_until(lambda: out.exists() and len(out.read_text().splitlines()) >= 30, 60,
-                   "30 files submitted")
+        wait_until(
+            lambda: out.exists() and len(out.read_text().splitlines()) >= 30,
+            60,
+            "30 files submitted",
+        )
         cluster.kill_node(victim)
         done_before_kill = len(out.read_text().splitlines())
         assert done_before_kill < 200, "the submission ended before the node was killed"
@@ -90,9 +114,12 @@ def test_a_node_killed_mid_submit_makes_no_job_twice(make_cluster, tmp_path):
 
     def queued_on_survivors():
         counts = [cluster.status(i)["queue"] for i in others]
-        return all(q["queued"] + q["running"] + q["completed"] + q["failed"] == 200
-                   for q in counts) and counts
-    time.sleep(1)          # let late commits of the killed node's requests land
+        return (
+            all(q["queued"] + q["running"] + q["completed"] + q["failed"] == 200 for q in counts)
+            and counts
+        )
+
+    time.sleep(1)  # let late commits of the killed node's requests land
     wait_until(queued_on_survivors, 30, "exactly 200 jobs on both surviving nodes")
 
 

@@ -1,4 +1,5 @@
 """A real three-node cluster with workers: correct results everywhere, nothing lost on failures."""
+
 import json
 import os
 import random
@@ -9,11 +10,12 @@ import time
 import pytest
 import requests
 
-from .cluster import AUTH, expected_digest, processes_mentioning, wait_until
+from tests.integration.cluster import AUTH, expected_digest, processes_mentioning, wait_until
 
 
-def enqueue_many(cluster, count, sizes=(16 * 1024, 256 * 1024), iterations=(1, 10, 100, 1000, 5000),
-                 seed=1):
+def enqueue_many(
+    cluster, count, sizes=(16 * 1024, 256 * 1024), iterations=(1, 10, 100, 1000, 5000), seed=1
+):
     """Enqueue `count` random payloads round-robin over the live nodes; id -> expected digest."""
     rng = random.Random(seed)
     expected = {}
@@ -40,7 +42,12 @@ def test_results_match_independent_digests_on_every_node(make_cluster):
     for i in range(3):
         pulled = {j["id"]: j["result"] for j in cluster.completed(i, top=1000)}
         assert pulled == expected
-        assert cluster.status(i)["queue"] == {"queued": 0, "running": 0, "completed": 50, "failed": 0}
+        assert cluster.status(i)["queue"] == {
+            "queued": 0,
+            "running": 0,
+            "completed": 50,
+            "failed": 0,
+        }
 
 
 def test_pull_completed_lists_newest_first_with_the_contract_fields(make_cluster):
@@ -126,8 +133,9 @@ def test_a_leader_stopped_with_sigterm_hands_over_before_it_goes(make_cluster):
 
     # An election timeout alone is 0.3-0.9 s here, and the node takes a second or more to
     # close before the others would even start counting it.
-    job_id = wait_until(successor_acknowledges, 3, "a successor acknowledging an enqueue",
-                        interval=0.01)
+    job_id = wait_until(
+        successor_acknowledges, 3, "a successor acknowledging an enqueue", interval=0.01
+    )
     assert proc.wait(timeout=20) == 0
     successor = cluster.wait_leader(timeout=10)
     assert successor in others
@@ -139,7 +147,7 @@ def test_a_leader_stopped_with_sigterm_hands_over_before_it_goes(make_cluster):
 def test_a_job_whose_worker_dies_completes_on_another_worker(make_cluster):
     cluster = make_cluster(lease_timeout=2)
     payload = os.urandom(20000)
-    iterations = 4_000_000              # several seconds of work
+    iterations = 4_000_000  # several seconds of work
     job_id = cluster.enqueue(0, payload, iterations).json()["id"]
     first = cluster.start_worker("doomed")
     wait_until(lambda: cluster.job(1, job_id).get("worker") == "doomed", 30, "the job leased")
@@ -156,12 +164,17 @@ def test_a_job_is_failed_once_its_leases_run_out(make_cluster):
     job_id = cluster.enqueue(1, b"abandoned", 1).json()["id"]
     for attempt in (1, 2):
         # A worker that leases and then says nothing again.
-        r = requests.post(cluster.url(0) + "/internal/lease", headers=AUTH, timeout=30,
-                          json={"worker": "silent", "wait": 10})
+        r = requests.post(
+            cluster.url(0) + "/internal/lease",
+            headers=AUTH,
+            timeout=30,
+            json={"worker": "silent", "wait": 10},
+        )
         assert r.status_code == 200 and [j["id"] for j in r.json()["jobs"]] == [job_id]
         assert r.json()["jobs"][0]["attempt"] == attempt
-    job = wait_until(lambda: (j := cluster.job(2, job_id))["status"] == "failed" and j, 30,
-                     "the job failed")
+    job = wait_until(
+        lambda: (j := cluster.job(2, job_id))["status"] == "failed" and j, 30, "the job failed"
+    )
     assert "lease expired" in job["error"] and "2 attempts" in job["error"]
     # Counted on the replica that showed the failure: another may not have applied it yet.
     assert cluster.status(2)["queue"]["failed"] == 1
@@ -172,8 +185,12 @@ def test_a_second_completion_does_not_change_the_result(make_cluster):
     payload = b"twice"
     job_id = cluster.enqueue(0, payload, 2).json()["id"]
     cluster.wait_completed(0, {job_id: expected_digest(payload, 2)})
-    r = requests.post(cluster.url(1) + "/internal/complete", headers=AUTH, timeout=10,
-                      json={"worker": "late", "results": [{"id": job_id, "result": "0" * 128}]})
+    r = requests.post(
+        cluster.url(1) + "/internal/complete",
+        headers=AUTH,
+        timeout=10,
+        json={"worker": "late", "results": [{"id": job_id, "result": "0" * 128}]},
+    )
     assert r.status_code == 200 and r.json()["accepted"] == []
     for i in range(3):
         assert cluster.job(i, job_id)["result"] == expected_digest(payload, 2)
@@ -181,7 +198,7 @@ def test_a_second_completion_does_not_change_the_result(make_cluster):
 
 def test_a_worker_fails_over_when_its_first_manager_is_down(make_cluster):
     cluster = make_cluster()
-    dead = "http://127.0.0.1:9"          # discard port: nothing listens
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens
     cluster.start_worker("failover", [dead] + cluster.urls)
     payload = b"failover"
     job_id = cluster.enqueue(2, payload, 50).json()["id"]
@@ -249,84 +266,122 @@ def test_stopping_the_nodes_stops_their_workers(make_cluster):
 def test_a_released_job_goes_back_to_the_queue_at_once(make_cluster):
     cluster = make_cluster()
     job_id = cluster.enqueue(0, b"give it back", 1).json()["id"]
-    r = requests.post(cluster.url(1) + "/internal/lease", headers=AUTH, timeout=30,
-                      json={"worker": "w1", "wait": 5})
+    r = requests.post(
+        cluster.url(1) + "/internal/lease",
+        headers=AUTH,
+        timeout=30,
+        json={"worker": "w1", "wait": 5},
+    )
     assert [j["id"] for j in r.json()["jobs"]] == [job_id]
-    r = requests.post(cluster.url(2) + "/internal/release", headers=AUTH, timeout=10,
-                      json={"worker": "w1", "jobs": [job_id], "reason": "stopping"})
+    r = requests.post(
+        cluster.url(2) + "/internal/release",
+        headers=AUTH,
+        timeout=10,
+        json={"worker": "w1", "jobs": [job_id], "reason": "stopping"},
+    )
     assert r.status_code == 200 and r.json()["released"] == [job_id]
-    job = wait_until(lambda: (j := cluster.job(0, job_id))["status"] == "queued" and j, 10,
-                     "the job queued again")
+    job = wait_until(
+        lambda: (j := cluster.job(0, job_id))["status"] == "queued" and j,
+        10,
+        "the job queued again",
+    )
     assert job["attempts"] == 1
 
 
 def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluster):
     import hashlib
+
     cluster = make_cluster()
     payload = os.urandom(5000)
     digest = hashlib.sha256(payload).hexdigest()
     job_id = "ab" * 16
     manifest = json.dumps([{"id": job_id, "size": len(payload), "digest": digest}]).encode()
-    r = requests.post(f"{cluster.url(0)}/internal/payloads", data=manifest + b"\n" + payload,
-                      timeout=10, headers=AUTH)
+    r = requests.post(
+        f"{cluster.url(0)}/internal/payloads",
+        data=manifest + b"\n" + payload,
+        timeout=10,
+        headers=AUTH,
+    )
     assert r.status_code == 200 and r.json() == {"stored": 1}
-    r = requests.get(f"{cluster.url(1)}/internal/payloads/{job_id}", params={"digest": digest},
-                     headers=AUTH, timeout=10)
+    r = requests.get(
+        f"{cluster.url(1)}/internal/payloads/{job_id}",
+        params={"digest": digest},
+        headers=AUTH,
+        timeout=10,
+    )
     assert r.status_code == 200 and r.content == payload
     r = requests.get(f"{cluster.url(2)}/internal/payloads/{job_id}", headers=AUTH, timeout=10)
     assert r.status_code == 404 and "digest" in r.json()["error"]
     wrong = hashlib.sha256(b"other").hexdigest()
-    r = requests.get(f"{cluster.url(2)}/internal/payloads/{job_id}", params={"digest": wrong},
-                     headers=AUTH, timeout=10)
+    r = requests.get(
+        f"{cluster.url(2)}/internal/payloads/{job_id}",
+        params={"digest": wrong},
+        headers=AUTH,
+        timeout=10,
+    )
     assert r.status_code == 404
 
 
 def test_a_worker_reads_the_payloads_of_its_lease_in_one_call(make_cluster):
     import hashlib
+
     cluster = make_cluster()
     payloads = [os.urandom(3000 + n) for n in range(3)]
     ids = [cluster.enqueue(n, p, 5).json()["id"] for n, p in enumerate(payloads)]
     digests = [hashlib.sha256(p).hexdigest() for p in payloads]
     unknown = {"id": "cd" * 16, "digest": "0" * 64}
     jobs = [{"id": i, "digest": d} for i, d in zip(ids, digests, strict=True)]
-    wait_until(lambda: all(cluster.job(1, i).get("status") == "queued" for i in ids), 10,
-               "the jobs on node 1")
-    r = requests.post(f"{cluster.url(1)}/internal/payloads/read", json={"jobs": [unknown, *jobs]},
-                      headers=AUTH, timeout=10)
+    wait_until(
+        lambda: all(cluster.job(1, i).get("status") == "queued" for i in ids),
+        10,
+        "the jobs on node 1",
+    )
+    r = requests.post(
+        f"{cluster.url(1)}/internal/payloads/read",
+        json={"jobs": [unknown, *jobs]},
+        headers=AUTH,
+        timeout=10,
+    )
     assert r.status_code == 200
     # Read independently of the node's code: a JSON manifest line, then the bytes in order.
     head, rest = r.content.split(b"\n", 1)
     manifest = json.loads(head)
-    assert [(m["id"], m["size"], m["digest"]) for m in manifest] == \
-        [(i, len(p), d) for i, p, d in zip(ids, payloads, digests, strict=True)]
+    assert [(m["id"], m["size"], m["digest"]) for m in manifest] == [
+        (i, len(p), d) for i, p, d in zip(ids, payloads, digests, strict=True)
+    ]
     assert rest == b"".join(payloads)
-    r = requests.post(f"{cluster.url(1)}/internal/payloads/read", json={"jobs": [unknown]},
-                      headers=AUTH, timeout=10)
+    r = requests.post(
+        f"{cluster.url(1)}/internal/payloads/read",
+        json={"jobs": [unknown]},
+        headers=AUTH,
+        timeout=10,
+    )
     assert r.status_code == 200 and r.content == b""
     for bad in ({"jobs": []}, {"jobs": [{"id": ids[0]}]}, {"jobs": [unknown] * 65}, {}):
-        r = requests.post(f"{cluster.url(1)}/internal/payloads/read", json=bad, headers=AUTH,
-                          timeout=10)
+        r = requests.post(
+            f"{cluster.url(1)}/internal/payloads/read", json=bad, headers=AUTH, timeout=10
+        )
         assert r.status_code == 400 and r.json()["error"].startswith("jobs:")
 
 
 def test_a_worker_stopped_mid_job_gives_the_job_back_at_once(make_cluster):
     cluster = make_cluster(lease_timeout=60)
     payload = b"interrupted"
-    job_id = cluster.enqueue(0, payload, 9_000_000).json()["id"]     # ~13 s of work
+    job_id = cluster.enqueue(0, payload, 9_000_000).json()["id"]  # ~13 s of work
     worker = cluster.start_worker("stopping")
     wait_until(lambda: cluster.job(1, job_id).get("worker") == "stopping", 30, "the job leased")
     started = time.monotonic()
     worker.terminate()
     assert worker.wait(timeout=10) == 0
     wait_until(lambda: cluster.job(2, job_id)["status"] == "queued", 10, "the job queued again")
-    assert time.monotonic() - started < 10            # not the 60 s lease timeout
+    assert time.monotonic() - started < 10  # not the 60 s lease timeout
 
 
 def test_a_full_queue_answers_429_with_retry_after(make_cluster):
     cluster = make_cluster(max_queued=2)
     for n in range(2):
         assert cluster.enqueue(n, b"fill %d" % n, 1).status_code == 200
-    time.sleep(0.5)                        # every node has applied both
+    time.sleep(0.5)  # every node has applied both
     r = cluster.enqueue(2, b"one too many", 1)
     assert r.status_code == 429
     assert r.headers["Retry-After"] and r.json()["error"].startswith("queue:")
@@ -356,9 +411,12 @@ def test_a_node_left_alone_says_so_and_refuses_writes_at_once(make_cluster, surv
         if i != survivor:
             cluster.kill_node(i)
     url = cluster.url(survivor)
-    wait_until(lambda: requests.get(url + "/healthz", timeout=5).status_code == 503, 10,
-               "the survivor to report itself unhealthy")
+    wait_until(
+        lambda: requests.get(url + "/healthz", timeout=5).status_code == 503,
+        10,
+        "the survivor to report itself unhealthy",
+    )
     started = time.monotonic()
     r = cluster.enqueue(survivor, b"alone", 1)
     assert r.status_code == 503 and "majority" in r.json()["error"]
-    assert time.monotonic() - started < 2          # refused, not waited out
+    assert time.monotonic() - started < 2  # refused, not waited out

@@ -1,6 +1,7 @@
 """The cluster simulator (`python -m tests.sim`) as a user runs it: a quick set of schedules
-holds, each safety patch of node/syncobj switched off is caught, and a failing schedule is
-printed shrunk with a command that replays it."""
+holds, each safety patch of node/replication/syncobj switched off is caught, and a failing
+schedule is printed shrunk with a command that replays it."""
+
 from __future__ import annotations
 
 import os
@@ -17,20 +18,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # but any change to the nodes' code may change what a schedule does: search again then).
 CAUGHT_AT = {
     "append-conflict-only": 0,
-    "ack-term-monotonic": 0,            # a snapshot sent to a follower known to be up to date
+    "ack-term-monotonic": 0,  # a snapshot sent to a follower known to be up to date
     "snapshot-keeps-log": 3,
     "snapshot-transfer-checked": 0,
     "snapshot-not-ready-waits": 6,
     "snapshot-consistent": 41,
     "journal-atomic-rewrite": 28,
     "request-ids-per-incarnation": 96,
-    "votes-counted-once": 248,          # a cluster of five: with three, one vote wins
+    "votes-counted-once": 248,  # a cluster of five: with three, one vote wins
 }
 
 
 def sim(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tests.sim", *args], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tests.sim", *args],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+    )
 
 
 def test_a_quick_set_of_schedules_holds():
@@ -52,12 +58,20 @@ def test_the_simulator_catches_each_safety_patch_switched_off(patch, seed):
 def fingerprints(*seeds: int) -> list[str]:
     """What each seed's schedule did, run one after another in one fresh process (five nodes,
     1,500 steps, ack-term-monotonic off: where a seed was seen to depend on an earlier one)."""
-    code = ("import sys; from node.syncobj import patches; from tests.sim.run import run; "
-            "patches.ENABLED['ack-term-monotonic'] = False; "
-            "print(' '.join(run(int(s), list(range(1500)), nodes=5).fingerprint "
-            "for s in sys.argv[1:]))")
-    r = subprocess.run([sys.executable, "-c", code, *map(str, seeds)], cwd=ROOT, text=True,
-                       capture_output=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": "0"})
+    code = (
+        "import sys; from node.replication.syncobj import patches; from tests.sim.run import run; "
+        "patches.ENABLED['ack-term-monotonic'] = False; "
+        "print(' '.join(run(int(s), list(range(1500)), nodes=5).fingerprint "
+        "for s in sys.argv[1:]))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, seeds)],
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.split()
 

@@ -1,4 +1,5 @@
 """The EC2 backend through real boto3 calls against a moto server started here."""
+
 import base64
 import os
 import time
@@ -6,12 +7,11 @@ import time
 import boto3
 import pytest
 
-from node.roster import Roster
-from node.scaling.ec2 import CLUSTER_TAG, WORKER_TAG, EC2Backend
+from node.scaling.backends.ec2 import CLUSTER_TAG, WORKER_TAG, EC2Backend
 from node.scaling.loop import Scaler
 from node.scaling.policy import Limits
-
-from .moto import apply_env, moto_server
+from node.scheduling.roster import Roster
+from tests.integration.moto import apply_env, moto_server
 
 PACKAGE = "s3://wq-bucket/packages/0123/replicated_work_queue-0.1.0.tar.gz"
 MANAGERS = ["http://10.0.0.1:8001", "http://10.0.0.2:8001"]
@@ -42,17 +42,30 @@ def backend(client, cluster=None, **kwargs) -> EC2Backend:
         iam.create_instance_profile(InstanceProfileName="wq-worker")
     except iam.exceptions.EntityAlreadyExistsException:
         pass
-    return EC2Backend(client, boto3.client("s3", region_name="us-east-1"), cluster=cluster,
-                      manager_urls=MANAGERS, package=PACKAGE, secret_parameter="/wq/t/secret",
-                      ami=ami(client), instance_type="t3.small", instance_profile="wq-worker",
-                      idle_timeout=90, start_cost=45, **kwargs)
+    return EC2Backend(
+        client,
+        boto3.client("s3", region_name="us-east-1"),
+        cluster=cluster,
+        manager_urls=MANAGERS,
+        package=PACKAGE,
+        secret_parameter="/wq/t/secret",
+        ami=ami(client),
+        instance_type="t3.small",
+        instance_profile="wq-worker",
+        idle_timeout=90,
+        start_cost=45,
+        **kwargs,
+    )
 
 
 def alive(client, cluster=None):
     cluster = cluster or client.cluster
-    out = client.describe_instances(Filters=[
-        {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]},
-        {"Name": "instance-state-name", "Values": ["pending", "running"]}])
+    out = client.describe_instances(
+        Filters=[
+            {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+    )
     return [i for r in out["Reservations"] for i in r["Instances"]]
 
 
@@ -63,8 +76,9 @@ def test_a_launch_carries_user_data_tags_and_terminate_on_shutdown(ec2):
     tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
     assert tags[CLUSTER_TAG] == ec2.cluster and tags[WORKER_TAG] == worker_id
     assert tags["wq-role"] == "worker"
-    attr = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"],
-                                           Attribute="instanceInitiatedShutdownBehavior")
+    attr = ec2.describe_instance_attribute(
+        InstanceId=inst["InstanceId"], Attribute="instanceInitiatedShutdownBehavior"
+    )
     assert attr["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
     data = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")
     script = base64.b64decode(data["UserData"]["Value"]).decode()
@@ -92,13 +106,14 @@ def test_running_finds_this_clusters_workers_by_tag_only(ec2):
 
 def test_workers_that_never_register_are_terminated_after_the_boot_timeout(ec2):
     b = backend(ec2)
-    scaler = Scaler(b, Roster(ttl=20), Limits(max_workers=3, start_cost=45,
-                                              default_speed=1e6), boot_timeout=60)
-    scaler.step(time.time(), queued=2, backlog_iterations=10**9, oldest_queued_at=None,
-                busy=set())
+    scaler = Scaler(
+        b, Roster(ttl=20), Limits(max_workers=3, start_cost=45, default_speed=1e6), boot_timeout=60
+    )
+    scaler.step(time.time(), queued=2, backlog_iterations=10**9, oldest_queued_at=None, busy=set())
     assert len(alive(ec2)) == 2
-    scaler.step(time.time() + 61, queued=2, backlog_iterations=10**9, oldest_queued_at=None,
-                busy=set())
+    scaler.step(
+        time.time() + 61, queued=2, backlog_iterations=10**9, oldest_queued_at=None, busy=set()
+    )
     mine = ec2.describe_instances(Filters=[{"Name": f"tag:{CLUSTER_TAG}", "Values": [ec2.cluster]}])
     states = {i["State"]["Name"] for r in mine["Reservations"] for i in r["Instances"]}
     assert "shutting-down" in states or "terminated" in states
@@ -108,12 +123,14 @@ def test_workers_that_never_register_are_terminated_after_the_boot_timeout(ec2):
 def test_the_max_holds_across_a_leader_change(ec2):
     limits = Limits(max_workers=4, start_cost=45, default_speed=1e6, max_launches_per_minute=100)
     first = Scaler(backend(ec2), Roster(ttl=20), limits, boot_timeout=300)
-    first.step(time.time(), queued=3, backlog_iterations=3 * 10**9, oldest_queued_at=None,
-               busy=set())
+    first.step(
+        time.time(), queued=3, backlog_iterations=3 * 10**9, oldest_queued_at=None, busy=set()
+    )
     assert len(alive(ec2)) == 3
     # The leader dies; a new one starts from scratch and finds the booting instances by tag.
     second = Scaler(backend(ec2), Roster(ttl=20), limits, boot_timeout=300)
     for _ in range(3):
-        second.step(time.time(), queued=50, backlog_iterations=50 * 10**9,
-                    oldest_queued_at=None, busy=set())
+        second.step(
+            time.time(), queued=50, backlog_iterations=50 * 10**9, oldest_queued_at=None, busy=set()
+        )
     assert len(alive(ec2)) == 4

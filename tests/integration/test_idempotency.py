@@ -1,12 +1,18 @@
-"""Idempotency-Key: a retried enqueue gets the first job's id, on any node, across leader changes."""
+"""Idempotency-Key: a retried enqueue gets the first job's id on any node, across leader changes."""
+
 import requests
 
-from .cluster import expected_digest
+from tests.integration.cluster import expected_digest
 
 
 def put(cluster, i, payload, iterations, key):
-    return requests.put(f"{cluster.url(i)}/enqueue", params={"iterations": iterations},
-                        data=payload, headers={"Idempotency-Key": key}, timeout=10)
+    return requests.put(
+        f"{cluster.url(i)}/enqueue",
+        params={"iterations": iterations},
+        data=payload,
+        headers={"Idempotency-Key": key},
+        timeout=10,
+    )
 
 
 def test_a_retry_with_the_same_key_returns_the_same_id_on_every_node(make_cluster):
@@ -42,6 +48,7 @@ def test_the_key_survives_a_leader_change(make_cluster):
 
 def test_concurrent_requests_with_one_key_make_one_job(make_cluster):
     from concurrent.futures import ThreadPoolExecutor
+
     cluster = make_cluster()
     with ThreadPoolExecutor(9) as pool:
         replies = list(pool.map(lambda i: put(cluster, i % 3, b"race", 5, "same-key"), range(9)))

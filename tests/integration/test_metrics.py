@@ -1,5 +1,6 @@
 """GET /metrics: Prometheus text that prometheus-client's own parser reads, and counters that
 move by exactly the work done."""
+
 import json
 import os
 import re
@@ -7,7 +8,7 @@ import re
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from .cluster import expected_digest, wait_until
+from tests.integration.cluster import expected_digest, wait_until
 
 API_KEY = "metrics-test-api-key-0123456789"
 
@@ -44,10 +45,19 @@ def test_metrics_follow_the_work_done(make_cluster):
 
     def settled():
         after = [scrape(cluster, i) for i in range(3)]
-        copied = sum(delta(a, b, "wq_payload_replicated_bytes_total")
-                     for a, b in zip(after, before, strict=True))
-        return copied == 2 * size and all(delta(a, b, "wq_jobs_completed_total") == 12
-                                          for a, b in zip(after, before, strict=True)) and after
+        copied = sum(
+            delta(a, b, "wq_payload_replicated_bytes_total")
+            for a, b in zip(after, before, strict=True)
+        )
+        return (
+            copied == 2 * size
+            and all(
+                delta(a, b, "wq_jobs_completed_total") == 12
+                for a, b in zip(after, before, strict=True)
+            )
+            and after
+        )
+
     after = wait_until(settled, 20, "every node to count the 12 jobs and 2 copies of each payload")
 
     for a, b in zip(after, before, strict=True):
@@ -61,10 +71,16 @@ def test_metrics_follow_the_work_done(make_cluster):
         assert delta(a, b, "wq_job_compute_seconds_count") == 12
         assert a["wq_job_compute_seconds_sum"] > 0
         assert a["wq_jobs_queued"] == 0 and a["wq_jobs_running"] == 0
-        assert a["wq_raft_term"] >= 1 and a["wq_raft_commit_index"] >= a["wq_raft_applied_index"] > 0
-        assert sum(a[f'wq_raft_role{{role="{r}"}}'] for r in ("leader", "follower", "candidate")) == 1
+        assert (
+            a["wq_raft_term"] >= 1 and a["wq_raft_commit_index"] >= a["wq_raft_applied_index"] > 0
+        )
+        assert (
+            sum(a[f'wq_raft_role{{role="{r}"}}'] for r in ("leader", "follower", "candidate")) == 1
+        )
     # Enqueue latency is observed where the request was served: 4 on each node.
-    assert [delta(a, b, "wq_enqueue_duration_seconds_count") for a, b in zip(after, before, strict=True)] == [4] * 3
+    assert [
+        delta(a, b, "wq_enqueue_duration_seconds_count") for a, b in zip(after, before, strict=True)
+    ] == [4] * 3
     assert [a['wq_raft_role{role="leader"}'] for a in after] == [int(i == leader) for i in range(3)]
     lead = after[leader]
     assert lead['wq_worker_launches_total{backend="local"}'] >= 1
@@ -76,7 +92,7 @@ def test_metric_names_follow_prometheus_conventions(make_cluster):
     cluster = make_cluster()
     r = requests.get(cluster.url(0) + "/metrics", timeout=5)
     for family in text_string_to_metric_families(r.text):
-        if family.name.startswith("process_"):      # prometheus-client's own
+        if family.name.startswith("process_"):  # prometheus-client's own
             continue
         assert re.fullmatch(r"wq_[a-z_]+", family.name), family.name
         for s in family.samples:
@@ -92,7 +108,9 @@ def test_metrics_need_the_api_key_as_header_or_bearer_token(make_cluster):
     cluster = make_cluster(extra_env={"WQ_API_KEY": API_KEY})
     url = cluster.url(0) + "/metrics"
     assert requests.get(url, timeout=5).status_code == 401
-    assert requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    assert (
+        requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    )
     assert requests.get(url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5).ok
     assert requests.get(url, headers={"X-API-Key": API_KEY}, timeout=5).ok
 
@@ -117,6 +135,7 @@ def test_json_logs_carry_a_line_per_state_change_naming_the_jobs(make_cluster):
     def changes():
         found = {(kind(e["message"]), e["node"]) for e in lines() if job_id in e.get("jobs", ())}
         return {"enqueued", "leased", "completed"} <= {k for k, _ in found} and found
+
     found = wait_until(changes, 10, "log lines of the job's state changes")
     assert ("enqueued", "n1") in found
     records = lines()

@@ -1,14 +1,14 @@
 """The served OpenAPI document, and schemathesis against a live node: no 5xx, and every
 response matches the document (status codes, content types, schemas)."""
+
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from node import openapi
 from node.config import NodeConfig
-
-from .cluster import Cluster
+from node.http import openapi
+from tests.integration.cluster import Cluster
 
 API_KEY = "client-api-key-" + "k" * 20
 
@@ -24,32 +24,60 @@ def live(tmp_path_factory):
 
 
 LIMITS = {"max_body_bytes": 65536, "max_iterations": 1000}
-CONFIG = NodeConfig(node_id="n", raft="127.0.0.1:1", http="127.0.0.1:2", peers=(), data_dir="/",
-                    secret="s" * 32, api_key=API_KEY, url="http://127.0.0.1:2", **LIMITS)
+CONFIG = NodeConfig(
+    node_id="n",
+    raft="127.0.0.1:1",
+    http="127.0.0.1:2",
+    peers=(),
+    data_dir="/",
+    secret="s" * 32,
+    api_key=API_KEY,
+    url="http://127.0.0.1:2",
+    **LIMITS,
+)
 # Built from the same code and limits as the live nodes' document; the test below checks the
 # served one is identical.
 # A key reused for another request answers 422 (the Idempotency-Key draft's choice), which
 # schemathesis would otherwise count as rejecting valid data; a body over the limit answers
 # 413, which its default list of rejections lacks.
 ACCEPTED = ["2xx", "401", "404", "409", "422", "429", "503"]
-REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429",
-            "5xx"]
+REJECTED = [
+    "400",
+    "401",
+    "403",
+    "404",
+    "405",
+    "406",
+    "409",
+    "413",
+    "415",
+    "422",
+    "428",
+    "429",
+    "5xx",
+]
 schema = schemathesis.openapi.from_dict(
     openapi.document(CONFIG),
-    config=schemathesis.Config.from_dict({"checks": {
-        "positive_data_acceptance": {"expected-statuses": ACCEPTED},
-        "negative_data_rejection": {"expected-statuses": REJECTED}}}))
+    config=schemathesis.Config.from_dict(
+        {
+            "checks": {
+                "positive_data_acceptance": {"expected-statuses": ACCEPTED},
+                "negative_data_rejection": {"expected-statuses": REJECTED},
+            }
+        }
+    ),
+)
 
 
 @schema.parametrize()
 # Derandomized: the same examples every run, so CI is reproducible. Random runs turned up
 # artefacts, e.g. a "negative" case whose extra query parameter never reached the wire (the
 # request sent was valid, and was rightly accepted).
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_public_api_conforms_to_its_document(case, live):
-    case.call_and_validate(base_url=live.url(case.operation.path.count("/") % 3),
-                           headers={"X-API-Key": API_KEY})
+    case.call_and_validate(
+        base_url=live.url(case.operation.path.count("/") % 3), headers={"X-API-Key": API_KEY}
+    )
 
 
 def test_every_node_serves_that_document(live):
@@ -66,9 +94,15 @@ def test_the_document_states_this_nodes_limits(live):
     assert "65536" in put["responses"]["413"]["description"]
 
 
-@pytest.mark.parametrize("path,method", [("/status", "GET"), ("/pullCompleted", "POST"),
-                                         ("/work/" + "0" * 32, "GET"),
-                                         ("/enqueue?iterations=1", "PUT")])
+@pytest.mark.parametrize(
+    "path,method",
+    [
+        ("/status", "GET"),
+        ("/pullCompleted", "POST"),
+        ("/work/" + "0" * 32, "GET"),
+        ("/enqueue?iterations=1", "PUT"),
+    ],
+)
 @pytest.mark.parametrize("key", [None, "wrong-key", API_KEY + "x"])
 def test_with_an_api_key_set_public_routes_need_it(live, path, method, key):
     headers = {"X-API-Key": key} if key else {}

@@ -1,5 +1,6 @@
 """`python -m provision` as a real process against a real moto server: up, status, up again,
 repair after a manager is terminated, down, down again."""
+
 import base64
 import json
 import os
@@ -8,10 +9,9 @@ import sys
 
 import pytest
 
+from tests.integration.cluster import wait_until
+from tests.integration.moto import aws_env, clients, moto_server
 from tests.unit.test_deployment import assert_least_privilege
-
-from .cluster import wait_until
-from .moto import aws_env, clients, moto_server
 
 NAME = "ptest"
 CIDR = "203.0.113.7/32"
@@ -36,8 +36,13 @@ def aws(env):
 
 
 def provision(env, *args, check=True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "provision", *args, "--name", NAME],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "provision", *args, "--name", NAME],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if check:
         assert done.returncode == 0, done.stderr
     return done
@@ -50,29 +55,54 @@ def tags(resource) -> dict:
 def ours(aws):
     """Everything tagged as this deployment's, by kind (terminated instances are gone)."""
     ec2, f = aws["ec2"], [{"Name": "tag:wq-cluster", "Values": [NAME]}]
-    instances = [i for r in ec2.describe_instances(Filters=f + [
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-    )["Reservations"] for i in r["Instances"]]
+    instances = [
+        i
+        for r in ec2.describe_instances(
+            Filters=f
+            + [
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "stopping", "stopped"],
+                }
+            ]
+        )["Reservations"]
+        for i in r["Instances"]
+    ]
     return {
         "groups": ec2.describe_security_groups(Filters=f)["SecurityGroups"],
         "interfaces": ec2.describe_network_interfaces(Filters=f)["NetworkInterfaces"],
         "addresses": ec2.describe_addresses(Filters=f)["Addresses"],
         "instances": instances,
-        "parameters": aws["ssm"].describe_parameters(ParameterFilters=[
-            {"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{NAME}/"]}])["Parameters"],
+        "parameters": aws["ssm"].describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{NAME}/"]}]
+        )["Parameters"],
         "alarms": aws["cloudwatch"].describe_alarms(AlarmNamePrefix=f"wq.{NAME}.")["MetricAlarms"],
-        "roles": [r for r in aws["iam"].list_roles()["Roles"] if r["RoleName"].startswith(f"wq-{NAME}-")],
-        "profiles": [p for p in aws["iam"].list_instance_profiles()["InstanceProfiles"]
-                     if p["InstanceProfileName"].startswith(f"wq-{NAME}-")],
-        "buckets": [b for b in aws["s3"].list_buckets()["Buckets"]
-                    if b["Name"].startswith(f"wq-{NAME}-")],
+        "roles": [
+            r for r in aws["iam"].list_roles()["Roles"] if r["RoleName"].startswith(f"wq-{NAME}-")
+        ],
+        "profiles": [
+            p
+            for p in aws["iam"].list_instance_profiles()["InstanceProfiles"]
+            if p["InstanceProfileName"].startswith(f"wq-{NAME}-")
+        ],
+        "buckets": [
+            b for b in aws["s3"].list_buckets()["Buckets"] if b["Name"].startswith(f"wq-{NAME}-")
+        ],
     }
 
 
 def ids(found) -> dict:
-    key = {"groups": "GroupId", "interfaces": "NetworkInterfaceId", "addresses": "AllocationId",
-           "instances": "InstanceId", "parameters": "Name", "alarms": "AlarmName",
-           "roles": "RoleName", "profiles": "InstanceProfileName", "buckets": "Name"}
+    key = {
+        "groups": "GroupId",
+        "interfaces": "NetworkInterfaceId",
+        "addresses": "AllocationId",
+        "instances": "InstanceId",
+        "parameters": "Name",
+        "alarms": "AlarmName",
+        "roles": "RoleName",
+        "profiles": "InstanceProfileName",
+        "buckets": "Name",
+    }
     return {kind: sorted(r[key[kind]] for r in rows) for kind, rows in found.items()}
 
 
@@ -80,8 +110,17 @@ def test_up_status_up_repair_down(env, aws):
     first = provision(env, "up", "--client-cidr", CIDR, "--wait", "0", "--max-workers", "6")
     found = ours(aws)
     counts = {kind: len(rows) for kind, rows in found.items()}
-    assert counts == {"groups": 1, "interfaces": 3, "addresses": 3, "instances": 3,
-                      "parameters": 2, "alarms": 6, "roles": 2, "profiles": 2, "buckets": 1}
+    assert counts == {
+        "groups": 1,
+        "interfaces": 3,
+        "addresses": 3,
+        "instances": 3,
+        "parameters": 2,
+        "alarms": 6,
+        "roles": 2,
+        "profiles": 2,
+        "buckets": 1,
+    }
     for kind in ("groups", "interfaces", "addresses", "instances"):
         assert all(tags(r)["wq-cluster"] == NAME for r in found[kind]), kind
     (group,) = found["groups"]
@@ -102,7 +141,7 @@ def test_up_status_up_repair_down(env, aws):
     for kind_ids in ids(found).values():
         for resource_id in kind_ids:
             assert resource_id in status
-    assert status.count("unreachable") == 3          # moto's addresses answer nothing
+    assert status.count("unreachable") == 3  # moto's addresses answer nothing
 
     # A second `up` finds everything and creates nothing.
     again = provision(env, "up", "--client-cidr", CIDR, "--wait", "0", "--max-workers", "6")
@@ -116,24 +155,40 @@ def test_up_status_up_repair_down(env, aws):
     # Also a changed client CIDR: the old rule goes, the new one comes.
     repaired = provision(env, "up", "--client-cidr", NEW_CIDR, "--wait", "0", "--max-workers", "6")
     assert "launched   manager m1" in repaired.stderr
-    check_rules(aws["ec2"].describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"][0],
-                NEW_CIDR)
+    check_rules(
+        aws["ec2"].describe_security_groups(GroupIds=[group["GroupId"]])["SecurityGroups"][0],
+        NEW_CIDR,
+    )
     after = ours(aws)
     new_m1 = next(i for i in after["instances"] if tags(i)["wq-manager"] == "m1")
     assert new_m1["InstanceId"] != m1["InstanceId"]
     assert new_m1["PrivateIpAddress"] == m1["PrivateIpAddress"]
-    assert {k: v for k, v in ids(after).items() if k != "instances"} == \
-        {k: v for k, v in ids(found).items() if k != "instances"}
-    alarm = aws["cloudwatch"].describe_alarms(AlarmNames=[f"wq.{NAME}.m1.recover"])["MetricAlarms"][0]
+    assert {k: v for k, v in ids(after).items() if k != "instances"} == {
+        k: v for k, v in ids(found).items() if k != "instances"
+    }
+    alarm = aws["cloudwatch"].describe_alarms(AlarmNames=[f"wq.{NAME}.m1.recover"])["MetricAlarms"][
+        0
+    ]
     assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": new_m1["InstanceId"]}]
 
     # A worker the leader launched (tagged by the node's EC2 backend) goes down with the rest.
-    aws["ec2"].run_instances(ImageId=new_m1["ImageId"], MinCount=1, MaxCount=1, TagSpecifications=[
-        {"ResourceType": "instance", "Tags": [{"Key": "wq-cluster", "Value": NAME},
-                                              {"Key": "wq-role", "Value": "worker"}]}])
+    aws["ec2"].run_instances(
+        ImageId=new_m1["ImageId"],
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": "wq-cluster", "Value": NAME},
+                    {"Key": "wq-role", "Value": "worker"},
+                ],
+            }
+        ],
+    )
     assert len(ours(aws)["instances"]) == 4
 
-    refused = provision(env, "down", check=False)        # no terminal, no --yes: refuses
+    refused = provision(env, "down", check=False)  # no terminal, no --yes: refuses
     assert refused.returncode == 2 and "--yes" in refused.stderr
     provision(env, "down", "--yes")
     assert all(not rows for rows in ours(aws).values()), ours(aws)
@@ -143,14 +198,18 @@ def test_up_status_up_repair_down(env, aws):
 
 
 def check_rules(group, cidr=CIDR):
-    rules = {(p["FromPort"], src): p for p in group["IpPermissions"]
-             for src in [r["CidrIp"] for r in p.get("IpRanges", [])]
-             + [g["GroupId"] for g in p.get("UserIdGroupPairs", [])]}
+    rules = {
+        (p["FromPort"], src): p
+        for p in group["IpPermissions"]
+        for src in [r["CidrIp"] for r in p.get("IpRanges", [])]
+        + [g["GroupId"] for g in p.get("UserIdGroupPairs", [])]
+    }
     me = group["GroupId"]
     # Public API port from the client CIDR; internal routes and Raft only from members.
     assert set(rules) == {(8000, cidr), (8100, me), (7000, me)}
-    assert all(p["IpProtocol"] == "tcp" and p["FromPort"] == p["ToPort"]
-               for p in group["IpPermissions"])
+    assert all(
+        p["IpProtocol"] == "tcp" and p["FromPort"] == p["ToPort"] for p in group["IpPermissions"]
+    )
 
 
 def check_managers(aws, found):
@@ -166,14 +225,16 @@ def check_managers(aws, found):
         assert eni["NetworkInterfaceId"] in addresses
         assert inst["IamInstanceProfile"]["Arn"].endswith(f"/wq-{NAME}-manager")
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
-        data = aws["ec2"].describe_instance_attribute(InstanceId=inst["InstanceId"],
-                                                      Attribute="userData")
+        data = aws["ec2"].describe_instance_attribute(
+            InstanceId=inst["InstanceId"], Attribute="userData"
+        )
         script = base64.b64decode(data["UserData"]["Value"]).decode()
         me = iface["PrivateIpAddress"]
         assert f"WQ_NODE_ID={t['wq-manager']}\n" in script
         assert f"WQ_RAFT={me}:7000\n" in script
-        (peers,) = [line[len("WQ_PEERS="):] for line in script.splitlines()
-                    if line.startswith("WQ_PEERS=")]
+        (peers,) = [
+            line[len("WQ_PEERS=") :] for line in script.splitlines() if line.startswith("WQ_PEERS=")
+        ]
         assert sorted(peers.split(",")) == [f"{ip}:7000=http://{ip}:8100" for ip in ips if ip != me]
         assert "WQ_HTTP=0.0.0.0:8000\n" in script and f"WQ_INTERNAL_HTTP={me}:8100\n" in script
         assert "WQ_BACKEND=ec2\n" in script and "WQ_MAX_WORKERS=6\n" in script
@@ -182,8 +243,12 @@ def check_managers(aws, found):
     for alarm in found["alarms"]:
         action = alarm["AlarmName"].rsplit(".", 1)[1]
         assert alarm["AlarmActions"] == [f"arn:aws:automate:us-east-1:ec2:{action}"]
-        assert alarm["MetricName"] == {"recover": "StatusCheckFailed_System",
-                                       "reboot": "StatusCheckFailed_Instance"}[action]
+        assert (
+            alarm["MetricName"]
+            == {"recover": "StatusCheckFailed_System", "reboot": "StatusCheckFailed_Instance"}[
+                action
+            ]
+        )
 
 
 def check_roles(aws):
@@ -202,28 +267,34 @@ def check_roles(aws):
 
 
 def check_secrets_stay_secret(env, aws, first):
-    values = [aws["ssm"].get_parameter(Name=f"/wq/{NAME}/{p}", WithDecryption=True)["Parameter"]
-              for p in ("secret", "api-key")]
+    values = [
+        aws["ssm"].get_parameter(Name=f"/wq/{NAME}/{p}", WithDecryption=True)["Parameter"]
+        for p in ("secret", "api-key")
+    ]
     assert all(v["Type"] == "SecureString" and len(v["Value"]) >= 32 for v in values)
     for v in values:
         assert v["Value"] not in first.stdout + first.stderr
         for inst in ours(aws)["instances"]:
-            data = aws["ec2"].describe_instance_attribute(InstanceId=inst["InstanceId"],
-                                                          Attribute="userData")
+            data = aws["ec2"].describe_instance_attribute(
+                InstanceId=inst["InstanceId"], Attribute="userData"
+            )
             assert v["Value"] not in base64.b64decode(data["UserData"]["Value"]).decode()
     assert env["AWS_SECRET_ACCESS_KEY"] not in first.stdout + first.stderr
     # The API key is printed only when asked for.
     assert provision(env, "api-key").stdout.strip() == values[1]["Value"]
 
 
-@pytest.mark.parametrize("args, field", [
-    (["up", "--wait", "0"], "--client-cidr"),
-    (["up", "--client-cidr", "10.0.0.0/33", "--wait", "0"], "client_cidr"),
-    (["up", "--client-cidr", "10.0.0.1/8", "--wait", "0"], "client_cidr"),
-    (["up", "--client-cidr", CIDR, "--managers", "4"], "managers"),
-    (["up", "--client-cidr", CIDR, "--min-workers", "5", "--max-workers", "2"], "min_workers"),
-    (["status", "--region", "mars"], "region"),
-])
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["up", "--wait", "0"], "--client-cidr"),
+        (["up", "--client-cidr", "10.0.0.0/33", "--wait", "0"], "client_cidr"),
+        (["up", "--client-cidr", "10.0.0.1/8", "--wait", "0"], "client_cidr"),
+        (["up", "--client-cidr", CIDR, "--managers", "4"], "managers"),
+        (["up", "--client-cidr", CIDR, "--min-workers", "5", "--max-workers", "2"], "min_workers"),
+        (["status", "--region", "mars"], "region"),
+    ],
+)
 def test_bad_settings_are_refused_before_touching_aws(env, args, field):
     done = provision({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, *args, check=False)
     assert done.returncode == 2 and field in done.stderr, done.stderr
@@ -232,13 +303,18 @@ def test_bad_settings_are_refused_before_touching_aws(env, args, field):
 def test_waiting_for_health_reports_each_manager(make_cluster):
     """`up` waits on this: healthy managers, a minority one (503) and one that never answers."""
     from provision.health import wait_healthy
+
     cluster = make_cluster()
     dead = "http://127.0.0.1:9"
     assert wait_healthy(cluster.urls, timeout=20, interval=0.5) == {
-        url: "healthy" for url in cluster.urls}
+        url: "healthy" for url in cluster.urls
+    }
     assert wait_healthy([dead], timeout=0) == {dead: "unreachable"}
     cluster.kill_node(0)
     cluster.kill_node(1)
     alone = cluster.url(2)
-    wait_until(lambda: wait_healthy([alone], timeout=0) == {alone: "unhealthy (HTTP 503)"}, 30,
-               "the node left alone to report itself unhealthy")
+    wait_until(
+        lambda: wait_healthy([alone], timeout=0) == {alone: "unhealthy (HTTP 503)"},
+        30,
+        "the node left alone to report itself unhealthy",
+    )

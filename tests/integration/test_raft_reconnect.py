@@ -4,26 +4,32 @@ Of two Raft nodes, only the one with the greater address opens their TCP connect
 waited pysyncobj's default five seconds between attempts, a peer restarting meanwhile would
 hear from no leader, stand for election and depose a working one.
 """
+
 import time
 
 from node.config import NodeConfig, Peer
-from node.raft import RaftNode
-from node.state import StateMachine
-from node.store import Store
+from node.replication.raft import RaftNode
+from node.replication.state_machine import StateMachine
+from node.storage.store import Store
+from tests.integration.cluster import SECRET, free_ports, wait_until
 
-from .cluster import SECRET, free_ports, wait_until
-
-ELECTION_TIMEOUT = (0.4, 1.4)      # the product's defaults
+ELECTION_TIMEOUT = (0.4, 1.4)  # the product's defaults
 # The dialler tries every heartbeat (0.1 s); pysyncobj's default waits 5 s. The slack is for a
 # loaded machine.
 RECONNECTED_WITHIN = 2.5
 
 
 def start(tmp_path, me, other):
-    cfg = NodeConfig(node_id=me.replace(":", "_"), raft=me, http="127.0.0.1:1",
-                     peers=(Peer(other, "http://127.0.0.1:1"),),
-                     data_dir=str(tmp_path / me.replace(":", "_")), secret=SECRET,
-                     raft_min_timeout=ELECTION_TIMEOUT[0], raft_max_timeout=ELECTION_TIMEOUT[1])
+    cfg = NodeConfig(
+        node_id=me.replace(":", "_"),
+        raft=me,
+        http="127.0.0.1:1",
+        peers=(Peer(other, "http://127.0.0.1:1"),),
+        data_dir=str(tmp_path / me.replace(":", "_")),
+        secret=SECRET,
+        raft_min_timeout=ELECTION_TIMEOUT[0],
+        raft_max_timeout=ELECTION_TIMEOUT[1],
+    )
     (tmp_path / cfg.node_id).mkdir(exist_ok=True)
     store = Store(cfg.data_dir)
     return RaftNode(cfg, StateMachine(store)), store

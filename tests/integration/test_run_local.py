@@ -1,5 +1,6 @@
 """The README's first command: ./run_local.sh starts a working cluster, stops cleanly on
 SIGTERM, and resumes with its data when run again."""
+
 import os
 import random
 import signal
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from .cluster import expected_digest, processes_mentioning, wait_until
+from tests.integration.cluster import expected_digest, processes_mentioning, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,12 +36,22 @@ def free_base(count: int) -> int:
 
 
 def start(tmp_path, http, raft):
-    env = {**os.environ, "BASE_HTTP_PORT": str(http), "BASE_RAFT_PORT": str(raft),
-           "CLUSTER_DIR": str(tmp_path / "cluster"), "MAX_WORKERS": "1"}
+    env = {
+        **os.environ,
+        "BASE_HTTP_PORT": str(http),
+        "BASE_RAFT_PORT": str(raft),
+        "CLUSTER_DIR": str(tmp_path / "cluster"),
+        "MAX_WORKERS": "1",
+    }
     env.pop("WQ_SECRET", None)
     log = open(tmp_path / "run_local.log", "ab")
-    return subprocess.Popen([str(ROOT / "run_local.sh")], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [str(ROOT / "run_local.sh")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def healthy(urls):
@@ -56,9 +67,17 @@ def test_run_local_starts_serves_stops_and_resumes(tmp_path):
         secret_file = tmp_path / "cluster" / "secret"
         assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
         payload = b"run_local payload"
-        job_id = requests.put(urls[0] + "/enqueue?iterations=1000", data=payload, timeout=10).json()["id"]
-        wait_until(lambda: requests.get(f"{urls[2]}/work/{job_id}", timeout=5).json()
-                   .get("result") == expected_digest(payload, 1000), 60, "the result")
+        job_id = requests.put(
+            urls[0] + "/enqueue?iterations=1000", data=payload, timeout=10
+        ).json()["id"]
+        wait_until(
+            lambda: (
+                requests.get(f"{urls[2]}/work/{job_id}", timeout=5).json().get("result")
+                == expected_digest(payload, 1000)
+            ),
+            60,
+            "the result",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         pattern = f"127.0.0.1:{http}"

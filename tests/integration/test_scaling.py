@@ -1,9 +1,10 @@
 """Scaling on a real local cluster: workers follow the work, leave when idle, and survive a
 leader change without being orphaned or doubled."""
+
 import threading
 import time
 
-from .cluster import expected_digest, processes_mentioning, wait_until
+from tests.integration.cluster import expected_digest, processes_mentioning, wait_until
 
 
 def local_workers(cluster):
@@ -44,7 +45,7 @@ def test_a_burst_raises_workers_to_the_max_and_idle_ones_leave(make_cluster):
 def test_the_minimum_stays_and_is_told_no_idle_timeout(make_cluster):
     cluster = make_cluster(max_workers=2, min_workers=1)
     wait_until(lambda: len(local_workers(cluster)) == 1, 30, "the minimum of one worker")
-    time.sleep(8)                          # longer than the local idle timeout
+    time.sleep(8)  # longer than the local idle timeout
     assert len(local_workers(cluster)) == 1
 
 
@@ -64,7 +65,7 @@ def test_a_new_leader_neither_orphans_nor_doubles_the_workers(make_cluster):
     watcher.start()
     try:
         leader = cluster.wait_leader()
-        cluster.kill_node(leader)           # its workers live on and poll the others
+        cluster.kill_node(leader)  # its workers live on and poll the others
         cluster.wait_leader()
         survivor = cluster.alive()[0]
         cluster.wait_completed(survivor, digests(jobs, 1_500_000), timeout=180)

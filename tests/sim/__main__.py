@@ -7,6 +7,7 @@ identical.
 A failing schedule is shrunk and printed with the command that replays it. Exit status 0 when
 every schedule holds; the last line reads `N schedules, V violations`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,24 +18,49 @@ import time
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    from node.syncobj import patches
-    p = argparse.ArgumentParser(prog="python -m tests.sim", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, default=None,
-                   help="how many schedules to run (default 50, or 1 with --seed)")
+    from node.replication.syncobj import patches
+
+    p = argparse.ArgumentParser(
+        prog="python -m tests.sim",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="how many schedules to run (default 50, or 1 with --seed)",
+    )
     p.add_argument("--seed", type=int, default=None, help="first seed (default 0)")
     p.add_argument("--steps", type=int, default=400, help="steps per schedule (default 400)")
-    p.add_argument("--fsync", choices=("on", "off"), default=None,
-                   help="durability mode of the nodes (default: drawn from each seed; power "
-                        "cuts happen only with fsync on)")
-    p.add_argument("--nodes", type=int, choices=(3, 5), default=None,
-                   help="cluster size (default: drawn from each seed, 5 in one of four)")
-    p.add_argument("--only", default=None,
-                   help="replay only these steps of the schedule (comma separated), as printed "
-                        "for a failing schedule")
-    p.add_argument("--revert", action="append", default=[], choices=sorted(patches.ENABLED),
-                   help="switch off one of node/syncobj's patches, to see the simulator catch "
-                        "its absence (repeatable)")
+    p.add_argument(
+        "--fsync",
+        choices=("on", "off"),
+        default=None,
+        help="durability mode of the nodes (default: drawn from each seed; power "
+        "cuts happen only with fsync on)",
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        choices=(3, 5),
+        default=None,
+        help="cluster size (default: drawn from each seed, 5 in one of four)",
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        help="replay only these steps of the schedule (comma separated), as printed "
+        "for a failing schedule",
+    )
+    p.add_argument(
+        "--revert",
+        action="append",
+        default=[],
+        choices=sorted(patches.ENABLED),
+        help="switch off one of node/replication/syncobj's patches, to see the simulator catch "
+        "its absence (repeatable)",
+    )
     p.add_argument("--no-shrink", action="store_true", help="print failing schedules whole")
     p.add_argument("-v", "--verbose", action="store_true", help="show the nodes' logs")
     args = p.parse_args(argv)
@@ -49,9 +75,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    from node.syncobj import patches
+    from node.replication.syncobj import patches
+    from tests.sim.run import describe, run, shrink
 
-    from .run import describe, run, shrink
     for name in args.revert:
         patches.ENABLED[name] = False
     logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL + 1)
@@ -77,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             options += f" --fsync {args.fsync}"
         if args.nodes:
             options += f" --nodes {args.nodes}"
-        print(f"  replay: python -m tests.sim --seed {seed}{options} "
-              f"--only {','.join(map(str, schedule))}")
+        print(
+            f"  replay: python -m tests.sim --seed {seed}{options} "
+            f"--only {','.join(map(str, schedule))}"
+        )
     print(f"({time.monotonic() - started:.1f} s)")
     print(f"{args.seeds} schedules, {failed} violations")
     return 1 if failed else 0

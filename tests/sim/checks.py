@@ -1,13 +1,13 @@
 """Raft's safety properties, checked on the simulated world after every step, and what must
 hold once the world has healed."""
+
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
-from node.syncobj import FAIL_REASON
-
-from .world import World, digest
+from node.replication.syncobj import FAIL_REASON
+from tests.sim.world import World, digest
 
 STATE_TABLES = ("jobs", "idempotency", "workers", "counters")
 
@@ -29,8 +29,9 @@ def check_step(world: World) -> list[str]:
             term = raft.raftCurrentTerm
             leader = world.leaders.setdefault(term, name)
             if leader != name:
-                found.append(f"two leaders in term {term}: {world.nodes[leader].name} and "
-                             f"{node.name}")
+                found.append(
+                    f"two leaders in term {term}: {world.nodes[leader].name} and {node.name}"
+                )
             found += check_quorum(world, name)
         entries = log_entries(raft)
         last = entries[-1][1]
@@ -38,14 +39,18 @@ def check_step(world: World) -> list[str]:
         held = world.held.get(name, 0)
         for command, index, term in entries:
             if index > max(commit, held):
-                break       # not known committed here: a lagging node may hold a stale entry
+                break  # not known committed here: a lagging node may hold a stale entry
             known = world.committed.setdefault(index, (term, command))
             if known != (term, command):
-                found.append(f"{node.name} holds at index {index} an entry (term {term}) other "
-                             f"than the committed one (term {known[0]})")
+                found.append(
+                    f"{node.name} holds at index {index} an entry (term {term}) other "
+                    f"than the committed one (term {known[0]})"
+                )
         if last < held:
-            found.append(f"{node.name} lost committed entries: its log ends at {last}, but it "
-                         f"held committed entries up to {held}")
+            found.append(
+                f"{node.name} lost committed entries: its log ends at {last}, but it "
+                f"held committed entries up to {held}"
+            )
         world.held[name] = max(held, commit)
     return found
 
@@ -65,8 +70,10 @@ def check_quorum(world: World, leader: str) -> list[str]:
     holders = sum(holds(node.raft, index, term) for node in world.nodes.values())
     if 2 * holders > len(world.nodes):
         return []
-    return [f"{world.nodes[leader].name} counts entry {index} (term {term}) committed, but "
-            f"only {holders} of {len(world.nodes)} nodes hold it"]
+    return [
+        f"{world.nodes[leader].name} counts entry {index} (term {term}) committed, but "
+        f"only {holders} of {len(world.nodes)} nodes hold it"
+    ]
 
 
 def holds(raft: Any, index: int, term: int) -> bool:
@@ -74,7 +81,7 @@ def holds(raft: Any, index: int, term: int) -> bool:
         return True
     first, last = raft._logIndexes()
     if index < first:
-        return True                 # in its snapshot
+        return True  # in its snapshot
     entry = raft._SyncObj__getEntries(index, 1) if index <= last else []
     return bool(entry) and entry[0][2] == term
 
@@ -88,8 +95,13 @@ def quiescent(world: World) -> bool:
     target = leader._logIndexes()[1]
     if leader.raftCommitIndex != target:
         return False
-    return all(n.alive and n.raft._logIndexes()[1] == target and n.raft.raftCommitIndex == target
-               and n.raft.raftLastApplied == target for n in world.nodes.values())
+    return all(
+        n.alive
+        and n.raft._logIndexes()[1] == target
+        and n.raft.raftCommitIndex == target
+        and n.raft.raftLastApplied == target
+        for n in world.nodes.values()
+    )
 
 
 def dump_state(path: str) -> dict[str, list[tuple]]:
@@ -114,11 +126,12 @@ def check_healed(world: World) -> list[str]:
     for p in world.proposals:
         if p.done and p.error == FAIL_REASON.SUCCESS:
             if digest(p.batch) not in applied:
-                found.append(f"an acknowledged proposal through {world.nodes[p.node].name} was "
-                             "never applied")
-            for wire, result in zip(p.batch, p.result or ()):
+                found.append(
+                    f"an acknowledged proposal through {world.nodes[p.node].name} was never applied"
+                )
+            for wire, result in zip(p.batch, p.result or (), strict=False):
                 if wire[0] == "enqueue" and isinstance(result, list):
-                    for job_id in result:       # the job made, or the one its key names
+                    for job_id in result:  # the job made, or the one its key names
                         if isinstance(job_id, str) and job_id not in jobs:
                             found.append(f"acknowledged job {job_id} is missing from the stores")
     return found

@@ -4,6 +4,7 @@ itself: the steps, a check after each, then healing and the final checks.
 Step i's choices come from its own random source (seed, i), so dropping steps from a schedule
 leaves the others as they were: a failing schedule shrinks by removing steps and replaying.
 """
+
 from __future__ import annotations
 
 import gc
@@ -15,15 +16,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 
-from node import commands as c
+from node.replication import commands as c
+from tests.sim.checks import check_healed, check_step, quiescent
+from tests.sim.world import World, digest
 
-from .checks import check_healed, check_step, quiescent
-from .world import World, digest
-
-NODES = (3, 3, 3, 5)        # cluster sizes a seed draws from
-HEAL_SECONDS = 120.0        # virtual time allowed to converge once every fault is lifted
-MAX_IN_FLIGHT = 300         # beyond this, the oldest messages are delivered first
-RETAIN = 1_000_000          # finished jobs kept: none are trimmed in a run
+NODES = (3, 3, 3, 5)  # cluster sizes a seed draws from
+HEAL_SECONDS = 120.0  # virtual time allowed to converge once every fault is lifted
+MAX_IN_FLIGHT = 300  # beyond this, the oldest messages are delivered first
+RETAIN = 1_000_000  # finished jobs kept: none are trimmed in a run
 
 
 @dataclass
@@ -31,16 +31,16 @@ class Outcome:
     seed: int
     steps: list[int]
     violations: list[str] = field(default_factory=list)
-    failed_at: int | None = None      # the step after which the first violation was seen
+    failed_at: int | None = None  # the step after which the first violation was seen
     acknowledged: int = 0
-    fingerprint: str = ""             # what was committed and answered, to compare two runs
+    fingerprint: str = ""  # what was committed and answered, to compare two runs
 
 
 def world_options(seed: int, fsync: str | None, nodes: int | None) -> tuple[bool, int, int]:
     """Drawn from the seed unless given: fsync on or off, the compaction threshold, and how
     many nodes."""
     r = random.Random(f"{seed}:world")
-    drawn = r.random() < 0.5        # drawn even when given, so the draws after it stay put
+    drawn = r.random() < 0.5  # drawn even when given, so the draws after it stay put
     on = drawn if fsync is None else fsync == "on"
     compaction = r.choice([10, 12, 16, 24])
     n = r.choice(NODES)
@@ -75,7 +75,7 @@ def actions(seed: int, i: int, fsync: bool, nodes: int) -> list[tuple]:
         out.append(("propose", r.choice(names), r.randrange(1 << 30)))
     for _ in range(r.randint(0, 8)):
         op = r.random()
-        pos = r.random() ** 3           # mostly old messages; now and then a recent one first
+        pos = r.random() ** 3  # mostly old messages; now and then a recent one first
         if op < 0.78:
             out.append(("deliver", pos))
         elif op < 0.84:
@@ -97,24 +97,33 @@ def make_batch(world: World, seed: int, token: int) -> list:
     known = world.job_ids
     batch = []
     for k in range(r.randint(1, 3)):
-        kind = r.choice(("enqueue", "enqueue", "enqueue", "lease", "complete", "requeue",
-                         "workers"))
+        kind = r.choice(
+            ("enqueue", "enqueue", "enqueue", "lease", "complete", "requeue", "workers")
+        )
         if kind == "enqueue" or not known:
             jobs = []
             for j in range(r.randint(1, 3)):
                 job_id = f"j{seed}-{token}-{k}-{j}"
                 key = f"key{r.randrange(8)}" if r.random() < 0.2 else None
-                jobs.append(c.NewJob(job_id, r.randint(1, 1000), r.randint(0, 1 << 16),
-                                     hashlib.sha256(job_id.encode()).hexdigest(),
-                                     world.now, key))
+                jobs.append(
+                    c.NewJob(
+                        job_id,
+                        r.randint(1, 1000),
+                        r.randint(0, 1 << 16),
+                        hashlib.sha256(job_id.encode()).hexdigest(),
+                        world.now,
+                        key,
+                    )
+                )
                 known.append(job_id)
             cmd: c.Command = c.Enqueue(tuple(jobs))
         elif kind == "lease":
             cmd = c.Lease("w1", tuple(r.sample(known, min(len(known), 3))), world.now)
         elif kind == "complete":
             ids = r.sample(known, min(len(known), 2))
-            cmd = c.Complete(tuple((i, hashlib.sha512(i.encode()).hexdigest()) for i in ids),
-                             world.now, RETAIN)
+            cmd = c.Complete(
+                tuple((i, hashlib.sha512(i.encode()).hexdigest()) for i in ids), world.now, RETAIN
+            )
         elif kind == "requeue":
             ids = r.sample(known, min(len(known), 2))
             cmd = c.Requeue(tuple((i, 1) for i in ids), "lease expired", 3, world.now, RETAIN)
@@ -125,6 +134,14 @@ def make_batch(world: World, seed: int, token: int) -> list:
 
 
 def perform(world: World, seed: int, action: tuple) -> None:
+    if action[0] in ("propose", "deliver", "drop", "duplicate", "delay", "replay", "tick"):
+        _traffic(world, seed, action)
+    else:
+        _fault(world, action)
+
+
+def _fault(world: World, action: tuple) -> None:
+    """Time passing, crashes and restarts, network cuts, compactions."""
     kind = action[0]
     net = world.network
     if kind == "advance":
@@ -150,7 +167,13 @@ def perform(world: World, seed: int, action: tuple) -> None:
     elif kind == "crash-in-write":
         if world.nodes[action[1]].alive:
             world.write_budget[action[1]] = action[2]
-    elif kind == "propose":
+
+
+def _traffic(world: World, seed: int, action: tuple) -> None:
+    """Proposals, and messages delivered, dropped, duplicated, delayed or replayed."""
+    kind = action[0]
+    net = world.network
+    if kind == "propose":
         node = world.nodes[action[1]]
         if node.alive:
             world.propose(action[1], make_batch(world, seed, action[2]))
@@ -193,8 +216,7 @@ def heal(world: World) -> bool:
     return False
 
 
-def run(seed: int, steps: list[int], fsync: str | None = None,
-        nodes: int | None = None) -> Outcome:
+def run(seed: int, steps: list[int], fsync: str | None = None, nodes: int | None = None) -> Outcome:
     """Run the schedule of `seed` restricted to `steps`; stop at the first violation.
 
     Python's cycle collector is off while a schedule runs (and the heap collected before):
@@ -221,15 +243,23 @@ def run(seed: int, steps: list[int], fsync: str | None = None,
                 out.violations, out.failed_at = found, i
                 return out
         if not heal(world):
-            out.violations = ["the cluster did not converge within "
-                              f"{HEAL_SECONDS:.0f} s of virtual time after healing"]
+            out.violations = [
+                "the cluster did not converge within "
+                f"{HEAL_SECONDS:.0f} s of virtual time after healing"
+            ]
         else:
             out.violations = world.violations + check_step(world) + check_healed(world)
         out.acknowledged = sum(1 for p in world.proposals if p.done and p.error == 0)
         return out
     finally:
-        out.fingerprint = digest((sorted(world.committed.items()), world.now, world.step,
-                                  [(p.done, p.error, p.result) for p in world.proposals]))
+        out.fingerprint = digest(
+            (
+                sorted(world.committed.items()),
+                world.now,
+                world.step,
+                [(p.done, p.error, p.result) for p in world.proposals],
+            )
+        )
         world.close()
         shutil.rmtree(root, ignore_errors=True)
         if collecting:
@@ -241,8 +271,9 @@ def kind(violation: str) -> str:
     return re.sub(r"\bn\d\b|\d+", "#", violation)[:60]
 
 
-def shrink(seed: int, steps: list[int], fsync: str | None, nodes: int | None,
-           budget: int = 80) -> list[int]:
+def shrink(
+    seed: int, steps: list[int], fsync: str | None, nodes: int | None, budget: int = 80
+) -> list[int]:
     """The shortest sub-schedule failing the same way that a bounded delta-debugging search
     finds (`budget` replays at most)."""
     failing = steps
@@ -257,7 +288,7 @@ def shrink(seed: int, steps: list[int], fsync: str | None, nodes: int | None,
     while chunk >= 1 and tries < budget:
         i, progress = 0, False
         while i < len(failing) and tries < budget:
-            candidate = failing[:i] + failing[i + chunk:]
+            candidate = failing[:i] + failing[i + chunk :]
             tries += 1
             result = run(seed, candidate, fsync, nodes)
             if candidate and result.violations and kind(result.violations[0]) == wanted:
@@ -277,8 +308,11 @@ def describe(seed: int, steps: list[int], fsync: str | None, nodes: int | None) 
     names = {f"127.0.0.1:{9001 + k}": f"n{k}" for k in range(n)}
 
     def show(a: tuple) -> str:
-        return " ".join(names.get(x, f"{x:.3g}" if isinstance(x, float) else str(x))
-                        if not isinstance(x, tuple) else ",".join(names.get(y, y) for y in x)
-                        for x in a)
+        return " ".join(
+            names.get(x, f"{x:.3g}" if isinstance(x, float) else str(x))
+            if not isinstance(x, tuple)
+            else ",".join(names.get(y, y) for y in x)
+            for x in a
+        )
 
     return [f"step {i}: " + "; ".join(show(a) for a in actions(seed, i, on, n)) for i in steps]

@@ -5,6 +5,7 @@ Nothing here reimplements Raft: the nodes are the production classes with `autoT
 ticked by the simulator; pysyncobj's clock and random source are replaced by the world's, and
 its transport by `SimTransport`, which hands pickled messages to `Network` instead of sockets.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,11 +19,11 @@ import pysyncobj.pickle as wire_pickle
 from pysyncobj.transport import Transport
 
 from node.config import NodeConfig, Peer
-from node.raft import RaftNode, RecoveryError
-from node.state import StateMachine
-from node.store import Store
-from node.syncobj import journal as journal_module
-from node.syncobj import syncobj as syncobj_module
+from node.replication.raft import RaftNode, RecoveryError
+from node.replication.state_machine import StateMachine
+from node.replication.syncobj import journal as journal_module
+from node.replication.syncobj import syncobj as syncobj_module
+from node.storage.store import Store
 
 RAFT_FILES = ("raft.journal", "raft.journal.meta", "raft.snapshot")
 SECRET = "simulated-cluster-secret"
@@ -38,8 +39,8 @@ class Flood(BaseException):
     """Raised when a node sends more messages in one call than any tick should."""
 
 
-HISTORY = 2000      # sent messages a replay may pick from
-FLOOD = 5000        # messages one node may send while handling one tick or message
+HISTORY = 2000  # sent messages a replay may pick from
+FLOOD = 5000  # messages one node may send while handling one tick or message
 
 
 def digest(value: Any) -> str:
@@ -50,7 +51,7 @@ def digest(value: Any) -> str:
 class Message:
     src: str
     dst: str
-    data: bytes          # pickled as pysyncobj's TCP transport would send it
+    data: bytes  # pickled as pysyncobj's TCP transport would send it
     kind: str
 
 
@@ -64,7 +65,7 @@ class Network:
         self.delayed: list[tuple[int, Message]] = []
         # Recently sent messages, any of which may arrive again much later (a replay).
         self.history: deque[Message] = deque(maxlen=HISTORY)
-        self.cut: set[frozenset[str]] = set()      # links that are down (partitions)
+        self.cut: set[frozenset[str]] = set()  # links that are down (partitions)
 
     def release(self, step: int) -> None:
         due = [m for at, m in self.delayed if at <= step]
@@ -78,7 +79,7 @@ class Network:
 class SimTransport(Transport):
     """pysyncobj's transport interface over `Network`: always ready, never blocks."""
 
-    def __init__(self, world: "World", syncObj: Any, selfNode: Any, otherNodes: Any):
+    def __init__(self, world: World, syncObj: Any, selfNode: Any, otherNodes: Any):
         super().__init__(syncObj, selfNode, otherNodes)
         self.world = world
         self.me = selfNode.id
@@ -112,7 +113,7 @@ class SimDisk(journal_module.Disk):
     """What survives a power cut: each Raft file's content as of its last sync (a file's own,
     or its directory's after a rename). SQLite files are left to SQLite and kept whole."""
 
-    def __init__(self, world: "World"):
+    def __init__(self, world: World):
         self.world = world
         self.durable: dict[str, bytes | None] = {}
 
@@ -164,7 +165,7 @@ class SimNode:
     cfg: NodeConfig
     raft: RaftNode | None = None
     store: Store | None = None
-    refused: str | None = None      # why the node refused to start, if it did
+    refused: str | None = None  # why the node refused to start, if it did
 
     @property
     def alive(self) -> bool:
@@ -188,29 +189,33 @@ class World:
         self.raft_random = random.Random(seed)
         self.network = Network()
         self.disk = SimDisk(self)
-        self.current: str | None = None           # the node whose code is running
+        self.current: str | None = None  # the node whose code is running
         self.sent_in_call = 0
-        self.step = 0                              # the schedule's step under way
-        self.write_budget: dict[str, int] = {}    # journal writes left before a node crashes
+        self.step = 0  # the schedule's step under way
+        self.write_budget: dict[str, int] = {}  # journal writes left before a node crashes
         # What the checks accumulate (see checks.py).
-        self.applied: dict[int, tuple[int, str, str]] = {}   # index -> (term, digest, first node)
-        self.committed: dict[int, tuple[int, bytes]] = {}    # index -> (term, command)
-        self.held: dict[str, int] = {}         # committed entries each node must still hold
-        self.quorum_checked: dict[tuple[int, str], int] = {}   # (term, leader) -> commit index
+        self.applied: dict[int, tuple[int, str, str]] = {}  # index -> (term, digest, first node)
+        self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, command)
+        self.held: dict[str, int] = {}  # committed entries each node must still hold
+        self.quorum_checked: dict[tuple[int, str], int] = {}  # (term, leader) -> commit index
         self.synced_last: dict[str, int] = {}  # last log index at each node's last journal sync
-        self.leaders: dict[int, str] = {}      # term -> leader
+        self.leaders: dict[int, str] = {}  # term -> leader
         self.proposals: list[Proposal] = []
-        self.job_ids: list[str] = []          # every job id proposed so far
+        self.job_ids: list[str] = []  # every job id proposed so far
         self.violations: list[str] = []
         names = [f"127.0.0.1:{9001 + i}" for i in range(n)]
         self.nodes: dict[str, SimNode] = {}
         for i, name in enumerate(names):
             cfg = NodeConfig(
-                node_id=f"n{i}", raft=name, http=f"127.0.0.1:{8001 + i}",
+                node_id=f"n{i}",
+                raft=name,
+                http=f"127.0.0.1:{8001 + i}",
                 peers=tuple(Peer(p, f"http://{p}") for p in names if p != name),
-                data_dir=os.path.join(root, f"n{i}"), secret=SECRET,
+                data_dir=os.path.join(root, f"n{i}"),
+                secret=SECRET,
                 log_compaction_entries=compaction_entries,
-                fsync="on" if fsync else "off")
+                fsync="on" if fsync else "off",
+            )
             self.nodes[name] = SimNode(f"n{i}", cfg)
         self._install()
 
@@ -219,8 +224,12 @@ class World:
     def _install(self) -> None:
         """Point pysyncobj's clock, random source and disk at this world, and count its
         journal writes (to crash a node in the middle of one); `close` undoes it."""
-        self._saved = (syncobj_module.monotonicTime, syncobj_module.random, journal_module.disk,
-                       journal_module.ResizableFile.write)
+        self._saved = (
+            syncobj_module.monotonicTime,
+            syncobj_module.random,
+            journal_module.disk,
+            journal_module.ResizableFile.write,
+        )
         original_write = journal_module.ResizableFile.write
         world = self
 
@@ -241,8 +250,12 @@ class World:
         for node in self.nodes.values():
             if node.alive:
                 self._destroy(node)
-        (syncobj_module.monotonicTime, syncobj_module.random, journal_module.disk,
-         journal_module.ResizableFile.write) = self._saved
+        (
+            syncobj_module.monotonicTime,
+            syncobj_module.random,
+            journal_module.disk,
+            journal_module.ResizableFile.write,
+        ) = self._saved
 
     def sent(self, src: str, dst: str, message: dict) -> None:
         self.sent_in_call += 1
@@ -252,7 +265,7 @@ class World:
         self.network.queue.append(sent)
         self.network.history.append(sent)
         serialized = message.get("serialized")
-        if serialized and serialized[1]:            # the first chunk of a snapshot transfer
+        if serialized and serialized[1]:  # the first chunk of a snapshot transfer
             self._check_snapshot_needed(src, dst)
 
     def _check_snapshot_needed(self, src: str, dst: str) -> None:
@@ -264,12 +277,15 @@ class World:
         if match >= first:
             self.violations.append(
                 f"{self.nodes[src].name} sends {self.nodes[dst].name} a snapshot of entries up "
-                f"to {first}, knowing it holds entries up to {match}")
+                f"to {first}, knowing it holds entries up to {match}"
+            )
 
     def journal_synced(self, journal_path: str) -> None:
         for name, node in self.nodes.items():
-            if os.path.abspath(os.path.join(node.cfg.data_dir, "raft.journal")) == journal_path \
-                    and node.raft is not None:
+            if (
+                os.path.abspath(os.path.join(node.cfg.data_dir, "raft.journal")) == journal_path
+                and node.raft is not None
+            ):
                 self.synced_last[name] = node.raft._logIndexes()[1]
 
     # --- nodes -----------------------------------------------------------------------------
@@ -330,8 +346,9 @@ class World:
 
     def partition(self, side: set[str]) -> None:
         """Cut every link between the nodes in `side` and the others."""
-        self.network.cut.update(frozenset((a, b)) for a in side for b in self.nodes
-                                if b not in side)
+        self.network.cut.update(
+            frozenset((a, b)) for a in side for b in self.nodes if b not in side
+        )
         self._reconnect()
 
     def _reconnect(self) -> None:
@@ -355,10 +372,11 @@ class World:
         try:
             fn()
         except Crash:
-            pass                # the node stops below (also when code under test swallowed it)
+            pass  # the node stops below (also when code under test swallowed it)
         except Flood:
-            self.violations.append(f"{self.nodes[name].name} sent over {FLOOD} messages in "
-                                   "one tick or message")
+            self.violations.append(
+                f"{self.nodes[name].name} sent over {FLOOD} messages in one tick or message"
+            )
             self.stop(name)
         finally:
             self.current = None
@@ -410,4 +428,5 @@ class World:
         elif known[:2] != (term, d):
             self.violations.append(
                 f"{self.nodes[name].name} applies entry {index} (term {term}, {d}) but "
-                f"{known[2]} applied a different one there (term {known[0]}, {known[1]})")
+                f"{known[2]} applied a different one there (term {known[0]}, {known[1]})"
+            )

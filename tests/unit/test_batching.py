@@ -1,5 +1,6 @@
 """Payload writes and peer copies go in groups: every item lands, errors reach every waiter,
 groups are bounded; the peer-copy body round-trips and malformed bodies are refused."""
+
 import asyncio
 import functools
 import hashlib
@@ -7,10 +8,9 @@ import json
 
 import pytest
 
-from node.blobs import Batcher
-from node.errors import InvalidInput
-from node.store import Store
-from node.wire import decode_batch, encode_batch
+from node.replication.payloads import Batcher
+from node.storage.store import Store
+from protocol.wire import MalformedBatch, decode_batch, encode_batch
 
 
 class CountingStore(Store):
@@ -58,26 +58,30 @@ def test_a_failed_write_fails_every_put_of_its_group(tmp_path):
     writer = writer_for(store)
 
     async def main():
-        return await asyncio.gather(*(put(writer, f"{n:032x}", b"x") for n in range(20)),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(put(writer, f"{n:032x}", b"x") for n in range(20)), return_exceptions=True
+        )
 
     results = asyncio.run(main())
     assert all(isinstance(r, OSError) for r in results)
     store.fail = False
 
     async def again():
-        await put(writer, "f" * 32, b"after")      # the writer recovers
+        await put(writer, "f" * 32, b"after")  # the writer recovers
 
     asyncio.run(again())
     assert store.get_payload("f" * 32) == b"after"
 
 
-@pytest.mark.parametrize("max_items,max_bytes,sizes,largest_group", [
-    (1024, 1000, [600] * 10, 1),         # two 600-byte items exceed 1000 bytes
-    (1024, 1200, [600] * 10, 2),
-    (3, 1 << 20, [10] * 10, 3),          # bounded in items
-    (1024, 100, [500, 500], 1),          # an item larger than the bound still goes, alone
-])
+@pytest.mark.parametrize(
+    "max_items,max_bytes,sizes,largest_group",
+    [
+        (1024, 1000, [600] * 10, 1),  # two 600-byte items exceed 1000 bytes
+        (1024, 1200, [600] * 10, 2),
+        (3, 1 << 20, [10] * 10, 3),  # bounded in items
+        (1024, 100, [500, 500], 1),  # an item larger than the bound still goes, alone
+    ],
+)
 def test_a_group_is_bounded_in_items_and_bytes(max_items, max_bytes, sizes, largest_group):
     groups: list[list[int]] = []
 
@@ -129,24 +133,27 @@ GOOD = item(1, b"payload")
 GOOD_ENTRY = {"id": GOOD[0], "size": len(GOOD[1]), "digest": GOOD[2]}
 
 
-@pytest.mark.parametrize("body", [
-    b"",
-    b"no manifest line",
-    b"not json\n" + GOOD[1],
-    _manifest({"id": GOOD[0]}) + GOOD[1],                        # not a list
-    _manifest([]),                                               # no payloads
-    _manifest([GOOD_ENTRY] * 1025) + GOOD[1] * 1025,             # too many
-    _manifest([{**GOOD_ENTRY, "id": "A" * 32}]) + GOOD[1],
-    _manifest([{**GOOD_ENTRY, "digest": "0" * 63}]) + GOOD[1],
-    _manifest([{**GOOD_ENTRY, "size": 0}]),
-    _manifest([{**GOOD_ENTRY, "size": True}]) + GOOD[1][:1],
-    _manifest([{**GOOD_ENTRY, "size": "7"}]) + GOOD[1],
-    _manifest([GOOD_ENTRY]) + GOOD[1][:-1],                      # short
-    _manifest([GOOD_ENTRY]) + GOOD[1] + b"extra",                # bytes left over
-    _manifest([{**GOOD_ENTRY, "digest": "0" * 64}]) + GOOD[1],   # wrong digest
-    _manifest(["x"]) + GOOD[1],
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"no manifest line",
+        b"not json\n" + GOOD[1],
+        _manifest({"id": GOOD[0]}) + GOOD[1],  # not a list
+        _manifest([]),  # no payloads
+        _manifest([GOOD_ENTRY] * 1025) + GOOD[1] * 1025,  # too many
+        _manifest([{**GOOD_ENTRY, "id": "A" * 32}]) + GOOD[1],
+        _manifest([{**GOOD_ENTRY, "digest": "0" * 63}]) + GOOD[1],
+        _manifest([{**GOOD_ENTRY, "size": 0}]),
+        _manifest([{**GOOD_ENTRY, "size": True}]) + GOOD[1][:1],
+        _manifest([{**GOOD_ENTRY, "size": "7"}]) + GOOD[1],
+        _manifest([GOOD_ENTRY]) + GOOD[1][:-1],  # short
+        _manifest([GOOD_ENTRY]) + GOOD[1] + b"extra",  # bytes left over
+        _manifest([{**GOOD_ENTRY, "digest": "0" * 64}]) + GOOD[1],  # wrong digest
+        _manifest(["x"]) + GOOD[1],
+    ],
+)
 def test_malformed_peer_copy_bodies_are_refused(body):
-    with pytest.raises(InvalidInput) as e:
+    with pytest.raises(MalformedBatch) as e:
         decode_batch(body)
-    assert e.value.message.startswith("body:")
+    assert str(e.value).startswith("body:")

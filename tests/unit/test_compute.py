@@ -1,4 +1,5 @@
 """The work function and both kernels against hashlib, computed here independently."""
+
 import hashlib
 import os
 import random
@@ -39,10 +40,19 @@ def reference(payload: bytes, iterations: int) -> str:
     return digest.hex()
 
 
-@pytest.mark.parametrize("payload,iterations", [
-    (b"", 1), (b"a", 1), (b"abc", 2), (b"\x00" * 64, 3), (b"\xff" * 128, 10),
-    (os.urandom(16 * 1024), 1), (os.urandom(256 * 1024), 7), (os.urandom(1000), 1000),
-])
+@pytest.mark.parametrize(
+    "payload,iterations",
+    [
+        (b"", 1),
+        (b"a", 1),
+        (b"abc", 2),
+        (b"\x00" * 64, 3),
+        (b"\xff" * 128, 10),
+        (os.urandom(16 * 1024), 1),
+        (os.urandom(256 * 1024), 7),
+        (os.urandom(1000), 1000),
+    ],
+)
 def test_iterated_sha512_matches_hashlib(payload, iterations):
     assert iterate_sha512(payload, iterations) == reference(payload, iterations)
 
@@ -51,7 +61,8 @@ def test_known_vector_for_abc():
     # FIPS 180-2 test vector for SHA-512("abc").
     assert iterate_sha512(b"abc", 1) == (
         "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
-        "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")
+        "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+    )
 
 
 def test_result_is_128_lowercase_hex():
@@ -74,7 +85,9 @@ def test_each_kernel_is_bit_identical_to_hashlib_on_many_vectors(which):
         assert rehash(digest, times) == chain(digest, times)
 
 
-@pytest.mark.parametrize("digest, times", [(b"x" * 63, 1), (b"x" * 65, 1), (b"", 0), (b"x" * 64, -1)])
+@pytest.mark.parametrize(
+    "digest, times", [(b"x" * 63, 1), (b"x" * 65, 1), (b"", 0), (b"x" * 64, -1)]
+)
 def test_the_c_kernel_refuses_what_it_cannot_hash(digest, times):
     rehash = kernel("native")
     with pytest.raises(ValueError):
@@ -93,8 +106,9 @@ def test_the_lanes_kernel_is_bit_identical_on_many_vectors(lanes):
         assert out == b"".join(chain(d, times) for d in digests)
 
 
-@pytest.mark.parametrize("digests, times", [(b"", 1), (b"x" * 63, 1), (b"x" * 64 * 9, 1),
-                                            (b"x" * 64, -1)])
+@pytest.mark.parametrize(
+    "digests, times", [(b"", 1), (b"x" * 63, 1), (b"x" * 64 * 9, 1), (b"x" * 64, -1)]
+)
 def test_the_lanes_kernel_refuses_what_it_cannot_hash(digests, times):
     with pytest.raises(ValueError):
         native().rehash_lanes(digests, times)
@@ -102,7 +116,9 @@ def test_the_lanes_kernel_refuses_what_it_cannot_hash(digests, times):
 
 @pytest.mark.parametrize("kernels", ["built", "python"])
 @pytest.mark.parametrize("lanes", [1, 3, 8])
-def test_a_batch_of_jobs_finishes_shortest_first_with_every_result_right(lanes, kernels, monkeypatch):
+def test_a_batch_of_jobs_finishes_shortest_first_with_every_result_right(
+    lanes, kernels, monkeypatch
+):
     if kernels == "python":
         monkeypatch.setattr(compute, "rehash", rehash_python)
         monkeypatch.setattr(compute, "rehash_lanes", compute._lanes_python)
@@ -112,7 +128,7 @@ def test_a_batch_of_jobs_finishes_shortest_first_with_every_result_right(lanes, 
     steps = list(compute.rehash_batch(digests, times, lanes=lanes))
     done = [pair for step in steps for pair in step]
     assert sorted(i for i, _ in done) == list(range(13))
-    for step in steps:            # chains that finish together come out together
+    for step in steps:  # chains that finish together come out together
         assert len({times[i] for i, _ in step}) == 1
     assert [times[i] for i, _ in done] == sorted(times)
     for i, digest in done:

@@ -1,5 +1,6 @@
 """Deployment pieces that need no AWS: least-privilege IAM policies, settings validation,
 and the node configuration a manager's user data writes."""
+
 import pytest
 
 from provision.deployment import Deployment, SettingsError
@@ -10,10 +11,17 @@ WORKER_ROLE = "arn:aws:iam::123456789012:role/wq-demo-worker"
 
 
 def manager(**overrides) -> dict:
-    args = dict(name=NAME, region="us-east-1", account="123456789012", subnet="subnet-1",
-                security_group="sg-1", images=["ami-1"], worker_role_arn=WORKER_ROLE,
-                bucket="wq-demo-b",
-                parameters=["/wq/demo/secret", "/wq/demo/api-key"])
+    args = dict(
+        name=NAME,
+        region="us-east-1",
+        account="123456789012",
+        subnet="subnet-1",
+        security_group="sg-1",
+        images=["ami-1"],
+        worker_role_arn=WORKER_ROLE,
+        bucket="wq-demo-b",
+        parameters=["/wq/demo/secret", "/wq/demo/api-key"],
+    )
     return manager_policy(**{**args, **overrides})
 
 
@@ -52,7 +60,9 @@ def test_the_manager_policy_is_least_privilege():
 
 
 def test_the_worker_may_only_read_the_cluster_secret():
-    doc = worker_policy(region="us-east-1", account="123456789012", secret_parameter="/wq/demo/secret")
+    doc = worker_policy(
+        region="us-east-1", account="123456789012", secret_parameter="/wq/demo/secret"
+    )
     assert_least_privilege(doc, NAME)
     (st,) = doc["Statement"]
     assert st["Action"] == "ssm:GetParameter"
@@ -66,19 +76,31 @@ def test_the_manager_launches_only_into_its_network_from_its_image():
         "arn:aws:ec2:us-east-1:123456789012:security-group/sg-1",
         "arn:aws:ec2:us-east-1:123456789012:network-interface/*",
         "arn:aws:ec2:us-east-1:123456789012:volume/*",
-        "arn:aws:ec2:us-east-1::image/ami-1"}
+        "arn:aws:ec2:us-east-1::image/ami-1",
+    }
 
 
-@pytest.mark.parametrize("broken", [
-    {"Sid": "x", "Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
-    {"Sid": "x", "Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": "*"},
-    {"Sid": "x", "Effect": "Allow", "Action": "ec2:TerminateInstances",
-     "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*"},
-    {"Sid": "x", "Effect": "Allow", "Action": "ec2:RunInstances",
-     "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*"},
-    {"Sid": "x", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"},
-    {"Sid": "x", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*"},
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"Sid": "x", "Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+        {"Sid": "x", "Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": "*"},
+        {
+            "Sid": "x",
+            "Effect": "Allow",
+            "Action": "ec2:TerminateInstances",
+            "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*",
+        },
+        {
+            "Sid": "x",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*",
+        },
+        {"Sid": "x", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"},
+        {"Sid": "x", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*"},
+    ],
+)
 def test_the_checker_catches_broad_grants(broken):
     doc = manager()
     doc["Statement"].append(broken)
@@ -91,30 +113,37 @@ def test_only_ec2_may_assume_the_roles():
     assert st["Principal"] == {"Service": "ec2.amazonaws.com"} and st["Action"] == "sts:AssumeRole"
 
 
-@pytest.mark.parametrize("settings, field", [
-    (dict(name="Upper"), "name"),
-    (dict(name="-x"), "name"),
-    (dict(name="a" * 21), "name"),
-    (dict(region="useast1"), "region"),
-    (dict(managers=2), "managers"),
-    (dict(managers=4), "managers"),
-    (dict(client_cidr=""), "client_cidr"),
-    (dict(client_cidr="10.0.0.1/8"), "client_cidr"),
-    (dict(client_cidr="nonsense"), "client_cidr"),
-    (dict(min_workers=3, max_workers=2), "min_workers"),
-    (dict(max_workers=1001), "min_workers"),
-    (dict(worker_type="big"), "worker_type"),
-])
+@pytest.mark.parametrize(
+    "settings, field",
+    [
+        (dict(name="Upper"), "name"),
+        (dict(name="-x"), "name"),
+        (dict(name="a" * 21), "name"),
+        (dict(region="useast1"), "region"),
+        (dict(managers=2), "managers"),
+        (dict(managers=4), "managers"),
+        (dict(client_cidr=""), "client_cidr"),
+        (dict(client_cidr="10.0.0.1/8"), "client_cidr"),
+        (dict(client_cidr="nonsense"), "client_cidr"),
+        (dict(min_workers=3, max_workers=2), "min_workers"),
+        (dict(max_workers=1001), "min_workers"),
+        (dict(worker_type="big"), "worker_type"),
+    ],
+)
 def test_bad_deployment_settings_name_the_field(settings, field):
     with pytest.raises(SettingsError) as e:
         Deployment(**{"client_cidr": "203.0.113.7/32", **settings}).validate(for_up=True)
     assert str(e.value).startswith(field)
 
 
-@pytest.mark.parametrize("settings", [
-    dict(), dict(name="prod-1", region="eu-west-1", managers=5, client_cidr="0.0.0.0/0"),
-    dict(client_cidr="2001:db8::/32", max_workers=0),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),
+        dict(name="prod-1", region="eu-west-1", managers=5, client_cidr="0.0.0.0/0"),
+        dict(client_cidr="2001:db8::/32", max_workers=0),
+    ],
+)
 def test_good_deployment_settings_pass(settings):
     Deployment(**{"client_cidr": "203.0.113.7/32", **settings}).validate(for_up=True)
 
@@ -125,18 +154,31 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
     from pathlib import Path
 
     from node.config import load_config
-    from provision.bootstrap import manager_script
+    from node.scaling.backends.userdata import manager_script
     from provision.package import Package
     from provision.up import node_env
 
     d = Deployment(name="demo", client_cidr="203.0.113.7/32")
     ifaces = {f"m{i}": {"PrivateIpAddress": f"10.0.0.{10 + i}"} for i in range(3)}
     package = Package(Path("/x/replicated_work_queue-0.1.0.tar.gz"), "ab" * 32)
-    env = node_env(d, "m1", ifaces, subnet="subnet-1", group="sg-1", ami="ami-1",
-                   package=package, account="123456789012")
-    script = manager_script(package_url="https://b.s3/x?sig=1", package=package.path.name,
-                            region=d.region, secret_parameter=d.secret_parameter,
-                            api_key_parameter=d.api_key_parameter, node_env=env)
+    env = node_env(
+        d,
+        "m1",
+        ifaces,
+        subnet="subnet-1",
+        group="sg-1",
+        ami="ami-1",
+        package=package,
+        account="123456789012",
+    )
+    script = manager_script(
+        package_url="https://b.s3/x?sig=1",
+        package=package.path.name,
+        region=d.region,
+        secret_parameter=d.secret_parameter,
+        api_key_parameter=d.api_key_parameter,
+        node_env=env,
+    )
     written = script.split("<<ENV\n", 1)[1].split("\nENV\n", 1)[0]
     environ = dict(line.split("=", 1) for line in written.splitlines())
     environ = {k: v.replace("$WQ_ROOT", str(tmp_path)) for k, v in environ.items()}
@@ -157,6 +199,7 @@ def test_the_package_is_a_deterministic_source_archive(tmp_path):
     import tarfile
 
     from provision.package import build_sdist
+
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second = build_sdist(tmp_path / "a"), build_sdist(tmp_path / "b")
@@ -165,7 +208,13 @@ def test_the_package_is_a_deterministic_source_archive(tmp_path):
         names = tar.getnames()
     top = "replicated_work_queue-0.1.0/"
     assert all(n.startswith(top) for n in names)
-    for needed in ("setup.py", "setup.cfg", "pyproject.toml", "worker/_sha512.c",
-                   "node/app.py", "provision/parameter.py"):
+    for needed in (
+        "setup.py",
+        "setup.cfg",
+        "pyproject.toml",
+        "worker/_sha512.c",
+        "node/app.py",
+        "provision/parameter.py",
+    ):
         assert top + needed in names
     assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]

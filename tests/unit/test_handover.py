@@ -1,4 +1,5 @@
 """A stopping leader's hand-over: asks until a follower takes over, never waits unbounded."""
+
 import asyncio
 import logging
 import threading
@@ -6,8 +7,7 @@ import time
 
 import pytest
 
-from node.handover import hand_over
-from node.syncobj import FAIL_REASON
+from node.replication.handover import hand_over
 
 ME, OTHER = "127.0.0.1:7001", "127.0.0.1:7002"
 
@@ -15,7 +15,7 @@ ME, OTHER = "127.0.0.1:7001", "127.0.0.1:7002"
 class FakeRaft:
     """Answers transfer_leadership like RaftNode: refused `refusals` times (a follower lacks
     entries), then sent; `takes_over` decides whether the follower then wins. Callbacks come
-    from another thread, as from pysyncobj's tick thread."""
+    from another thread, as from Raft's tick thread."""
 
     def __init__(self, role="leader", refusals=0, takes_over=True, raises=False):
         self.role, self.leader = role, ME if role == "leader" else OTHER
@@ -27,30 +27,34 @@ class FakeRaft:
         if self.raises:
             raise RuntimeError("Set changed size during iteration")
         if self.asked <= self.refusals:
-            reason = FAIL_REASON.REQUEST_DENIED
+            reason = "request_denied"
         else:
-            reason = FAIL_REASON.SUCCESS
+            reason = None
             if self.takes_over:
                 threading.Timer(0.03, self._lose).start()
-        threading.Thread(target=callback, args=(None, reason)).start()
+        threading.Thread(target=callback, args=(reason,)).start()
 
     def _lose(self):
         self.role, self.leader = "follower", None
-        time.sleep(0.01)            # the new leader's first heartbeat names it
+        time.sleep(0.01)  # the new leader's first heartbeat names it
         self.leader = OTHER
 
 
-@pytest.mark.parametrize("raft, handed_over, asked, log_says", [
-    (FakeRaft(), True, 1, "handed Raft leadership over to 127.0.0.1:7002"),
-    (FakeRaft(refusals=3), True, 4, "handed Raft leadership over to 127.0.0.1:7002"),
-    (FakeRaft(refusals=1000), False, None, "could not hand Raft leadership over"),
-    (FakeRaft(takes_over=False), False, None, "could not hand Raft leadership over"),
-    (FakeRaft(raises=True), False, 1, "could not ask a follower"),
-    (FakeRaft(role="follower"), False, 0, None),
-])
-def test_a_stopping_leader_hands_over_or_gives_up_by_its_deadline(raft, handed_over, asked,
-                                                                   log_says, caplog):
-    caplog.set_level(logging.INFO, logger="node.handover")
+@pytest.mark.parametrize(
+    "raft, handed_over, asked, log_says",
+    [
+        (FakeRaft(), True, 1, "handed Raft leadership over to 127.0.0.1:7002"),
+        (FakeRaft(refusals=3), True, 4, "handed Raft leadership over to 127.0.0.1:7002"),
+        (FakeRaft(refusals=1000), False, None, "could not hand Raft leadership over"),
+        (FakeRaft(takes_over=False), False, None, "could not hand Raft leadership over"),
+        (FakeRaft(raises=True), False, 1, "could not ask a follower"),
+        (FakeRaft(role="follower"), False, 0, None),
+    ],
+)
+def test_a_stopping_leader_hands_over_or_gives_up_by_its_deadline(
+    raft, handed_over, asked, log_says, caplog
+):
+    caplog.set_level(logging.INFO, logger="node.replication.handover")
     started = time.monotonic()
     assert asyncio.run(hand_over(raft, ME, timeout=0.5)) is handed_over
     assert time.monotonic() - started < 0.8

@@ -1,9 +1,10 @@
-"""One test per patch of node/syncobj: three real Raft nodes driven tick by tick on the
+"""One test per patch of node/replication/syncobj: three real Raft nodes driven tick by tick on the
 simulator's network, clock and disk (tests/sim/world.py).
 
 Each test also runs with its patch switched off, where it must fail (strict xfail): that is
 pysyncobj 0.3.17's own behaviour, so every test is shown to catch what its patch fixes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,24 +16,34 @@ import shutil
 import sqlite3
 from typing import Any, Iterator
 
-import pytest
 import pysyncobj
 import pysyncobj.pickle as wire_pickle
+import pytest
 
-from node import commands as c
-from node.raft import recovery_problem
-from node.syncobj import FAIL_REASON, journal as journal_module, patches
+from node.replication import commands as c
+from node.replication.raft import recovery_problem
+from node.replication.syncobj import FAIL_REASON, patches
+from node.replication.syncobj import journal as journal_module
 from tests.sim.checks import holds, quiescent
 from tests.sim.world import Crash, Message, World
 
 
 def patched_and_upstream(name: str) -> Any:
     """Parametrize a test over the patch on, and off (where it must fail)."""
-    return pytest.mark.parametrize("patch", [
-        pytest.param(name, id="patched"),
-        pytest.param(name, id="upstream", marks=pytest.mark.xfail(
-            strict=True, reason=f"pysyncobj {patches.UPSTREAM_VERSION} without {name}")),
-    ], indirect=True)
+    return pytest.mark.parametrize(
+        "patch",
+        [
+            pytest.param(name, id="patched"),
+            pytest.param(
+                name,
+                id="upstream",
+                marks=pytest.mark.xfail(
+                    strict=True, reason=f"pysyncobj {patches.UPSTREAM_VERSION} without {name}"
+                ),
+            ),
+        ],
+        indirect=True,
+    )
 
 
 @pytest.fixture
@@ -73,7 +84,7 @@ def step(w: World) -> None:
 def settle(w: World, seconds: float = 30.0) -> None:
     """Run a fault-free network until one leader holds every node in step with it."""
     deadline = w.now + seconds
-    step(w)                 # proposals wait in their node's queue until its next tick
+    step(w)  # proposals wait in their node's queue until its next tick
     while not quiescent(w):
         assert w.now < deadline, "the cluster did not settle"
         step(w)
@@ -134,7 +145,7 @@ def test_a_late_append_never_shortens_a_log_the_follower_acknowledged(world, pat
     settle(w)
     commit(w, lead, "bcd")
     acknowledged = last(w, fol)
-    w.network.queue.append(early)        # the same append, delivered again late
+    w.network.queue.append(early)  # the same append, delivered again late
     w.deliver(len(w.network.queue) - 1)
     assert last(w, fol) == acknowledged
 
@@ -146,9 +157,9 @@ def test_a_late_success_ack_never_moves_next_index_back(world, patch):
     lead, fol = leader(w), follower(w)
     propose(w, lead, "a")
     w.tick(lead)
-    deliver_to(w, fol)                   # the follower acks "a"; the ack stays in flight
+    deliver_to(w, fol)  # the follower acks "a"; the ack stays in flight
     propose(w, lead, "b")
-    w.tick(lead)                         # "b" goes out: nextIndex is past it
+    w.tick(lead)  # "b" goes out: nextIndex is past it
     follower_node = peer(w, lead, fol)
     sent_up_to = w.nodes[lead].raft._SyncObj__raftNextIndex[follower_node]
     [ack] = queued(w, fol, lead, "next_node_idx")
@@ -164,8 +175,18 @@ def test_an_ack_of_an_earlier_term_counts_for_nothing(world, patch):
     raft = w.nodes[lead].raft
     follower_node = peer(w, lead, fol)
     before = raft._SyncObj__raftMatchIndex[follower_node]
-    inject(w, fol, lead, {"type": "next_node_idx", "next_node_idx": before + 50, "reset": False,
-                          "success": True, "term": raft.raftCurrentTerm - 1})
+    inject(
+        w,
+        fol,
+        lead,
+        {
+            "type": "next_node_idx",
+            "next_node_idx": before + 50,
+            "reset": False,
+            "success": True,
+            "term": raft.raftCurrentTerm - 1,
+        },
+    )
     assert raft._SyncObj__raftMatchIndex[follower_node] == before
 
 
@@ -178,15 +199,16 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
         settle(w)
         first, fol = leader(w), follower(w)
         others = [n for n in w.nodes if n not in (first, fol)]
-        w.partition({first, fol})                # only `fol` hears the leader
+        w.partition({first, fol})  # only `fol` hears the leader
         for job in "abc":
             propose(w, first, job)
         step(w)
         step(w)
         end = last(w, fol)
         assert last(w, first) == end
-        stale = [m for m in w.network.history if (m.src, m.dst, m.kind) ==
-                 (fol, first, "next_node_idx")][-1]             # it vouches for ..end
+        stale = [
+            m for m in w.network.history if (m.src, m.dst, m.kind) == (fol, first, "next_node_idx")
+        ][-1]  # it vouches for ..end
         # Another node leads the next term, writing over "a".."c" on every node.
         second = others[0]
         elect(w, second)
@@ -231,13 +253,13 @@ def test_a_restart_between_writing_a_snapshot_and_trimming_keeps_later_entries(w
     lead, fol = leader(w), follower(w)
     commit(w, lead, "abc")
     w.nodes[fol].raft.forceLogCompaction()
-    w.tick(fol)                          # the snapshot is written; the trim waits a tick
+    w.tick(fol)  # the snapshot is written; the trim waits a tick
     for job in "def":
         propose(w, lead, job)
         w.tick(lead)
-        deliver_to(w, fol)               # appended (and acknowledged) by the follower
+        deliver_to(w, fol)  # appended (and acknowledged) by the follower
     held = last(w, fol)
-    w.stop(fol)                          # the process dies before its next tick
+    w.stop(fol)  # the process dies before its next tick
     w.start(fol)
     assert last(w, fol) == held
 
@@ -257,7 +279,7 @@ def test_a_crash_inside_a_journal_compaction_leaves_the_old_or_the_new_journal(t
         shutil.copy(template, path)
         left = [budget]
 
-        def write(self: Any, offset: int, values: bytes) -> None:
+        def write(self: Any, offset: int, values: bytes, left: list[int] = left) -> None:
             left[0] -= 1
             if left[0] < 0:
                 raise Crash("in a journal write")
@@ -292,7 +314,7 @@ def test_a_snapshot_missing_a_chunk_is_not_installed(world, patch):
     raft._SyncObj__serializer._Serializer__transmissionBatchSize = 1024
     raft.forceLogCompaction()
     step(w)
-    step(w)                                  # written, then the log trimmed
+    step(w)  # written, then the log trimmed
     assert raft._logIndexes()[0] > 1
     w.start(fol)
     snapshot = os.path.join(w.nodes[fol].cfg.data_dir, "raft.snapshot")
@@ -308,11 +330,11 @@ def test_a_snapshot_missing_a_chunk_is_not_installed(world, patch):
             chunk = None
             if m.kind == "append_entries" and m.dst == fol:
                 chunk = wire_pickle.loads(m.data).get("serialized")
-            if chunk and not dropped and not chunk[1] and not chunk[2]:   # a middle chunk
-                dropped.append(w.network.queue.pop(0))       # lost with a connection
+            if chunk and not dropped and not chunk[1] and not chunk[2]:  # a middle chunk
+                dropped.append(w.network.queue.pop(0))  # lost with a connection
                 continue
             w.deliver(0)
-            if chunk and chunk[2] and os.path.exists(snapshot):         # the last chunk
+            if chunk and chunk[2] and os.path.exists(snapshot):  # the last chunk
                 db = sqlite3.connect(snapshot)
                 try:
                     installs.append(db.execute("PRAGMA integrity_check").fetchone()[0])
@@ -331,7 +353,7 @@ def test_a_leader_waiting_for_its_snapshot_sends_one_message_not_a_stream(world,
     lead, fol = leader(w), follower(w)
     raft = w.nodes[lead].raft
     raft.forceLogCompaction()
-    w.tick(lead)                             # written; the trim waits for the next tick
+    w.tick(lead)  # written; the trim waits for the next tick
     # As after the follower said it lacks everything:
     raft._SyncObj__raftNextIndex[peer(w, lead, fol)] = 1
     sent = []
@@ -345,7 +367,7 @@ def test_a_leader_waiting_for_its_snapshot_sends_one_message_not_a_stream(world,
 
     w.sent = count
     raft._SyncObj__forceLogCompaction = False
-    raft._SyncObj__serializer._Serializer__pid = -1      # still being written
+    raft._SyncObj__serializer._Serializer__pid = -1  # still being written
     raft._SyncObj__sendAppendEntries()
     assert len(sent) <= 2
 
@@ -358,19 +380,21 @@ def test_no_snapshot_while_the_journal_is_replayed_behind_the_store(world, patch
     commit(w, lead, "abcdef")
     w.stop(fol)
     meta = journal_module.MetaStorer(os.path.join(w.nodes[fol].cfg.data_dir, "raft.journal.meta"))
-    meta.storeMeta({**meta.getMeta(), "raftCommitIndex": 3})     # as saved a second earlier
+    meta.storeMeta({**meta.getMeta(), "raftCommitIndex": 3})  # as saved a second earlier
     w.start(fol)
     w.nodes[fol].raft.forceLogCompaction()
-    w.tick(fol)                              # replays up to 3 while state.db is at 8
+    w.tick(fol)  # replays up to 3 while state.db is at 8
     w.tick(fol)
     snapshot = os.path.join(w.nodes[fol].cfg.data_dir, "raft.snapshot")
     if os.path.exists(snapshot):
         db = sqlite3.connect(snapshot)
         try:
-            labelled = pickle.loads(db.execute("SELECT meta FROM raft_snapshot")
-                                         .fetchone()[0])[0][1]
-            (holds,) = db.execute("SELECT value FROM counters WHERE name = 'last_applied'")\
-                .fetchone()
+            labelled = pickle.loads(db.execute("SELECT meta FROM raft_snapshot").fetchone()[0])[0][
+                1
+            ]
+            (holds,) = db.execute(
+                "SELECT value FROM counters WHERE name = 'last_applied'"
+            ).fetchone()
         finally:
             db.close()
         assert holds <= labelled
@@ -378,26 +402,27 @@ def test_no_snapshot_while_the_journal_is_replayed_behind_the_store(world, patch
 
 @patched_and_upstream("request-ids-per-incarnation")
 def test_an_answer_meant_for_a_command_sent_before_a_restart_is_not_taken_for_a_later_one(
-        world, patch):
+    world, patch
+):
     w = world
     settle(w)
     lead, fol = leader(w), follower(w)
     propose(w, fol, "before")
-    w.tick(fol)                              # forwarded to the leader
+    w.tick(fol)  # forwarded to the leader
     deliver_to(w, lead)
-    w.tick(lead)                             # appended; the answer is on its way
+    w.tick(lead)  # appended; the answer is on its way
     [answer] = queued(w, lead, fol, "apply_command_response")
     w.network.queue.remove(answer)
     w.stop(fol)
     w.start(fol)
-    settle(w)                                # the restarted follower knows the leader again
+    settle(w)  # the restarted follower knows the leader again
     propose(w, fol, "after")
-    w.tick(fol)                              # forwarded, numbered 1 again upstream
+    w.tick(fol)  # forwarded, numbered 1 again upstream
     # The late answer names an entry not applied yet here (as when the follower is behind).
     late = wire_pickle.loads(answer.data)
     late["log_idx"] = last(w, lead) + 1
     w.network.queue.append(Message(answer.src, answer.dst, wire_pickle.dumps(late), answer.kind))
-    propose(w, lead, "filler")               # whatever lands at that index
+    propose(w, lead, "filler")  # whatever lands at that index
     after = w.proposals[-2]
     deadline = w.now + 10
     while not after.done and w.now < deadline:
@@ -412,15 +437,15 @@ def test_a_vote_that_arrives_twice_counts_once(tmp_path, patch):
     with started(tmp_path, nodes=5) as w:
         candidate, voter = list(w.nodes)[:2]
         raft = w.nodes[candidate].raft
-        raft._SyncObj__raftElectionDeadline = 0          # its election timeout is up
+        raft._SyncObj__raftElectionDeadline = 0  # its election timeout is up
         w.tick(candidate)
         assert raft.role == "candidate"
         [request] = queued(w, candidate, voter, "request_vote")
         w.deliver(w.network.queue.index(request))
         [vote] = queued(w, voter, candidate, "response_vote")
         w.deliver(w.network.queue.index(vote), keep=True)
-        w.deliver(w.network.queue.index(vote))         # the same vote again
-        assert raft.role == "candidate"                # two votes of five
+        w.deliver(w.network.queue.index(vote))  # the same vote again
+        assert raft.role == "candidate"  # two votes of five
 
 
 @patched_and_upstream("refusing-voter-stands")
@@ -431,10 +456,19 @@ def test_a_voter_ahead_of_the_candidate_stands_at_once_when_the_leader_is_silent
     voter = follower(w)
     candidate = next(n for n in w.nodes if n != voter)
     raft = w.nodes[voter].raft
-    w.now += 0.5                             # no heartbeat for longer than the minimum timeout
-    raft._SyncObj__raftElectionDeadline = w.now + 100    # its own timeout is far off
-    inject(w, candidate, voter, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
-                                 "last_log_index": 1, "last_log_term": 0})
+    w.now += 0.5  # no heartbeat for longer than the minimum timeout
+    raft._SyncObj__raftElectionDeadline = w.now + 100  # its own timeout is far off
+    inject(
+        w,
+        candidate,
+        voter,
+        {
+            "type": "request_vote",
+            "term": raft.raftCurrentTerm + 1,
+            "last_log_index": 1,
+            "last_log_term": 0,
+        },
+    )
     w.tick(voter)
     assert raft.role == "candidate"
 
@@ -444,11 +478,20 @@ def test_a_voter_that_heard_the_leader_lately_does_not_stand(world):
     settle(w)
     commit(w, leader(w), "a")
     voter = follower(w)
-    candidate = next(n for n in w.nodes if n != voter)      # e.g. a node rejoining, log behind
+    candidate = next(n for n in w.nodes if n != voter)  # e.g. a node rejoining, log behind
     raft = w.nodes[voter].raft
     raft._SyncObj__raftElectionDeadline = w.now + 100
-    inject(w, candidate, voter, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
-                                 "last_log_index": 1, "last_log_term": 0})
+    inject(
+        w,
+        candidate,
+        voter,
+        {
+            "type": "request_vote",
+            "term": raft.raftCurrentTerm + 1,
+            "last_log_index": 1,
+            "last_log_term": 0,
+        },
+    )
     w.tick(voter)
     assert raft.role == "follower"
 
@@ -463,14 +506,23 @@ def test_a_proposal_pending_when_the_term_moves_on_fails_at_once(world, patch):
         w.network.cut.add(frozenset((lead, other)))
     w._reconnect()
     propose(w, lead, "a")
-    w.tick(lead)                             # appended; no majority can answer
+    w.tick(lead)  # appended; no majority can answer
     proposal = w.proposals[-1]
     assert not proposal.done
     w.network.cut.clear()
     w._reconnect()
     raft = w.nodes[lead].raft
-    inject(w, others[0], lead, {"type": "request_vote", "term": raft.raftCurrentTerm + 1,
-                                "last_log_index": last(w, lead), "last_log_term": 99})
+    inject(
+        w,
+        others[0],
+        lead,
+        {
+            "type": "request_vote",
+            "term": raft.raftCurrentTerm + 1,
+            "last_log_index": last(w, lead),
+            "last_log_term": 99,
+        },
+    )
     assert proposal.done and proposal.error == FAIL_REASON.UNKNOWN_OUTCOME
 
 
@@ -481,9 +533,9 @@ def test_with_fsync_on_a_follower_acknowledges_only_entries_on_its_disk(tmp_path
         propose(w, lead, "a")
         w.tick(lead)
         deliver_to(w, fol)
-        assert last(w, fol) > w.synced_last[fol]         # appended, not yet on disk
+        assert last(w, fol) > w.synced_last[fol]  # appended, not yet on disk
         assert not [m for m in queued(w, fol, lead, "next_node_idx")]
-        w.tick(fol)                                       # one sync, then the acks
+        w.tick(fol)  # one sync, then the acks
         [ack] = queued(w, fol, lead, "next_node_idx")
         assert w.synced_last[fol] == last(w, fol)
 
@@ -495,7 +547,7 @@ def test_a_node_whose_store_is_ahead_of_its_log_refuses_to_start(world):
     commit(w, lead, "abc")
     w.stop(fol)
     journal = journal_module.FileJournal(os.path.join(w.nodes[fol].cfg.data_dir, "raft.journal"))
-    journal.deleteEntriesFrom(len(journal) - 2)      # the journal lost its tail
+    journal.deleteEntriesFrom(len(journal) - 2)  # the journal lost its tail
     journal._destroy()
     w.start(fol)
     assert not w.nodes[fol].alive
@@ -503,18 +555,22 @@ def test_a_node_whose_store_is_ahead_of_its_log_refuses_to_start(world):
     assert "move its data directory aside" in w.nodes[fol].refused
 
 
-@pytest.mark.parametrize("applied, applied_term, snapshot, first, last, problem", [
-    (0, 0, 1, 1, 1, None),                   # a new node
-    (40, 3, 1, 1, 45, None),                 # replays 41..45
-    (40, 3, 30, 29, 45, None),               # after a snapshot at 30
-    (45, 3, 1, 1, 45, None),                 # everything applied
-    (46, 3, 1, 1, 45, "the Raft log ends at 45"),
-    (40, 3, 1, 29, 45, "no snapshot covers"),
-    (40, 2, 1, 1, 45, "holds an entry of term 3"),
-    (40, 0, 1, 1, 45, None),                 # a store written before terms were recorded
-])
-def test_start_up_check_of_the_store_against_the_log(applied, applied_term, snapshot, first,
-                                                       last, problem):
+@pytest.mark.parametrize(
+    "applied, applied_term, snapshot, first, last, problem",
+    [
+        (0, 0, 1, 1, 1, None),  # a new node
+        (40, 3, 1, 1, 45, None),  # replays 41..45
+        (40, 3, 30, 29, 45, None),  # after a snapshot at 30
+        (45, 3, 1, 1, 45, None),  # everything applied
+        (46, 3, 1, 1, 45, "the Raft log ends at 45"),
+        (40, 3, 1, 29, 45, "no snapshot covers"),
+        (40, 2, 1, 1, 45, "holds an entry of term 3"),
+        (40, 0, 1, 1, 45, None),  # a store written before terms were recorded
+    ],
+)
+def test_start_up_check_of_the_store_against_the_log(
+    applied, applied_term, snapshot, first, last, problem
+):
     found = recovery_problem(applied, applied_term, snapshot, first, last, lambda i: 3)
     if problem is None:
         assert found is None
@@ -523,7 +579,7 @@ def test_start_up_check_of_the_store_against_the_log(applied, applied_term, snap
 
 
 def test_the_patches_are_for_the_installed_pysyncobj():
-    """The copies in node/syncobj are pysyncobj 0.3.17's files plus the patches; another
+    """The copies in node/replication/syncobj are pysyncobj 0.3.17's files plus the patches; another
     release needs them re-done (PATCHES.md says how)."""
     assert importlib.metadata.version("pysyncobj") == patches.UPSTREAM_VERSION
     here = os.path.dirname(pysyncobj.__file__)
@@ -538,9 +594,9 @@ def test_a_leader_handing_leadership_over_takes_no_new_entries_and_never_stands_
     lead = leader(w)
     raft = w.nodes[lead].raft
     answers = []
-    raft.transfer_leadership(lambda result, error: answers.append(error))
-    w.tick(lead)                              # runs on the tick: TimeoutNow is sent
-    assert answers == [FAIL_REASON.SUCCESS]
+    raft.transfer_leadership(answers.append)
+    w.tick(lead)  # runs on the tick: TimeoutNow is sent
+    assert answers == [None]
     propose(w, lead, "late")
     w.tick(lead)
     assert w.proposals[-1].done and w.proposals[-1].error == FAIL_REASON.NOT_LEADER
@@ -549,12 +605,12 @@ def test_a_leader_handing_leadership_over_takes_no_new_entries_and_never_stands_
         step(w)
     settle(w)
     assert leader(w) != lead
-    for other in w.nodes:                     # the new leader goes quiet: it is not the old one
+    for other in w.nodes:  # the new leader goes quiet: it is not the old one
         if other != lead:
             w.network.cut.add(frozenset((lead, other)))
     w._reconnect()
     w.network.cut.clear()
     w._reconnect()
-    w.now += 10                               # far past every election timeout
+    w.now += 10  # far past every election timeout
     w.tick(lead)
     assert raft.role == "follower"

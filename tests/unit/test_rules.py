@@ -1,48 +1,81 @@
 """Pure leader rules: lease expiry, worker count, idle timeout, the worker roster."""
+
 import pytest
 
-from node.roster import Roster
 from node.scaling.policy import Limits, Snapshot, Worker, decide, idle_timeout, idle_timeout_for
-from node.scheduler import LeaseDeadline, expired_leases
+from node.scheduling.leases import LeaseDeadline, expired_leases
+from node.scheduling.roster import Roster
 
 
-@pytest.mark.parametrize("deadlines,now,expected", [
-    ({}, 10.0, []),
-    ({"a": LeaseDeadline(11.0, 1, "w")}, 10.0, []),
-    ({"a": LeaseDeadline(10.0, 1, "w")}, 10.0, [("a", 1)]),
-    ({"a": LeaseDeadline(9.0, 2, "w"), "b": LeaseDeadline(5.0, 1, "v"), "c": LeaseDeadline(12.0, 1, "w")},
-     10.0, [("b", 1), ("a", 2)]),
-])
+@pytest.mark.parametrize(
+    "deadlines,now,expected",
+    [
+        ({}, 10.0, []),
+        ({"a": LeaseDeadline(11.0, 1, "w")}, 10.0, []),
+        ({"a": LeaseDeadline(10.0, 1, "w")}, 10.0, [("a", 1)]),
+        (
+            {
+                "a": LeaseDeadline(9.0, 2, "w"),
+                "b": LeaseDeadline(5.0, 1, "v"),
+                "c": LeaseDeadline(12.0, 1, "w"),
+            },
+            10.0,
+            [("b", 1), ("a", 2)],
+        ),
+    ],
+)
 def test_expired_leases_are_the_ones_past_their_deadline_oldest_first(deadlines, now, expected):
     assert expired_leases(deadlines, now) == expected
 
 
 def snap(queued=0, backlog=0, workers=(), arrivals=(), launches=(), now=1000.0):
-    return Snapshot(now=now, queued_jobs=queued, backlog_iterations=backlog, oldest_wait=0.0,
-                    workers=tuple(workers), arrivals=tuple(arrivals), recent_launches=tuple(launches))
+    return Snapshot(
+        now=now,
+        queued_jobs=queued,
+        backlog_iterations=backlog,
+        oldest_wait=0.0,
+        workers=tuple(workers),
+        arrivals=tuple(arrivals),
+        recent_launches=tuple(launches),
+    )
 
 
 UP, BUSY, BOOTING = Worker(busy=False), Worker(busy=True), Worker(busy=False, booting=True)
-LIM = Limits(min_workers=0, max_workers=4, target_drain_seconds=10, start_cost=1.0,
-             default_speed=1000.0, max_launches_per_minute=3)
-M = 1000 * 10          # iterations one worker drains within the target
+LIM = Limits(
+    min_workers=0,
+    max_workers=4,
+    target_drain_seconds=10,
+    start_cost=1.0,
+    default_speed=1000.0,
+    max_launches_per_minute=3,
+)
+M = 1000 * 10  # iterations one worker drains within the target
 
 
-@pytest.mark.parametrize("name,s,expected", [
-    ("nothing to do", snap(), 0),
-    ("one small job starts one worker", snap(queued=1, backlog=100), 1),
-    ("backlog sizes the pool", snap(queued=10, backlog=3 * M), 3),
-    ("never more workers than jobs", snap(queued=2, backlog=100 * M), 2),
-    ("never past max_workers", snap(queued=50, backlog=50 * M, workers=[BUSY, BUSY]), 2),
-    ("booting workers count", snap(queued=10, backlog=3 * M, workers=[BOOTING, BOOTING]), 1),
-    ("booting workers cover it", snap(queued=10, backlog=2 * M, workers=[BOOTING, BOOTING]), 0),
-    ("current workers drain it before a new one boots",
-     snap(queued=2, backlog=500, workers=[BUSY]), 0),
-    ("launch rate limit", snap(queued=50, backlog=50 * M, launches=[990.0, 995.0]), 1),
-    ("old launches do not count", snap(queued=50, backlog=50 * M, launches=[900.0]), 3),
-    ("keeps up with the arrival rate",
-     snap(queued=5, backlog=100, arrivals=[(1000.0 - i, 1500) for i in range(60)]), 2),
-])
+@pytest.mark.parametrize(
+    "name,s,expected",
+    [
+        ("nothing to do", snap(), 0),
+        ("one small job starts one worker", snap(queued=1, backlog=100), 1),
+        ("backlog sizes the pool", snap(queued=10, backlog=3 * M), 3),
+        ("never more workers than jobs", snap(queued=2, backlog=100 * M), 2),
+        ("never past max_workers", snap(queued=50, backlog=50 * M, workers=[BUSY, BUSY]), 2),
+        ("booting workers count", snap(queued=10, backlog=3 * M, workers=[BOOTING, BOOTING]), 1),
+        ("booting workers cover it", snap(queued=10, backlog=2 * M, workers=[BOOTING, BOOTING]), 0),
+        (
+            "current workers drain it before a new one boots",
+            snap(queued=2, backlog=500, workers=[BUSY]),
+            0,
+        ),
+        ("launch rate limit", snap(queued=50, backlog=50 * M, launches=[990.0, 995.0]), 1),
+        ("old launches do not count", snap(queued=50, backlog=50 * M, launches=[900.0]), 3),
+        (
+            "keeps up with the arrival rate",
+            snap(queued=5, backlog=100, arrivals=[(1000.0 - i, 1500) for i in range(60)]),
+            2,
+        ),
+    ],
+)
 def test_launches(name, s, expected):
     assert decide(s, LIM).start == expected, name
 
@@ -60,15 +93,18 @@ def bursts(gap, count=6, size=20):
     return out
 
 
-@pytest.mark.parametrize("arrivals,start_cost,expected", [
-    ([], 1.0, 5.0),                          # no history: break-even, at least min_idle
-    ([], 45.0, 90.0),                        # expensive starts wait longer
-    ([(float(i), 1000) for i in range(300)], 45.0, 90.0),   # steady: no gaps to bridge
-    (bursts(60), 45.0, 90.0),                # gaps within break-even: break-even covers them
-    (bursts(150), 45.0, 151 * 1.1),          # gaps longer, still cheaper than a relaunch: bridged
-    (bursts(1000), 45.0, 90.0),              # gaps too long to be worth bridging
-    (bursts(60), 0.5, 5.0),                  # cheap local starts: not worth bridging
-])
+@pytest.mark.parametrize(
+    "arrivals,start_cost,expected",
+    [
+        ([], 1.0, 5.0),  # no history: break-even, at least min_idle
+        ([], 45.0, 90.0),  # expensive starts wait longer
+        ([(float(i), 1000) for i in range(300)], 45.0, 90.0),  # steady: no gaps to bridge
+        (bursts(60), 45.0, 90.0),  # gaps within break-even: break-even covers them
+        (bursts(150), 45.0, 151 * 1.1),  # gaps longer, still cheaper than a relaunch: bridged
+        (bursts(1000), 45.0, 90.0),  # gaps too long to be worth bridging
+        (bursts(60), 0.5, 5.0),  # cheap local starts: not worth bridging
+    ],
+)
 def test_idle_timeout(arrivals, start_cost, expected):
     lim = Limits(start_cost=start_cost, min_idle=5.0, max_idle=1800.0, idle_cost_ratio=2.0)
     s = snap(arrivals=arrivals, now=arrivals[-1][0] if arrivals else 0.0)
@@ -108,6 +144,8 @@ def test_roster_forgets_a_worker_whose_process_exited_at_once():
     assert r.live(now=1) == {}
 
 
-@pytest.mark.parametrize("live,lo,expected", [(0, 0, 60.0), (2, 2, None), (1, 2, None), (3, 2, 60.0)])
+@pytest.mark.parametrize(
+    "live,lo,expected", [(0, 0, 60.0), (2, 2, None), (1, 2, None), (3, 2, 60.0)]
+)
 def test_workers_at_the_minimum_are_not_asked_to_leave(live, lo, expected):
     assert idle_timeout_for(live, lo, 60.0) == expected

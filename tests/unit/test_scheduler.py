@@ -1,16 +1,17 @@
 """The leader's lease path against a real store and state machine, without Raft: leases
 that run at the same time never leave a worker waiting while jobs are queued."""
+
 import asyncio
 import functools
 import time
 
 import pytest
 
-from node import commands as c
 from node.config import NodeConfig
-from node.scheduler import Scheduler
-from node.state import StateMachine
-from node.store import Store
+from node.replication import commands as c
+from node.replication.state_machine import StateMachine
+from node.scheduling.leases import Scheduler
+from node.storage.store import Store
 
 
 class LocalProposer:
@@ -34,8 +35,9 @@ async def run_db(fn, *args):
 def scheduler(tmp_path):
     store = Store(str(tmp_path))
     machine = StateMachine(store)
-    cfg = NodeConfig(node_id="n", raft="h:1", http="h:2", peers=(), data_dir=str(tmp_path),
-                     secret="s" * 16)
+    cfg = NodeConfig(
+        node_id="n", raft="h:1", http="h:2", peers=(), data_dir=str(tmp_path), secret="s" * 16
+    )
     proposer = LocalProposer(machine)
     jobs = tuple(c.NewJob(f"{n:032x}", 5, 10, "d" * 64, 100.0 + n) for n in range(20))
     machine.apply(1, [c.encode(c.Enqueue(jobs))])
@@ -47,8 +49,9 @@ def scheduler(tmp_path):
 def test_concurrent_leases_split_the_queue_without_waiting(scheduler, workers, each):
     async def main():
         started = time.monotonic()
-        got = await asyncio.gather(*(scheduler.lease(f"w{n}", each, wait=5)
-                                     for n in range(workers)))
+        got = await asyncio.gather(
+            *(scheduler.lease(f"w{n}", each, wait=5) for n in range(workers))
+        )
         return got, time.monotonic() - started
 
     got, seconds = asyncio.run(main())
@@ -66,19 +69,21 @@ def test_a_short_lease_lingers_until_enough_jobs_are_queued(scheduler):
             await asyncio.sleep(0.1)
             await scheduler._proposer.propose(c.Enqueue(more))
             scheduler.work_arrived()
+
         asyncio.create_task(enqueue_later())
         return await scheduler.lease("w", 32, wait=0, linger=5)
 
     started = time.monotonic()
     jobs = asyncio.run(main())
-    assert len(jobs) == 32                      # 20 queued, 12 more arrived while it lingered
+    assert len(jobs) == 32  # 20 queued, 12 more arrived while it lingered
     assert time.monotonic() - started < 3, "the lease waited past the moment it could fill"
 
 
 # (linger, seconds at least) -> the 20 queued jobs, after the linger when one is asked for
 @pytest.mark.parametrize("linger,at_least", [(0, 0), (0.3, 0.3)])
-def test_a_lease_that_cannot_fill_returns_what_is_queued_after_its_linger(scheduler, linger,
-                                                                          at_least):
+def test_a_lease_that_cannot_fill_returns_what_is_queued_after_its_linger(
+    scheduler, linger, at_least
+):
     started = time.monotonic()
     jobs = asyncio.run(scheduler.lease("w", 32, wait=0, linger=linger))
     assert len(jobs) == 20 and time.monotonic() - started >= at_least

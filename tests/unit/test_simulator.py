@@ -1,4 +1,5 @@
 """The scaling simulator and its traces (virtual time: deterministic, no processes)."""
+
 import json
 import subprocess
 import sys
@@ -15,10 +16,14 @@ SPEED = 1000.0
 
 @pytest.mark.parametrize("policy", sorted(POLICIES))
 def test_every_job_runs_once_and_waits_are_measured(policy):
-    trace = [(float(t), 2000) for t in range(0, 100, 5)]        # 2 s jobs every 5 s
-    result = simulate(trace, POLICIES[policy], Limits(max_workers=2, start_cost=1,
-                                                      default_speed=SPEED),
-                      boot_delay=1.0, speed=SPEED)
+    trace = [(float(t), 2000) for t in range(0, 100, 5)]  # 2 s jobs every 5 s
+    result = simulate(
+        trace,
+        POLICIES[policy],
+        Limits(max_workers=2, start_cost=1, default_speed=SPEED),
+        boot_delay=1.0,
+        speed=SPEED,
+    )
     assert len(result.waits) == len(trace) and result.unfinished == 0
     assert result.launches >= 1
     # Every second of compute is paid for, and more (boots, idling).
@@ -29,8 +34,9 @@ def test_a_single_worker_model_matches_a_hand_computed_schedule():
     # Two jobs of 4 s arriving at once, one worker (max 1) booting in 2 s: it starts both in
     # turn, so they wait about 2 s and 6 s.
     trace = [(0.0, 4000), (0.0, 4000)]
-    result = simulate(trace, POLICIES["fixed-60s"], Limits(max_workers=1), boot_delay=2.0,
-                      speed=SPEED)
+    result = simulate(
+        trace, POLICIES["fixed-60s"], Limits(max_workers=1), boot_delay=2.0, speed=SPEED
+    )
     assert result.launches == 1
     assert sorted(result.waits) == pytest.approx([3.0, 7.0], abs=1.0)
 
@@ -49,8 +55,12 @@ def test_builtin_traces_are_sorted_and_non_empty(name):
 
 def test_the_quick_benchmark_meets_the_scaling_targets(tmp_path):
     out = tmp_path / "scaling.json"
-    run = subprocess.run([sys.executable, "-m", "bench", "scaling", "--quick", "--json", str(out)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "scaling", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     verdicts = json.loads(out.read_text())["benchmarks"]["scaling"]["targets"]
     assert len(verdicts) == 3 and all(v.startswith("met") for v in verdicts), verdicts

@@ -1,10 +1,11 @@
 """The state machine applied to a real SQLite store, without Raft."""
+
 import pytest
 from sqlalchemy import func, select
 
-from node import commands as c
-from node.state import ApplyError, JobEvent, KeyConflict, StateMachine
-from node.store import Store, count_by_status, jobs
+from node.replication import commands as c
+from node.replication.state_machine import ApplyError, JobEvent, KeyConflict, StateMachine
+from node.storage.store import Store, count_by_status, jobs
 
 RESULT = "ab" * 64
 
@@ -34,18 +35,23 @@ def machine(tmp_path):
 
 def statuses(m):
     with m.store.engine.connect() as conn:
-        return {r.id[:4].rstrip("0"): r.status for r in conn.execute(select(jobs.c.id, jobs.c.status))}
+        return {
+            r.id[:4].rstrip("0"): r.status for r in conn.execute(select(jobs.c.id, jobs.c.status))
+        }
 
 
 def assert_counters_match(m):
     counts = m.store.counts()
     with m.store.engine.connect() as conn:
         actual = count_by_status(conn)
-        backlog = conn.execute(select(func.coalesce(func.sum(jobs.c.iterations), 0))
-                               .where(jobs.c.status.in_(("queued", "running")))).scalar_one()
+        backlog = conn.execute(
+            select(func.coalesce(func.sum(jobs.c.iterations), 0)).where(
+                jobs.c.status.in_(("queued", "running"))
+            )
+        ).scalar_one()
     assert {k: counts[k] for k in actual} == actual
     assert counts["backlog_iterations"] == backlog
-    assert m.counts == counts         # the in-memory copy follows every applied entry
+    assert m.counts == counts  # the in-memory copy follows every applied entry
 
 
 def test_enqueue_adds_queued_jobs_in_order(machine):
@@ -77,14 +83,17 @@ def test_enqueue_of_an_existing_id_is_ignored(machine):
     assert machine.store.counts()["queued"] == 1
 
 
-@pytest.mark.parametrize("wire", [
-    ("no-such-op", 1),
-    ("enqueue",),
-    ("complete", "not a tuple", 1.0, 10),
-    ("lease",),
-    None,
-    42,
-])
+@pytest.mark.parametrize(
+    "wire",
+    [
+        ("no-such-op", 1),
+        ("enqueue",),
+        ("complete", "not a tuple", 1.0, 10),
+        ("lease",),
+        None,
+        42,
+    ],
+)
 def test_a_bad_command_is_rejected_without_wedging(machine, wire):
     machine.index += 1
     results = machine.apply(machine.index, [wire, c.encode(c.Enqueue((job("a"),)))])
@@ -119,18 +128,26 @@ def test_lease_takes_only_queued_jobs(machine):
     (leased,) = machine.run(c.Lease("w1", (jid("a"), jid("b"), jid("x")), 3.0))
     assert leased == [(jid("a"), 1)]
     row = machine.store.job(jid("a"))
-    assert (row["status"], row["worker"], row["attempts"], row["leased_at"]) == ("running", "w1", 1, 3.0)
+    assert (row["status"], row["worker"], row["attempts"], row["leased_at"]) == (
+        "running",
+        "w1",
+        1,
+        3.0,
+    )
     assert_counters_match(machine)
 
 
 # (attempts already used, max_attempts, attempt named in the requeue) -> status afterwards
-@pytest.mark.parametrize("leases,max_attempts,named,expected", [
-    (1, 3, 1, "queued"),
-    (2, 3, 2, "queued"),
-    (3, 3, 3, "failed"),
-    (1, 1, 1, "failed"),
-    (2, 3, 1, "running"),     # leased again since: the stale requeue is ignored
-])
+@pytest.mark.parametrize(
+    "leases,max_attempts,named,expected",
+    [
+        (1, 3, 1, "queued"),
+        (2, 3, 2, "queued"),
+        (3, 3, 3, "failed"),
+        (1, 1, 1, "failed"),
+        (2, 3, 1, "running"),  # leased again since: the stale requeue is ignored
+    ],
+)
 def test_requeue_returns_or_fails_a_job_by_attempts(machine, leases, max_attempts, named, expected):
     machine.store.put_payloads([(jid("a"), b"payload", 1.0)])
     machine.run(c.Enqueue((job("a"),)))
@@ -165,11 +182,22 @@ def test_complete_records_the_first_result_and_drops_the_payload(machine):
 def test_one_complete_command_takes_many_results_the_first_for_a_job_standing(machine):
     machine.store.put_payloads([(jid(n), b"payload", 1.0) for n in "abcd"])
     machine.run(c.Enqueue(tuple(job(n, iterations=10) for n in "abcd")))
-    machine.run(c.Lease("w", (jid("a"), jid("b")), 1.0))          # c and d stay queued
+    machine.run(c.Lease("w", (jid("a"), jid("b")), 1.0))  # c and d stay queued
     machine.run(c.Complete(((jid("d"), RESULT),), 2.0, 100))
     other = "cd" * 64
-    (done,) = machine.run(c.Complete(((jid("a"), RESULT), (jid("x"), RESULT), (jid("c"), RESULT),
-                                      (jid("a"), other), (jid("d"), other)), 3.0, 100))
+    (done,) = machine.run(
+        c.Complete(
+            (
+                (jid("a"), RESULT),
+                (jid("x"), RESULT),
+                (jid("c"), RESULT),
+                (jid("a"), other),
+                (jid("d"), other),
+            ),
+            3.0,
+            100,
+        )
+    )
     assert done == [jid("a"), jid("c")]
     assert [r["id"][:1] for r in machine.store.completed(10)] == ["c", "a", "d"]
     for name, result, at in (("a", RESULT, 3.0), ("c", RESULT, 3.0), ("d", RESULT, 2.0)):
@@ -195,7 +223,9 @@ def test_completed_lists_newest_first_and_retention_drops_the_oldest(machine):
 
 def test_commands_in_one_entry_get_distinct_positions(machine):
     machine.run(c.Enqueue((job("a"),)), c.Enqueue((job("b"),)))
-    machine.run(c.Complete(((jid("a"), RESULT),), 1.0, 10), c.Complete(((jid("b"), RESULT),), 1.0, 10))
+    machine.run(
+        c.Complete(((jid("a"), RESULT),), 1.0, 10), c.Complete(((jid("b"), RESULT),), 1.0, 10)
+    )
     assert [r["id"][:1] for r in machine.store.completed(10)] == ["b", "a"]
 
 
@@ -207,7 +237,9 @@ def test_workers_command_replaces_the_list(machine):
 
 def test_on_applied_hook_sees_each_command(tmp_path):
     seen = []
-    m = StateMachine(Store(str(tmp_path)), on_applied=lambda cmd, res: seen.append(type(cmd).__name__))
+    m = StateMachine(
+        Store(str(tmp_path)), on_applied=lambda cmd, res: seen.append(type(cmd).__name__)
+    )
     m.apply(2, [c.encode(c.Enqueue((job("a"),))), c.encode(c.Workers(()))])
     assert seen == ["Enqueue", "Workers"]
 
@@ -217,30 +249,48 @@ def test_on_events_hook_sees_each_job_state_change_once(tmp_path):
     m = StateMachine(Store(str(tmp_path)), on_events=seen.extend)
     steps = [
         # (entry, events it makes): enqueued at 100 (job()), leased at 103, completed at 110
-        ([c.Enqueue((job("a"), job("b"), job("c")))],
-         [JobEvent("enqueued", jid(n)) for n in "abc"]),
-        ([c.Enqueue((job("a"),))], []),                                 # a duplicate id
-        ([c.Lease("w1", (jid("a"), jid("b"), jid("c")), 103.0)],
-         [JobEvent("leased", jid(n), 3.0) for n in "abc"]),
-        ([c.Complete(((jid("a"), RESULT), (jid("zz"), RESULT)), 110.0, 100)],
-         [JobEvent("completed", jid("a"), 7.0)]),
-        ([c.Complete(((jid("a"), RESULT),), 111.0, 100)], []),          # already completed
-        ([c.Requeue(((jid("b"), 1), (jid("c"), 1)), "lost", 1, 120.0, 100)],
-         [JobEvent("failed", jid("b")), JobEvent("failed", jid("c"))]),
+        (
+            [c.Enqueue((job("a"), job("b"), job("c")))],
+            [JobEvent("enqueued", jid(n)) for n in "abc"],
+        ),
+        ([c.Enqueue((job("a"),))], []),  # a duplicate id
+        (
+            [c.Lease("w1", (jid("a"), jid("b"), jid("c")), 103.0)],
+            [JobEvent("leased", jid(n), 3.0) for n in "abc"],
+        ),
+        (
+            [c.Complete(((jid("a"), RESULT), (jid("zz"), RESULT)), 110.0, 100)],
+            [JobEvent("completed", jid("a"), 7.0)],
+        ),
+        ([c.Complete(((jid("a"), RESULT),), 111.0, 100)], []),  # already completed
+        (
+            [c.Requeue(((jid("b"), 1), (jid("c"), 1)), "lost", 1, 120.0, 100)],
+            [JobEvent("failed", jid("b")), JobEvent("failed", jid("c"))],
+        ),
         # a failing command among others: its events are rolled back with it
-        ([c.Enqueue((job("d"),)), c.Enqueue((c.NewJob(jid("x"), "many", 10, "d" * 64, 1.0),))],
-         [JobEvent("enqueued", jid("d"))]),
-        ([c.Lease("w2", (jid("d"),), 130.0), c.Requeue(((jid("d"), 1),), "released", 3, 131.0, 100),
-          c.Complete(((jid("d"), RESULT),), 132.0, 100)],
-         [JobEvent("leased", jid("d"), 30.0), JobEvent("requeued", jid("d")),
-          JobEvent("completed", jid("d"), None)]),                      # completed while queued
+        (
+            [c.Enqueue((job("d"),)), c.Enqueue((c.NewJob(jid("x"), "many", 10, "d" * 64, 1.0),))],
+            [JobEvent("enqueued", jid("d"))],
+        ),
+        (
+            [
+                c.Lease("w2", (jid("d"),), 130.0),
+                c.Requeue(((jid("d"), 1),), "released", 3, 131.0, 100),
+                c.Complete(((jid("d"), RESULT),), 132.0, 100),
+            ],
+            [
+                JobEvent("leased", jid("d"), 30.0),
+                JobEvent("requeued", jid("d")),
+                JobEvent("completed", jid("d"), None),
+            ],
+        ),  # completed while queued
     ]
     for index, (entry, expected) in enumerate(steps, start=2):
         seen.clear()
         m.apply(index, [c.encode(cmd) for cmd in entry])
         assert seen == expected, entry
     seen.clear()
-    assert m.apply(len(steps) + 1, [c.encode(c.Enqueue((job("e"),)))]) is None   # replayed
+    assert m.apply(len(steps) + 1, [c.encode(c.Enqueue((job("e"),)))]) is None  # replayed
     assert seen == []
 
 
@@ -266,10 +316,13 @@ def test_a_key_reused_for_another_request_is_a_conflict(machine, change):
     assert machine.store.job(jid("b")) is None
 
 
-@pytest.mark.parametrize("later,ttl,expected", [
-    (150.0, 100.0, "a"),      # inside the window: deduplicated
-    (201.0, 100.0, "b"),      # past it: the key was forgotten, a new job
-])
+@pytest.mark.parametrize(
+    "later,ttl,expected",
+    [
+        (150.0, 100.0, "a"),  # inside the window: deduplicated
+        (201.0, 100.0, "b"),  # past it: the key was forgotten, a new job
+    ],
+)
 def test_keys_are_forgotten_after_their_window(machine, later, ttl, expected):
     machine.run(c.Enqueue((job("a", key="k", at=100.0),), key_ttl=ttl))
     (results,) = machine.run(c.Enqueue((job("b", key="k", at=later),), key_ttl=ttl))
@@ -278,16 +331,18 @@ def test_keys_are_forgotten_after_their_window(machine, later, ttl, expected):
 
 def snapshot(m):
     with m.store.engine.connect() as conn:
-        return sorted((r.id, r.status, r.iterations) for r in conn.execute(
-            select(jobs.c.id, jobs.c.status, jobs.c.iterations))), m.store.counts()["queued"]
+        return sorted(
+            (r.id, r.status, r.iterations)
+            for r in conn.execute(select(jobs.c.id, jobs.c.status, jobs.c.iterations))
+        ), m.store.counts()["queued"]
 
 
 ENQUEUES = [
     c.Enqueue((job("a", key="k1"),)),
     c.Enqueue((job("b"), job("c", key="k2"))),
-    c.Enqueue((job("d", key="k1"),)),                    # k1 again: job a
-    c.Enqueue((job("e", key="k2", iterations=9),)),      # k2 with other iterations: conflict
-    c.Enqueue((job("b"),)),                              # an id already enqueued
+    c.Enqueue((job("d", key="k1"),)),  # k1 again: job a
+    c.Enqueue((job("e", key="k2", iterations=9),)),  # k2 with other iterations: conflict
+    c.Enqueue((job("b"),)),  # an id already enqueued
     c.Enqueue((job("f", key="k3", at=500.0),), key_ttl=100.0),
 ]
 
@@ -298,8 +353,18 @@ def test_enqueues_in_one_entry_give_what_they_give_one_entry_each(machine, tmp_p
     together = machine.run(*ENQUEUES)
     alone_machine = StateMachine(Store(str(tmp_path / "alone")))
     alone = [alone_machine.apply(i + 2, [c.encode(cmd)])[0] for i, cmd in enumerate(ENQUEUES)]
-    assert together == alone == [[jid("a")], [jid("b"), jid("c")], [jid("a")],
-                                 [KeyConflict(jid("c"))], [jid("b")], [jid("f")]]
+    assert (
+        together
+        == alone
+        == [
+            [jid("a")],
+            [jid("b"), jid("c")],
+            [jid("a")],
+            [KeyConflict(jid("c"))],
+            [jid("b")],
+            [jid("f")],
+        ]
+    )
     assert snapshot(machine) == snapshot(alone_machine)
     assert_counters_match(machine)
 

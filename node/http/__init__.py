@@ -1,0 +1,1 @@
+"""HTTP: middlewares, parameters, public and internal routes, dashboard, OpenAPI."""

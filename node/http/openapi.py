@@ -1,0 +1,314 @@
+"""The OpenAPI 3.0 document of the public API, served at /openapi.json with this node's limits."""
+
+from __future__ import annotations
+
+from node.config import NodeConfig
+from protocol.ids import JOB_ID_PATTERN, RESULT_PATTERN
+
+MAX_TOP = 1000
+DEFAULT_TOP = 10
+
+
+def _error(description: str, retry: bool = False) -> dict:
+    response = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if retry:
+        response["headers"] = {
+            "Retry-After": {
+                "schema": {"type": "string"},
+                "description": "seconds to wait before retrying",
+            }
+        }
+    return response
+
+
+def document(cfg: NodeConfig) -> dict:
+    unavailable = _error("no leader or no majority within the request timeout", retry=True)
+    unauthorized = _error("missing or wrong X-API-Key")
+    secured = [{"apiKey": []}] if cfg.api_key else []
+    job_id = {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"}
+    doc = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Replicated work queue",
+            "version": "1",
+            "description": "Iterated SHA-512 jobs on a replicated cluster. Any node "
+            "answers every request.",
+        },
+        "paths": {
+            "/enqueue": {
+                "put": {
+                    "summary": "Enqueue a payload; answers once the job is durable.",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "iterations",
+                            "in": "query",
+                            "required": True,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": cfg.max_iterations,
+                            },
+                        },
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": "a retry with the same key returns the first job's id",
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "minLength": 1,
+                                    "maxLength": cfg.max_body_bytes,
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the job is durable",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["id"],
+                                        "properties": {"id": job_id},
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error(
+                            "bad iterations, empty body, malformed Idempotency-Key or "
+                            "unknown query parameter"
+                        ),
+                        "401": unauthorized,
+                        "413": _error(f"body larger than {cfg.max_body_bytes} bytes"),
+                        "422": _error("Idempotency-Key already used for another request"),
+                        "429": _error("the queue is at its capacity", retry=True),
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/pullCompleted": {
+                "post": {
+                    "summary": "The most recently completed jobs, newest first.",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "top",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_TOP,
+                                "default": DEFAULT_TOP,
+                            },
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "completed jobs",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Completed"},
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("bad top or unknown query parameter"),
+                        "401": unauthorized,
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/work/{id}": {
+                "get": {
+                    "summary": "One job.",
+                    "security": secured,
+                    "parameters": [
+                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the job",
+                            "content": {
+                                "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}
+                            },
+                        },
+                        "400": _error("unknown query parameter"),
+                        "401": unauthorized,
+                        "404": _error("no such job"),
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/status": {
+                "get": {
+                    "summary": "This node's role, Raft indexes, queue counts and workers.",
+                    "security": secured,
+                    "responses": {
+                        "200": {
+                            "description": "status",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Status"}
+                                }
+                            },
+                        },
+                        "400": _error("unknown query parameter"),
+                        "401": unauthorized,
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of this node (text exposition format). The API "
+                    "key may also be sent as 'Authorization: Bearer <key>'.",
+                    "security": secured,
+                    "responses": {
+                        "200": {
+                            "description": "metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "400": _error("unknown query parameter"),
+                        "401": unauthorized,
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/dashboard/data": {
+                "get": {
+                    "summary": "What the dashboard at / shows: the members' status, this node's "
+                    "recent history and the latest completions.",
+                    "security": secured,
+                    "responses": {
+                        "200": {
+                            "description": "dashboard data",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["now", "members", "history", "recent"],
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("unknown query parameter"),
+                        "401": unauthorized,
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The live dashboard (one HTML page; asks for the API key if one is "
+                    "set).",
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "400": _error("unknown query parameter"),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "200 when the node knows a leader and is caught up.",
+                    "responses": {
+                        "200": {
+                            "description": "healthy",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                        "400": _error("unknown query parameter"),
+                        "503": {
+                            "description": "not healthy",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Health"}
+                                }
+                            },
+                        },
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                },
+                "Completed": {
+                    "type": "object",
+                    "required": ["id", "result", "iterations", "completed_at"],
+                    "properties": {
+                        "id": job_id,
+                        "result": {"type": "string", "pattern": f"^{RESULT_PATTERN}$"},
+                        "iterations": {"type": "integer"},
+                        "completed_at": {"type": "number"},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "required": ["id", "status", "iterations", "size", "enqueued_at", "attempts"],
+                    "properties": {
+                        "id": job_id,
+                        "status": {
+                            "type": "string",
+                            "enum": ["queued", "running", "completed", "failed"],
+                        },
+                        "iterations": {"type": "integer"},
+                        "size": {"type": "integer"},
+                        "enqueued_at": {"type": "number"},
+                        "attempts": {"type": "integer"},
+                        "worker": {"type": "string", "nullable": True},
+                        "leased_at": {"type": "number", "nullable": True},
+                        "result": {"type": "string"},
+                        "completed_at": {"type": "number"},
+                        "error": {"type": "string", "nullable": True},
+                        "failed_at": {"type": "number"},
+                    },
+                },
+                "Status": {
+                    "type": "object",
+                    "required": ["node", "pid", "role", "leader", "raft", "queue", "workers"],
+                    "properties": {
+                        "node": {"type": "string"},
+                        "pid": {"type": "integer"},
+                        "role": {"type": "string"},
+                        "leader": {"type": "string", "nullable": True},
+                        "raft": {"type": "object"},
+                        "queue": {"type": "object"},
+                        "workers": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["healthy", "reason"],
+                    "properties": {"healthy": {"type": "boolean"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    }
+    return doc

@@ -1,0 +1,68 @@
+"""The public HTTP API: enqueue, results, status, health, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.config import NodeConfig
+from node.errors import InvalidInput, JobNotFound
+from node.http import openapi
+from node.http.openapi import DEFAULT_TOP, MAX_TOP
+from node.http.params import idempotency_key, int_param, only_params, read_body
+from node.http.service import Service
+from protocol.ids import JOB_ID
+
+
+def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
+    async def enqueue(request: web.Request) -> web.Response:
+        only_params(request, "iterations")
+        iterations = int_param(request, "iterations", 1, cfg.max_iterations)
+        key = idempotency_key(request)
+        data = await read_body(request, cfg.max_body_bytes)
+        if not data:
+            raise InvalidInput(f"body: empty; send the payload, 1 to {cfg.max_body_bytes} bytes")
+        return web.json_response({"id": await service.enqueue(data, iterations, key)})
+
+    async def pull_completed(request: web.Request) -> web.Response:
+        only_params(request, "top")
+        top = int_param(request, "top", 1, MAX_TOP, DEFAULT_TOP)
+        return web.json_response(await service.completed(top))
+
+    async def work(request: web.Request) -> web.Response:
+        only_params(request)
+        job_id = request.match_info["id"]
+        job = await service.job(job_id) if JOB_ID.fullmatch(job_id) else None
+        if job is None:
+            raise JobNotFound(f"id: no job {job_id[:64]!r} on this node")
+        return web.json_response(job)
+
+    async def status(request: web.Request) -> web.Response:
+        only_params(request)
+        return web.json_response(await service.status())
+
+    async def metrics(request: web.Request) -> web.Response:
+        only_params(request)
+        body, content_type = await service.metrics()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    spec = openapi.document(cfg)
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    async def healthz(request: web.Request) -> web.Response:
+        only_params(request)
+        healthy, why = service.health()
+        return web.json_response(
+            {"healthy": healthy, "reason": why}, status=200 if healthy else 503
+        )
+
+    return [
+        web.put("/enqueue", enqueue),
+        web.post("/pullCompleted", pull_completed),
+        web.get("/work/{id}", work),
+        web.get("/status", status),
+        web.get("/healthz", healthz),
+        web.get("/openapi.json", openapi_json),
+        web.get("/metrics", metrics),
+    ]

@@ -1,0 +1,1 @@
+"""Observability: metrics, logs, the dashboard's history."""

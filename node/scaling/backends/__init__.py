@@ -1,0 +1,1 @@
+"""Places that run workers: one module per backend."""

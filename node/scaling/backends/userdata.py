@@ -1,0 +1,172 @@
+"""User data (cloud-init shell scripts) for manager and worker instances.
+
+Both scripts install Python 3.11 and a C compiler, make a virtual environment, download the
+project's source archive from a presigned S3 URL, build and install it (the C kernel is
+compiled for the instance itself), and copy the cluster secret from SSM Parameter Store
+into a private file with the instance role's credentials. No secret and no AWS key is in the
+user data itself. Then a worker runs `python -m worker` and powers the instance off when it
+exits (the instance is launched with shutdown behaviour "terminate", so nothing is left
+billing, also when a step fails); a manager writes its node configuration and runs the node
+under systemd, restarted whenever it stops.
+
+The steps that touch the operating system (installing Python, systemd, power-off) are small
+shell functions at the top. A test replaces them by pointing WQ_BOOT_OVERRIDES at a file
+that redefines them, and runs the rest of the script as it runs on an instance.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+# A presigned package URL only has to outlive the boot; it also ends with the signing
+# credentials (a manager's role credentials have at least ten minutes left when boto3 signs).
+PACKAGE_URL_SECONDS = 3600
+
+_SAFE = re.compile(r"[A-Za-z0-9_.,:/=@+-]*")
+
+PRELUDE = r"""#!/bin/bash
+# {title}
+set -euo pipefail
+WQ_ROOT=/opt/wq
+WQ_LOG=/var/log/wq-bootstrap.log
+
+install_python() {{
+    dnf install -y python3.11 python3.11-pip python3.11-devel gcc >/dev/null
+    command -v python3.11
+}}
+{functions}
+if [ -n "${{WQ_BOOT_OVERRIDES:-}}" ]; then . "$WQ_BOOT_OVERRIDES"; fi
+
+mkdir -p "$WQ_ROOT"
+exec >>"$WQ_LOG" 2>&1
+echo "bootstrap started $(date -u +%FT%TZ)"
+{on_exit}
+PYTHON=$(install_python)
+"$PYTHON" -m venv "$WQ_ROOT/venv"
+curl -fsSL --retry 8 --retry-connrefused -o "$WQ_ROOT/{package}" {package_url}
+"$WQ_ROOT/venv/bin/pip" install --quiet --disable-pip-version-check "$WQ_ROOT/{package}"
+"$WQ_ROOT/venv/bin/python" -c 'import worker.compute as c; print("SHA-512 kernel:", c.KERNEL)'
+"$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {secret_parameter} "$WQ_ROOT/secret"
+"""
+
+WORKER = r"""power_off() {
+    shutdown -h now
+}
+"""
+
+WORKER_MAIN = r"""WQ_SECRET_FILE="$WQ_ROOT/secret" WQ_WORKER_BACKEND=ec2 "$WQ_ROOT/venv/bin/python" -m worker \
+    --managers {managers} --id {worker_id} --idle-timeout {idle_timeout:g} || true
+echo "worker exited $(date -u +%FT%TZ)"
+"""
+
+MANAGER = r"""start_node() {
+    id -u wq >/dev/null 2>&1 || useradd --system --home-dir "$WQ_ROOT" --shell /sbin/nologin wq
+    chown -R wq "$WQ_ROOT/data" "$WQ_ROOT/secret" "$WQ_ROOT/api-key"
+    cat >/etc/systemd/system/wq-node.service <<UNIT
+[Unit]
+Description=Replicated work queue manager
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+User=wq
+EnvironmentFile=$WQ_ROOT/node.env
+ExecStart=$WQ_ROOT/venv/bin/python -m node
+Restart=always
+RestartSec=2
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+    systemctl daemon-reload
+    systemctl enable --now wq-node.service
+}
+"""
+
+MANAGER_MAIN = r""""$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {api_key_parameter} "$WQ_ROOT/api-key"
+mkdir -p "$WQ_ROOT/data"
+cat >"$WQ_ROOT/node.env" <<ENV
+{env}
+ENV
+start_node
+echo "node started $(date -u +%FT%TZ)"
+"""
+
+
+def _check(**values: str) -> None:
+    for name, value in values.items():
+        if not _SAFE.fullmatch(str(value)):
+            raise ValueError(f"{name}: {value!r} has characters not allowed in user data")
+
+
+def _prelude(
+    title: str,
+    functions: str,
+    on_exit: str,
+    *,
+    package_url: str,
+    package: str,
+    region: str,
+    secret_parameter: str,
+) -> str:
+    _check(package=package, region=region, secret_parameter=secret_parameter)
+    return PRELUDE.format(
+        title=title,
+        functions=functions,
+        on_exit=on_exit,
+        package_url=shlex.quote(package_url),
+        package=package,
+        region=region,
+        secret_parameter=secret_parameter,
+    )
+
+
+def worker_script(
+    *,
+    package_url: str,
+    package: str,
+    region: str,
+    secret_parameter: str,
+    manager_urls: list[str],
+    worker_id: str,
+    idle_timeout: float,
+) -> str:
+    managers = ",".join(manager_urls)
+    _check(managers=managers, worker_id=worker_id)
+    return _prelude(
+        "Worker bootstrap: install the package, run one worker, power off when it exits.",
+        WORKER,
+        "trap power_off EXIT",
+        package_url=package_url,
+        package=package,
+        region=region,
+        secret_parameter=secret_parameter,
+    ) + WORKER_MAIN.format(managers=managers, worker_id=worker_id, idle_timeout=idle_timeout)
+
+
+def manager_script(
+    *,
+    package_url: str,
+    package: str,
+    region: str,
+    secret_parameter: str,
+    api_key_parameter: str,
+    node_env: dict[str, str],
+) -> str:
+    """`node_env` holds the node's WQ_* settings; paths may use $WQ_ROOT."""
+    _check(
+        api_key_parameter=api_key_parameter,
+        **{k: v.replace("$WQ_ROOT", "") for k, v in node_env.items()},
+    )
+    env = "\n".join(f"{k}={v}" for k, v in node_env.items())
+    return _prelude(
+        "Manager bootstrap: install the package, configure the node, run it under systemd.",
+        MANAGER,
+        "",
+        package_url=package_url,
+        package=package,
+        region=region,
+        secret_parameter=secret_parameter,
+    ) + MANAGER_MAIN.format(region=region, api_key_parameter=api_key_parameter, env=env)

@@ -1,0 +1,1 @@
+"""Scheduling: leases, the roster of live workers, the leader's duties."""

@@ -1,0 +1,337 @@
+"""The queue's operations on one node, as the HTTP layer calls them (node/http/service.py):
+enqueue, read, lease, complete; the node's status and health.
+
+Writes go through the proposer as Raft commands; reads come from this node's replica of the
+store; leader-only operations raise NotLeader on a follower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+from node.config import NodeConfig
+from node.errors import JobNotFound, KeyReused, NoQuorum, NotLeader, QueueFull
+from node.observability.history import History
+from node.observability.metrics import CONTENT_TYPE, Metrics
+from node.replication import commands as c
+from node.replication.payloads import Payloads
+from node.replication.proposer import Proposer
+from node.replication.raft import RaftNode
+from node.replication.state_machine import KeyConflict, StateMachine
+from node.scaling.loop import Scaler
+from node.scaling.policy import idle_timeout_for
+from node.scheduling.leases import Scheduler
+from node.scheduling.roster import Roster
+from node.storage.store import Store
+from protocol.ids import digest_of, new_job_id
+
+log = logging.getLogger(__name__)
+
+# Healthy while this node's applied index is at most this far behind the leader's commit index.
+HEALTHY_LAG = 1000
+
+
+class NodeService:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        *,
+        store: Store,
+        run_db: Callable[..., Awaitable[Any]],
+        machine: StateMachine,
+        raft: RaftNode,
+        proposer: Proposer,
+        payloads: Payloads,
+        scheduler: Scheduler,
+        roster: Roster,
+        scaler: Scaler | None,
+        metrics: Metrics,
+        history: History,
+    ):
+        self.cfg = cfg
+        self._store = store
+        self._db = run_db
+        self._machine = machine
+        self._raft = raft
+        self._proposer = proposer
+        self._payloads = payloads
+        self._scheduler = scheduler
+        self._roster = roster
+        self._scaler = scaler
+        self._metrics = metrics
+        self._history = history
+        self._urls = {p.raft: p.url for p in cfg.peers} | {cfg.raft: cfg.url}
+
+    # --- public ----------------------------------------------------------------------
+
+    async def enqueue(self, data: bytes, iterations: int, key: str | None) -> str:
+        started = time.perf_counter()
+        digest = digest_of(data)
+        if key is not None:
+            known = await self._db(self._store.idempotency_key, key)
+            if known is not None:
+                return _same_request(known, digest, iterations)
+        if self._machine.counts["queued"] >= self.cfg.max_queued:
+            raise QueueFull(
+                f"queue: at its capacity of {self.cfg.max_queued} queued jobs; retry later"
+            )
+        self.check_quorum()
+        job_id = new_job_id()
+        await self._payloads.replicate(job_id, data, digest)
+        (result,) = await self._proposer.propose(
+            c.Enqueue(
+                (c.NewJob(job_id, iterations, len(data), digest, time.time(), key),),
+                self.cfg.idempotency_window,
+            )
+        )
+        if isinstance(result, KeyConflict):
+            raise _key_reused()
+        if result == job_id:
+            log.info(
+                "job %s enqueued (%d bytes, %d iterations)",
+                job_id,
+                len(data),
+                iterations,
+                extra={"jobs": [job_id]},
+            )
+        self._metrics.enqueue_seconds.observe(time.perf_counter() - started)
+        return result
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        job = await self._db(self._store.job, job_id)
+        return None if job is None else _job_view(job)
+
+    async def completed(self, top: int) -> list[dict[str, Any]]:
+        return await self._db(self._store.completed, top)
+
+    async def status(self) -> dict[str, Any]:
+        counts = self._machine.counts
+        workers = await self._db(self._store.workers)
+        raft = self._raft
+        return {
+            "node": self.cfg.node_id,
+            "pid": os.getpid(),
+            "url": self.cfg.url,
+            "role": raft.role,
+            "leader": raft.leader,
+            "leader_url": self.leader_url(),
+            "raft": {
+                "term": raft.term,
+                "commit_index": raft.commit_index,
+                "last_applied": raft.last_applied,
+                "leader_commit_index": raft.leader_commit_index,
+            },
+            "queue": {s: counts[s] for s in ("queued", "running", "completed", "failed")},
+            "apply_failures": counts["apply_failures"],
+            "workers": workers,
+            "worker_states": await self.worker_states(workers),
+            "scaling": self._scaling_status(),
+        }
+
+    def health(self) -> tuple[bool, str]:
+        problem = self._quorum_problem()
+        if problem is not None:
+            return False, problem
+        raft = self._raft
+        target = raft.leader_commit_index if not raft.is_leader() else None
+        target = target if target is not None else raft.commit_index
+        lag = target - raft.last_applied
+        if lag > HEALTHY_LAG:
+            return False, f"catching up: {lag} log entries behind"
+        return True, "ok"
+
+    async def metrics(self) -> tuple[bytes, str]:
+        self._metrics.worker_states = await self.worker_states()
+        return self._metrics.render(), CONTENT_TYPE
+
+    # --- workers ---------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self._raft.is_leader()
+
+    def leader_url(self) -> str | None:
+        leader = self._raft.leader
+        return self._urls.get(leader) if leader else None
+
+    async def lease(
+        self, worker: str, info: dict[str, str], max_jobs: int, wait: float, linger: float
+    ) -> dict[str, Any]:
+        self._check_leader()
+        self._roster.touch(worker, info, time.time())
+        jobs = await self._scheduler.lease(worker, max_jobs, wait, linger)
+        return {
+            "jobs": jobs,
+            "lease_timeout": self.cfg.lease_timeout,
+            "idle_timeout": self.idle_timeout(),
+        }
+
+    async def heartbeat(self, worker: str, info: dict[str, str], jobs: list[str]) -> dict[str, Any]:
+        self._check_leader()
+        self._roster.touch(worker, info, time.time())
+        held = await self._scheduler.heartbeat(worker, jobs)
+        return {"jobs": held, "lease_timeout": self.cfg.lease_timeout}
+
+    async def release(self, worker: str, jobs: list[str], reason: str) -> list[str]:
+        self._check_leader()
+        return await self._scheduler.release(worker, jobs, reason)
+
+    async def complete(self, worker: str, results: list[tuple[str, str]]) -> list[str]:
+        accepted = await self._proposer.propose(
+            c.Complete(tuple(results), time.time(), self.cfg.max_finished)
+        )
+        if accepted:
+            log.info(
+                "jobs completed by %s (%d): %s",
+                worker,
+                len(accepted),
+                " ".join(accepted),
+                extra={"jobs": accepted, "worker": worker},
+            )
+        return accepted
+
+    def idle_timeout(self) -> float | None:
+        """What workers are told: the policy's idle timeout, none while at the minimum."""
+        default = self.cfg.worker_idle_timeout
+        idle = self._scaler.idle_timeout(default) if self._scaler is not None else default
+        return idle_timeout_for(len(self._roster.live(time.time())), self.cfg.min_workers, idle)
+
+    # --- payloads --------------------------------------------------------------------
+
+    async def store_payloads(self, items: list[tuple[str, bytes, str]]) -> None:
+        await self._payloads.store_batch(items)
+
+    async def payload(self, job_id: str, digest: str | None, *, local: bool) -> bytes:
+        if local:
+            data = await self._payloads.fetch(job_id, digest, from_peers=False)
+            if data is None:
+                raise JobNotFound(f"id: no payload of {job_id} on this node")
+            return data
+        here = await self._db(self._store.jobs_and_payloads, [job_id])
+        return await self._payload_for(job_id, digest, *here[job_id])
+
+    async def payloads(self, jobs: list[tuple[str, str]]) -> list[tuple[str, bytes, str]]:
+        here = await self._db(self._store.jobs_and_payloads, [job_id for job_id, _ in jobs])
+
+        async def one(job_id: str, digest: str) -> tuple[str, bytes, str] | None:
+            try:
+                data = await self._payload_for(job_id, digest, *here[job_id])
+            except JobNotFound:
+                return None
+            return job_id, data, digest
+
+        found = await asyncio.gather(*(one(job_id, digest) for job_id, digest in jobs))
+        return [item for item in found if item is not None]
+
+    async def _payload_for(
+        self, job_id: str, digest: str | None, known: dict | None, held: bytes | None
+    ) -> bytes:
+        """A queued or running job's payload: `held` here, or else fetched from a peer
+        (`known` and `held` as Store.jobs_and_payloads gives them). Workers pass the digest from
+        their lease, so a node that has not applied the enqueue yet can still serve it."""
+        if known is not None and known["status"] not in ("queued", "running"):
+            raise JobNotFound(f"id: job {job_id} is {known['status']}; its payload is gone")
+        if known is not None:
+            digest = known["digest"]
+        elif digest is None:
+            raise JobNotFound(f"id: no job {job_id!r} on this node (pass its digest)")
+        data = held if held is not None else await self._payloads.fetch(job_id, digest)
+        if data is None:
+            raise JobNotFound(f"id: no node holds the payload of {job_id} right now")
+        return data
+
+    def compact(self) -> None:
+        self._raft.compact()
+
+    # --- dashboard -------------------------------------------------------------------
+
+    async def member_status(self) -> dict[str, Any]:
+        status = await self.status()
+        status["healthy"], status["health"] = self.health()
+        return status
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._history.samples)
+
+    # --- status ----------------------------------------------------------------------
+
+    async def worker_states(self, workers: list[dict] | None = None) -> dict[str, int]:
+        """Workers by state: the leader's live view; elsewhere the replicated list (`workers`,
+        when the caller read it already)."""
+        if self._raft.is_leader():
+            live = set(self._roster.live(time.time()))
+            busy = self._scheduler.busy_workers()
+            booting = self._scaler.booting if self._scaler is not None else 0
+        else:
+            if workers is None:
+                workers = await self._db(self._store.workers)
+            live = {w["id"] for w in workers}
+            busy = await self._db(self._store.busy_workers)
+            booting = 0
+        return {"busy": len(busy), "idle": len(live - busy), "booting": booting}
+
+    def _scaling_status(self) -> dict | None:
+        scaler = self._scaler
+        if scaler is None:
+            return None
+        d = scaler.decision
+        return {
+            "backend": scaler.backend.name,
+            "launches": scaler.launches,
+            "idle_timeout": self.idle_timeout(),
+            "last_decision": None if d is None else {"start": d.start, "reason": d.reason},
+            "decisions": list(scaler.recent),
+        }
+
+    def _quorum_problem(self) -> str | None:
+        """Why this node cannot commit anything right now, if it knows; None otherwise."""
+        raft = self._raft
+        if raft.leader is None:
+            return "no leader known"
+        if raft.is_leader():
+            if not raft.leader_has_majority(2 * self.cfg.raft_max_timeout):
+                return "leader without a majority of answering followers"
+        elif not raft.hears_leader():
+            return "no heartbeat from the leader within the election timeout"
+        return None
+
+    def check_quorum(self) -> None:
+        """Fail fast (503) instead of letting a request wait out its timeout."""
+        problem = self._quorum_problem()
+        if problem is not None:
+            raise NoQuorum(f"this node cannot reach a majority ({problem}); retry on another node")
+
+    def _check_leader(self) -> None:
+        if not self._raft.is_leader():
+            raise NotLeader("this node is not the leader; retry")
+
+
+def _key_reused() -> KeyReused:
+    return KeyReused(
+        "Idempotency-Key: already used for a different payload or iterations; "
+        "use a new key for a new job"
+    )
+
+
+def _same_request(known: dict, digest: str, iterations: int) -> str:
+    """The job id recorded for a key, if this request matches the one that created it."""
+    if (known["digest"], known["iterations"]) != (digest, iterations):
+        raise _key_reused()
+    return known["job_id"]
+
+
+def _job_view(job: dict) -> dict[str, Any]:
+    view = {k: job[k] for k in ("id", "status", "iterations", "size", "enqueued_at", "attempts")}
+    if job["status"] == "running":
+        view["worker"] = job["worker"]
+        view["leased_at"] = job["leased_at"]
+    if job["status"] == "completed":
+        view["result"] = job["result"]
+        view["completed_at"] = job["finished_at"]
+    if job["status"] == "failed":
+        view["error"] = job["error"]
+        view["failed_at"] = job["finished_at"]
+    return view

@@ -1,0 +1,1 @@
+"""Storage: the node's SQLite store."""
