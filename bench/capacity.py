@@ -12,8 +12,8 @@ from pathlib import Path
 
 import requests
 
+from bench.cluster import Cluster, wait_until
 from bench.load import enqueue_many
-from tests.integration.cluster import Cluster, wait_until
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.cluster import Cluster, free_ports, wait_until
 from bench.kernel import worker_kernel_ns
 from bench.load import enqueue_many
-from tests.integration.cluster import Cluster, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CELERY_VENV = ROOT / ".bench" / "celery-venv"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from tests.integration.cluster import Cluster
+from bench.cluster import Cluster
 
 ROUNDS, QUICK_ROUNDS = 20, 2
 HANDED_OVER = "handed Raft leadership over to"

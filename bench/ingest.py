@@ -13,9 +13,9 @@ from pathlib import Path
 
 import requests
 
+from bench.cluster import Cluster, free_ports, wait_until
 from bench.load import run_load
 from node.config import NodeConfig
-from tests.integration.cluster import Cluster, free_ports, wait_until
 
 SIZES = {"16 KB": 16 * 1024, "256 KB": 256 * 1024}
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import requests
 
+from bench.cluster import Cluster, wait_until
 from bench.load import enqueue_many
-from tests.integration.cluster import Cluster, wait_until
 from worker import compute
 
 ADOPTION_GRACE = 5.0  # a new leader launches nothing for this long (node/scaling/loop.py)

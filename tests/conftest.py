@@ -1,6 +1,6 @@
 import pytest
 
-from tests.integration.cluster import Cluster
+from bench.cluster import Cluster
 
 
 @pytest.fixture

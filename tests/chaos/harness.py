@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tests.integration.cluster import Cluster, expected_digest, wait_until
+from bench.cluster import Cluster, expected_digest, wait_until
 
 
 class Timeline:

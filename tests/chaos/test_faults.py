@@ -13,9 +13,9 @@ import time
 import pytest
 import requests
 
+from bench.cluster import AUTH, processes_mentioning, wait_until
 from tests.chaos.harness import LoadGenerator, Timeline, check
 from tests.chaos.netns import Network, unavailable_reason
-from tests.integration.cluster import AUTH, processes_mentioning, wait_until
 
 QUICK = {"rounds": 1, "acks": 15}
 FULL = {"rounds": 4, "acks": 60}

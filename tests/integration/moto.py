@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import boto3
 import requests
 
-from tests.integration.cluster import free_ports, wait_until
+from bench.cluster import free_ports, wait_until
 
 
 @contextmanager

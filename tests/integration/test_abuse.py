@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.cluster import Cluster, wait_until
+from bench.cluster import Cluster, wait_until
 
 IDLE = 2
 TIMEOUT = 3

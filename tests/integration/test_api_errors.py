@@ -3,12 +3,12 @@
 import pytest
 import requests
 
-from tests.integration.cluster import AUTH
+from bench.cluster import AUTH
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from tests.integration.cluster import Cluster
+    from bench.cluster import Cluster
 
     c = Cluster(tmp_path_factory.mktemp("api"), max_body_bytes=4096, max_iterations=1000)
     try:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.cluster import SECRET, expected_digest, wait_until
 from node.scaling.backends.ec2 import EC2Backend
 from provision.package import build_sdist
-from tests.integration.cluster import SECRET, expected_digest, wait_until
 from tests.integration.moto import aws_env, moto_server
 from tests.integration.moto import clients as moto_clients
 

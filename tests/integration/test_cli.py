@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from tests.integration.cluster import expected_digest, wait_until
+from bench.cluster import expected_digest, wait_until
 
 
 def wq(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.cluster import AUTH, expected_digest, processes_mentioning, wait_until
+from bench.cluster import AUTH, expected_digest, processes_mentioning, wait_until
 
 
 def enqueue_many(

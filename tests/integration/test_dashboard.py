@@ -6,7 +6,7 @@ import shutil
 import pytest
 import requests
 
-from tests.integration.cluster import wait_until
+from bench.cluster import wait_until
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 

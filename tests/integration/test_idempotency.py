@@ -2,7 +2,7 @@
 
 import requests
 
-from tests.integration.cluster import expected_digest
+from bench.cluster import expected_digest
 
 
 def put(cluster, i, payload, iterations, key):

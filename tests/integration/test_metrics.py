@@ -8,7 +8,7 @@ import re
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.cluster import expected_digest, wait_until
+from bench.cluster import expected_digest, wait_until
 
 API_KEY = "metrics-test-api-key-0123456789"
 

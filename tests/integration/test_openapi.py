@@ -6,9 +6,9 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from bench.cluster import Cluster
 from node.config import NodeConfig
 from node.http import openapi
-from tests.integration.cluster import Cluster
 
 API_KEY = "client-api-key-" + "k" * 20
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.integration.cluster import wait_until
+from bench.cluster import wait_until
 from tests.integration.moto import aws_env, clients, moto_server
 from tests.unit.test_deployment import assert_least_privilege
 

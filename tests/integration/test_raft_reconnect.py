@@ -7,11 +7,11 @@ hear from no leader, stand for election and depose a working one.
 
 import time
 
+from bench.cluster import SECRET, free_ports, wait_until
 from node.config import NodeConfig, Peer
 from node.replication.raft import RaftNode
 from node.replication.state_machine import StateMachine
 from node.storage.store import Store
-from tests.integration.cluster import SECRET, free_ports, wait_until
 
 ELECTION_TIMEOUT = (0.4, 1.4)  # the product's defaults
 # The dialler tries every heartbeat (0.1 s); pysyncobj's default waits 5 s. The slack is for a

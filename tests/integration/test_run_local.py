@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from tests.integration.cluster import expected_digest, processes_mentioning, wait_until
+from bench.cluster import expected_digest, processes_mentioning, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ leader change without being orphaned or doubled."""
 import threading
 import time
 
-from tests.integration.cluster import expected_digest, processes_mentioning, wait_until
+from bench.cluster import expected_digest, processes_mentioning, wait_until
 
 
 def local_workers(cluster):

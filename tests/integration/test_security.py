@@ -2,8 +2,8 @@
 
 import requests
 
+from bench.cluster import AUTH, SECRET, expected_digest, processes_mentioning
 from node.replication.raft import raft_password
-from tests.integration.cluster import AUTH, SECRET, expected_digest, processes_mentioning
 
 API_KEY = "public-api-key-" + "q" * 20
 

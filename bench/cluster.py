@@ -1,6 +1,6 @@
-"""A real cluster for tests: `python -m node` processes on free ports with temporary data
-directories, each in its own process group (with the local workers it starts), torn down
-with SIGKILL to every group ever started."""
+"""A real cluster for tests and benchmarks: `python -m node` processes on free ports with
+temporary data directories, each in its own process group (with the local workers it starts),
+torn down with SIGKILL to every group ever started."""
 
 from __future__ import annotations
 
