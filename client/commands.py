@@ -13,7 +13,7 @@ from typing import IO, Iterable
 
 from tqdm import tqdm
 
-from client.nodes import Nodes, error_text
+from client.nodes import Nodes
 from protocol.ids import JOB_ID
 from protocol.work import iterate_sha512
 
@@ -66,7 +66,7 @@ async def submit(
             _emit(out, {"file": path, "id": answer.body["id"], "iterations": iterations})
         else:
             failures += 1
-            bar.write(f"{path}: not submitted: {error_text(answer)}", file=sys.stderr)
+            bar.write(f"{path}: not submitted: {answer}", file=sys.stderr)
         bar.update(1)
 
     try:
@@ -144,7 +144,7 @@ async def wait(
         line = {k: record[k] for k in ("file", "iterations") if k in record}
         if answer.status != 200:
             bad += 1
-            _emit(out, {"id": job_id, "status": "unknown", "error": error_text(answer), **line})
+            _emit(out, {"id": job_id, "status": "unknown", "error": str(answer), **line})
             return
         job = answer.body
         line.update({"id": job_id, "status": job["status"]})
@@ -177,7 +177,7 @@ async def wait(
 async def pull(nodes: Nodes, top: int, out: IO[str]) -> int:
     answer = await nodes.request("POST", "/pullCompleted", params={"top": str(top)})
     if answer.status != 200:
-        print(error_text(answer), file=sys.stderr)
+        print(answer, file=sys.stderr)
         return FAILED
     for job in answer.body:
         _emit(out, job)
@@ -187,7 +187,7 @@ async def pull(nodes: Nodes, top: int, out: IO[str]) -> int:
 async def status(nodes: Nodes, out: IO[str], as_json: bool) -> int:
     answer = await nodes.request("GET", "/dashboard/data")
     if answer.status != 200:
-        print(error_text(answer), file=sys.stderr)
+        print(answer, file=sys.stderr)
         return FAILED
     if as_json:
         _emit(out, answer.body)

@@ -1,20 +1,13 @@
-"""Calls to the managers' worker API, failing over from one manager to the next."""
+"""Calls to the managers' worker API with the cluster secret, each tried once on every manager
+in turn (protocol.failover); the worker decides itself when to try again."""
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
 import aiohttp
 
-log = logging.getLogger(__name__)
-
-RETRYABLE = {408, 429, 500, 502, 503, 504}
-
-
-class NoManager(Exception):
-    """No manager answered the call."""
+from protocol.failover import Failover
 
 
 class CallFailed(Exception):
@@ -27,40 +20,19 @@ class CallFailed(Exception):
 
 class ManagerClient:
     def __init__(self, urls: list[str], secret: str, session: aiohttp.ClientSession):
-        self._urls = urls
-        self._current = 0
-        self._session = session
-        self._auth = {"Authorization": f"Bearer {secret}"}
-        self.last_contact = time.monotonic()
+        self._managers = Failover(urls, session, headers={"Authorization": f"Bearer {secret}"})
 
-    def _rotate(self) -> None:
-        self._current = (self._current + 1) % len(self._urls)
+    @property
+    def last_contact(self) -> float:
+        """When a manager last answered anything (monotonic clock)."""
+        return self._managers.last_contact
 
     async def call(
         self, method: str, path: str, *, json: Any = None, timeout: float = 30.0, raw: bool = False
     ) -> Any:
-        """One call, tried once on each manager in turn until one answers.
-
-        Returns the decoded JSON (or bytes with raw=True); raises CallFailed on a 4xx and
-        NoManager when every manager failed or asked to retry."""
-        for _ in range(len(self._urls)):
-            url = self._urls[self._current] + path
-            try:
-                async with self._session.request(
-                    method,
-                    url,
-                    json=json,
-                    headers=self._auth,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as resp:
-                    self.last_contact = time.monotonic()
-                    if resp.status in RETRYABLE:
-                        log.debug("%s answered %d", url, resp.status)
-                    elif resp.status >= 400:
-                        raise CallFailed(resp.status, await resp.text())
-                    else:
-                        return await resp.read() if raw else await resp.json()
-            except (TimeoutError, aiohttp.ClientError) as e:
-                log.debug("%s failed: %s", url, e)
-            self._rotate()
-        raise NoManager(f"no manager answered {method} {path}")
+        """The decoded JSON answer (bytes with raw=True); CallFailed on a refusal,
+        protocol.failover.NoNodeAnswers when every manager failed or asked to retry."""
+        answer = await self._managers.request(method, path, json=json, timeout=timeout)
+        if answer.status >= 400:
+            raise CallFailed(answer.status, answer.error())
+        return answer.raw if raw else answer.body

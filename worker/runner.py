@@ -11,9 +11,10 @@ import os
 import socket
 import time
 
+from protocol.failover import NoNodeAnswers
 from protocol.wire import MAX_BATCH_BYTES, MAX_LEASE_JOBS, MalformedBatch, decode_batch
 from worker.compute import LANES, rehash_batch
-from worker.managers import CallFailed, ManagerClient, NoManager
+from worker.managers import CallFailed, ManagerClient
 
 log = logging.getLogger("worker")
 
@@ -143,7 +144,7 @@ class Worker:
                 },
                 timeout=max(wait, linger) + 30,
             )
-        except NoManager:
+        except NoNodeAnswers:
             return None, []
         self.idle_timeout = reply.get("idle_timeout")
         self.lease_timeout = reply.get("lease_timeout", self.lease_timeout)
@@ -184,7 +185,7 @@ class Worker:
                 found.update(
                     (i, (data, digest)) for i, data, digest in (decode_batch(body) if body else [])
                 )
-            except (CallFailed, NoManager, MalformedBatch) as e:
+            except (CallFailed, NoNodeAnswers, MalformedBatch) as e:
                 failed.update((j["id"], f"payload unavailable ({e})") for j in chunk)
 
         await asyncio.gather(*(read(chunk) for chunk in chunks))
@@ -267,7 +268,7 @@ class Worker:
                     },
                     timeout=10,
                 )
-            except (NoManager, CallFailed) as e:
+            except (NoNodeAnswers, CallFailed) as e:
                 log.warning("release failed (%s); the leases will expire", e)
 
     async def heartbeat(self) -> None:
@@ -283,7 +284,7 @@ class Worker:
                         json={"worker": self.args.id, "jobs": chunk, "info": self.info},
                         timeout=10,
                     )
-                except (NoManager, CallFailed) as e:
+                except (NoNodeAnswers, CallFailed) as e:
                     log.warning("heartbeat failed: %s", e)
                     break
                 lost = (set(chunk) - set(reply["jobs"])) & self.held
@@ -304,7 +305,7 @@ class Worker:
             except CallFailed as e:
                 log.error("jobs %s: results refused: %s", ids, e)
                 return
-            except NoManager:
+            except NoNodeAnswers:
                 if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
                     log.error("jobs %s: results not delivered, no manager answers", ids)
                     return
