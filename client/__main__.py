@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from typing import IO
 
 from client import commands
 from client.nodes import Nodes, NoNodeAnswers
@@ -124,7 +125,7 @@ def _api_key(args: argparse.Namespace) -> str:
     return read_secret(args.api_key_file, "WQ_API_KEY")
 
 
-async def run(args: argparse.Namespace, out) -> int:
+async def run(args: argparse.Namespace, out: IO[str]) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     async with Nodes(
         _urls(args), _api_key(args), args.timeout, args.deadline, args.concurrency

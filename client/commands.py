@@ -9,7 +9,7 @@ import os
 import sys
 import time
 import uuid
-from typing import IO, Iterable
+from typing import IO, Any, Iterable
 
 from tqdm import tqdm
 
@@ -18,12 +18,14 @@ from protocol.ids import JOB_ID
 from protocol.work import iterate_sha512
 
 OK, FAILED = 0, 1
+# One JSON line of input or output: a submitted job's record, a job as a node shows it.
+Record = dict[str, Any]
 # A node answers 404 for a job it has not applied yet (just submitted through another node);
 # a job is reported unknown only once every answer said so for this long.
 UNKNOWN_AFTER = 10.0
 
 
-def _emit(out: IO[str], record: dict) -> None:
+def _emit(out: IO[str], record: Record) -> None:
     out.write(json.dumps(record) + "\n")
     out.flush()
 
@@ -78,9 +80,9 @@ async def submit(
     return FAILED if failures else OK
 
 
-def read_jobs(sources: Iterable[str]) -> list[dict]:
+def read_jobs(sources: Iterable[str]) -> list[Record]:
     """Jobs to wait for: ids, or files of JSON lines as `submit` writes them ('-': stdin)."""
-    jobs: dict[str, dict] = {}
+    jobs: dict[str, Record] = {}
     for source in sources:
         if JOB_ID.fullmatch(source):
             jobs.setdefault(source, {"id": source})
@@ -100,7 +102,7 @@ def read_jobs(sources: Iterable[str]) -> list[dict]:
     return list(jobs.values())
 
 
-def _verify(record: dict, result: str) -> bool | None:
+def _verify(record: Record, result: str) -> bool | None:
     """Whether `result` is the iterated SHA-512 of the job's file, computed here."""
     path, iterations = record.get("file"), record.get("iterations")
     if not isinstance(path, str) or not isinstance(iterations, int):
@@ -111,7 +113,7 @@ def _verify(record: dict, result: str) -> bool | None:
 
 async def wait(
     nodes: Nodes,
-    jobs: list[dict],
+    jobs: list[Record],
     out: IO[str],
     progress: bool,
     verify: bool,
@@ -141,7 +143,7 @@ async def wait(
             return
         del pending[job_id]
         bar.update(1)
-        line = {k: record[k] for k in ("file", "iterations") if k in record}
+        line: Record = {k: record[k] for k in ("file", "iterations") if k in record}
         if answer.status != 200:
             bad += 1
             _emit(out, {"id": job_id, "status": "unknown", "error": str(answer), **line})

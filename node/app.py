@@ -41,7 +41,7 @@ class Node:
         self.cfg = cfg
         self.store = Store(cfg.data_dir, sync_payloads=cfg.fsync == "on")
         self._executor = ThreadPoolExecutor(8, thread_name_prefix="db")
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._runners: list[web.AppRunner] = []
 
     async def run_db(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace, secret: str) -> str:
     urls = [u.strip().rstrip("/") for u in args.managers.split(",") if u.strip()]
     main = asyncio.current_task()
+    assert main is not None  # running in asyncio.run
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     async with aiohttp.ClientSession() as session:
         worker = Worker(args, ManagerClient(urls, secret, session))

@@ -9,10 +9,12 @@ the same loop runs in Python, one chain after the other.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Iterator
 
 from protocol import work
 
+_sha512: ModuleType | None
 try:
     from worker import _sha512
 except ImportError:  # not built (no C compiler at install time)

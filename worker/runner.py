@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from typing import Any
 
 from protocol.failover import NoNodeAnswers
 from protocol.wire import MAX_BATCH_BYTES, MAX_LEASE_JOBS, MalformedBatch, decode_batch
@@ -17,6 +18,10 @@ from worker.compute import LANES, rehash_batch
 from worker.managers import CallFailed, ManagerClient
 
 log = logging.getLogger("worker")
+
+# A JSON object as the managers send it: a lease reply, or one leased job in it.
+Json = dict[str, Any]
+Batch = tuple[Json | None, list[tuple[Json, bytes]]]
 
 POLL_WAIT = 10.0
 # A batch of leased jobs should take about this long: long enough that the lease, payload and
@@ -55,7 +60,7 @@ class Worker:
         self.smallest_lease = min(LANES, args.max_jobs)
         self.lease_size = self.smallest_lease
         self.last_batch = 0.0  # seconds the last batch took to compute
-        self.reports: set[asyncio.Task] = set()
+        self.reports: set[asyncio.Task[None]] = set()
         self.info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -78,7 +83,7 @@ class Worker:
         the next one is leased and its payloads read, and results are reported in the
         background, so the kernel does not wait on the network."""
         idle_since = time.monotonic()
-        prefetch: asyncio.Task | None = None
+        prefetch: asyncio.Task[Batch] | None = None
         try:
             while True:
                 if prefetch is not None:
@@ -125,9 +130,7 @@ class Worker:
             if prefetch is not None and not prefetch.done():
                 prefetch.cancel()
 
-    async def next_batch(
-        self, wait: float, linger: float = 0.0
-    ) -> tuple[dict | None, list[tuple[dict, bytes]]]:
+    async def next_batch(self, wait: float, linger: float = 0.0) -> Batch:
         """Lease jobs (waiting up to `wait` seconds for some, and up to `linger` for a full
         lease once some are queued) and read their payloads. The reply is None when no
         manager answered; jobs whose payload could not be read are released and left out."""
@@ -161,10 +164,11 @@ class Worker:
                 ready.append((job, data))
         return reply, ready
 
-    async def payloads(self, jobs: list[dict]) -> list[bytes | None]:
+    async def payloads(self, jobs: list[Json]) -> list[bytes | None]:
         """The jobs' payloads, read many per call and checked against the lease's digests;
         None for a job whose payload could not be had (that job is released)."""
-        chunks, size = [[]], 0
+        chunks: list[list[Json]] = [[]]
+        size = 0
         for job in jobs:
             if chunks[-1] and size + job["size"] > MAX_BATCH_BYTES:
                 chunks.append([])
@@ -174,7 +178,7 @@ class Worker:
         found: dict[str, tuple[bytes, str]] = {}  # id -> (data, sha256 it was checked against)
         failed: dict[str, str] = {}
 
-        async def read(chunk: list[dict]) -> None:
+        async def read(chunk: list[Json]) -> None:
             try:
                 body = await self.client.call(
                     "POST",
@@ -201,7 +205,7 @@ class Worker:
             await self.release([i for i, r in failed.items() if r == reason], reason)
         return out
 
-    async def compute(self, ready: list[tuple[dict, bytes]]) -> None:
+    async def compute(self, ready: list[tuple[Json, bytes]]) -> None:
         """Compute jobs together (one kernel lane each) and report their results in the
         background: those that finished since the last report, once REPORT_EVERY has passed
         or the batch is done."""
@@ -245,7 +249,7 @@ class Worker:
         task = asyncio.create_task(self.report(results))
         self.reports.add(task)
 
-        def reported(t: asyncio.Task) -> None:
+        def reported(t: asyncio.Task[None]) -> None:
             self.reports.discard(t)
             self.held.difference_update(job_id for job_id, _ in results)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from importlib import resources
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -28,7 +29,7 @@ PAGE_HEADERS = {
 }
 
 
-async def _member(session: aiohttp.ClientSession, url: str, secret: str) -> dict:
+async def _member(session: aiohttp.ClientSession, url: str, secret: str) -> dict[str, Any]:
     try:
         async with session.get(
             f"{url}/internal/status",

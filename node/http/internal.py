@@ -12,6 +12,7 @@ from aiohttp import web
 from node.config import NodeConfig
 from node.errors import InvalidInput, JobNotFound, NoQuorum, NotLeader
 from node.http.params import (
+    Json,
     bounded_number,
     id_pairs,
     job_ids,
@@ -37,8 +38,10 @@ MAX_LINGER = 1.0
 WORKER_INFO = ("host", "pid", "backend", "speed")
 
 
-def worker_info(body: dict) -> dict[str, str]:
-    info = body.get("info") if isinstance(body.get("info"), dict) else {}
+def worker_info(body: Json) -> dict[str, str]:
+    info = body.get("info")
+    if not isinstance(info, dict):
+        return {}
     return {k: str(v)[:200] for k, v in info.items() if k in WORKER_INFO}
 
 
@@ -63,7 +66,7 @@ class InternalRoutes:
             web.get("/internal/status", self.status),
         ]
 
-    async def to_leader(self, request: web.Request, body: dict, timeout: float) -> web.Response:
+    async def to_leader(self, request: web.Request, body: Json, timeout: float) -> web.Response:
         """Forward a leader-only call; a forwarded call that misses the leader is answered 503."""
         if request.headers.get(FORWARDED):
             raise NotLeader("this node is not the leader; retry")

@@ -9,10 +9,12 @@ import hmac
 import logging
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from node.errors import QueueError, Unauthorized
 
 log = logging.getLogger(__name__)
+
 
 
 def json_error(status: int, message: str, retry_after: int | None = None) -> web.Response:
@@ -20,9 +22,9 @@ def json_error(status: int, message: str, retry_after: int | None = None) -> web
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def make_error_middleware(request_timeout: float):
+def make_error_middleware(request_timeout: float) -> Middleware:
     @web.middleware
-    async def errors(request: web.Request, handler):
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             async with asyncio.timeout(request_timeout):
                 return await handler(request)
@@ -65,13 +67,13 @@ def _http_error_text(request: web.Request, e: web.HTTPException) -> str:
 OPEN_PATHS = ("/healthz", "/openapi.json", "/")
 
 
-def make_auth_middleware(secret: str, api_key: str):
+def make_auth_middleware(secret: str, api_key: str) -> Middleware:
     """Internal routes need the cluster secret; with an API key set, public routes need it."""
     expected = f"Bearer {secret}".encode()
     expected_key = api_key.encode()
 
     @web.middleware
-    async def auth(request: web.Request, handler):
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/internal/"):
             given = request.headers.get("Authorization", "").encode(errors="replace")
             if not hmac.compare_digest(given, expected):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from node.config import NodeConfig
 from protocol.ids import JOB_ID_PATTERN, RESULT_PATTERN
+
+Json = dict[str, Any]
 
 MAX_TOP = 1000
 DEFAULT_TOP = 10
 
 
-def _error(description: str, retry: bool = False) -> dict:
-    response = {
+def _error(description: str, retry: bool = False) -> Json:
+    response: Json = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
@@ -24,10 +28,10 @@ def _error(description: str, retry: bool = False) -> dict:
     return response
 
 
-def document(cfg: NodeConfig) -> dict:
+def document(cfg: NodeConfig) -> Json:
     unavailable = _error("no leader or no majority within the request timeout", retry=True)
     unauthorized = _error("missing or wrong X-API-Key")
-    secured = [{"apiKey": []}] if cfg.api_key else []
+    secured: list[Json] = [{"apiKey": []}] if cfg.api_key else []
     job_id = {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"}
     doc = {
         "openapi": "3.0.3",

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from aiohttp import web
 
 from node.errors import InvalidInput, PayloadTooLarge
 from protocol.ids import JOB_ID
 from protocol.wire import MAX_LEASE_JOBS
+
+# A JSON object from a request body.
+Json = dict[str, Any]
 
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -73,7 +77,7 @@ def idempotency_key(request: web.Request) -> str | None:
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
-async def json_body(request: web.Request, limit: int = 1 << 20) -> dict:
+async def json_body(request: web.Request, limit: int = 1 << 20) -> Json:
     raw = await read_body(request, limit)
     try:
         body = json.loads(raw or b"{}")
@@ -84,21 +88,21 @@ async def json_body(request: web.Request, limit: int = 1 << 20) -> dict:
     return body
 
 
-def worker_id(body: dict) -> str:
+def worker_id(body: Json) -> str:
     worker = body.get("worker")
     if not isinstance(worker, str) or not _WORKER_ID.fullmatch(worker):
         raise InvalidInput("worker: 1 to 128 characters of letters, digits and _.:- required")
     return worker
 
 
-def bounded_number(body: dict, name: str, lo: float, hi: float, default: float) -> float:
+def bounded_number(body: Json, name: str, lo: float, hi: float, default: float) -> float:
     value = body.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
         raise InvalidInput(f"{name}: a number from {lo:g} to {hi:g} is required")
     return value
 
 
-def job_ids(body: dict) -> list[str]:
+def job_ids(body: Json) -> list[str]:
     jobs = body.get("jobs", [])
     if (
         not isinstance(jobs, list)
@@ -110,7 +114,7 @@ def job_ids(body: dict) -> list[str]:
 
 
 def id_pairs(
-    body: dict, name: str, key: str, pattern: re.Pattern[str], described: str
+    body: Json, name: str, key: str, pattern: re.Pattern[str], described: str
 ) -> list[tuple[str, str]]:
     """Field `name`: a list of 1 to MAX_LEASE_JOBS objects, each with a job 'id' and a `key`
     matching `pattern`; as (id, value) pairs."""
