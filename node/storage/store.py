@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Protocol, TypedDict, TypeVar, cast
 
 from sqlalchemy import (
     Column,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
     bindparam,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import PoolProxiedConnection
 
 metadata = MetaData()
 
@@ -118,9 +120,37 @@ COUNTERS = (
 ) + STATUSES
 
 
+T = TypeVar("T")
+
+
+class RunDb(Protocol):
+    """Runs a blocking call (a Store method) off the event loop: `await run_db(fn, *args)`."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
+class ActiveJob(TypedDict):
+    """A queued or running job as `Store.jobs_with_status` gives it."""
+
+    id: str
+    iterations: int
+    size: int
+    digest: str
+    attempts: int
+    worker: str | None
+    leased_at: float | None
+
+
+class JobDigest(TypedDict):
+    """What `Store.jobs_and_payloads` tells of a job: its status and its payload's digest."""
+
+    status: str
+    digest: str
+
+
 # Statements on the hottest paths, built once: building one costs more than running it.
 _COUNTERS = select(counters.c.name, counters.c.value)
-_COUNTER = select(counters.c.value).where(counters.c.name == bindparam("n"))
+_COUNTER: Select[int] = select(counters.c.value).where(counters.c.name == bindparam("n"))
 _BUMP = (
     update(counters)
     .where(counters.c.name == bindparam("n"))
@@ -205,13 +235,13 @@ class Store:
         with self.engine.connect() as conn:
             return conn.execute(q).scalar_one_or_none()
 
-    def job(self, job_id: str) -> dict | None:
+    def job(self, job_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
             return dict(row) if row else None
 
     @staticmethod
-    def completed_query(top: int):
+    def completed_query(top: int) -> Select[str, str | None, int, float | None]:
         return (
             select(jobs.c.id, jobs.c.result, jobs.c.iterations, jobs.c.finished_at)
             .where(jobs.c.done_seq.isnot(None), jobs.c.status == "completed")
@@ -219,7 +249,7 @@ class Store:
             .limit(top)
         )
 
-    def completed(self, top: int) -> list[dict]:
+    def completed(self, top: int) -> list[dict[str, Any]]:
         """The `top` most recently completed jobs, newest first: an index walk of `top` rows."""
         q = self.completed_query(top)
         with self.engine.connect() as conn:
@@ -234,7 +264,9 @@ class Store:
             ]
 
     @staticmethod
-    def status_query(status: str, limit: int):
+    def status_query(
+        status: str, limit: int
+    ) -> Select[str, int, int, str, int, str | None, float | None]:
         return (
             select(
                 jobs.c.id,
@@ -250,13 +282,15 @@ class Store:
             .limit(limit)
         )
 
-    def jobs_with_status(self, status: str, limit: int, exclude: Iterable[str] = ()) -> list[dict]:
+    def jobs_with_status(
+        self, status: str, limit: int, exclude: Iterable[str] = ()
+    ) -> list[ActiveJob]:
         """Oldest jobs in `status`, skipping ids in `exclude`: an index walk, not a scan."""
         exclude = set(exclude)
         q = self.status_query(status, limit + len(exclude))
         with self.engine.connect() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings() if r.id not in exclude]
-        return rows[:limit]
+        return cast("list[ActiveJob]", rows[:limit])  # status_query's columns
 
     def job_states(self, job_ids: Iterable[str]) -> dict[str, tuple[str, str | None, int]]:
         """id -> (status, worker, attempts) for the ids that exist."""
@@ -269,14 +303,14 @@ class Store:
         with self.engine.connect() as conn:
             return {r.id: (r.status, r.worker, r.attempts) for r in conn.execute(q)}
 
-    def idempotency_key(self, key: str) -> dict | None:
+    def idempotency_key(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = (
                 conn.execute(select(idempotency).where(idempotency.c.key == key)).mappings().first()
             )
             return dict(row) if row else None
 
-    def workers(self) -> list[dict]:
+    def workers(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [
                 {"id": r.id, "last_seen": r.last_seen, **json.loads(r.info)}
@@ -305,11 +339,11 @@ class Store:
                 select(payloads.c.data).where(payloads.c.id == job_id)
             ).scalar_one_or_none()
 
-    def jobs_and_payloads(self, ids: list[str]) -> dict[str, tuple[dict | None, bytes | None]]:
+    def jobs_and_payloads(self, ids: list[str]) -> dict[str, tuple[JobDigest | None, bytes | None]]:
         """For each id: its job's status and digest (None when this node has not applied its
         enqueue) and the payload held here (None when not held); two index lookups in all."""
         with self.engine.connect() as conn:
-            known = {
+            known: dict[str, JobDigest] = {
                 r.id: {"status": r.status, "digest": r.digest}
                 for r in conn.execute(_JOB_DIGESTS, {"ids": ids})
             }
@@ -347,7 +381,7 @@ class Store:
         try:
             dst = sqlite3.connect(path)
             try:
-                raw.driver_connection.backup(dst, name="main")
+                _sqlite(raw).backup(dst, name="main")
             finally:
                 dst.close()
         finally:
@@ -359,11 +393,16 @@ class Store:
         try:
             src = sqlite3.connect(path)
             try:
-                src.backup(raw.driver_connection, name="main")
+                src.backup(_sqlite(raw), name="main")
             finally:
                 src.close()
         finally:
             raw.close()
+
+
+def _sqlite(raw: PoolProxiedConnection) -> sqlite3.Connection:
+    """The pysqlite connection under a pooled one."""
+    return cast(sqlite3.Connection, raw.driver_connection)
 
 
 def count_by_status(conn: Connection) -> dict[str, int]:
