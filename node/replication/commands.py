@@ -9,6 +9,7 @@ source, so every replica computes the same state.
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,10 @@ class Workers:
 
 
 Command = Enqueue | Lease | Requeue | Complete | Workers
+# A command as the log carries it: (op, *fields), built-in types only.
+Wire = tuple[Any, ...]
 
-_OPS = {
+_OPS: dict[str, type[Command]] = {
     "enqueue": Enqueue,
     "lease": Lease,
     "requeue": Requeue,
@@ -83,13 +86,13 @@ _OPS = {
 _NAMES = {cls: name for name, cls in _OPS.items()}
 
 
-def encode(cmd: Command) -> tuple:
+def encode(cmd: Command) -> Wire:
     if isinstance(cmd, Enqueue):
         return ("enqueue", tuple(astuple(j) for j in cmd.jobs), cmd.key_ttl)
     return (_NAMES[type(cmd)],) + astuple(cmd)
 
 
-def decode(wire: tuple) -> Command:
+def decode(wire: Wire) -> Command:
     """Rebuild a command; raises ValueError/TypeError/KeyError on anything malformed."""
     op, *fields = wire
     cls = _OPS[op]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Callable, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,22 @@ ELECTION_WAIT = 0.2
 RETRY_WAIT = 0.02
 POLL = 0.005
 
+T = TypeVar("T")
 
-async def hand_over(raft: Any, self_address: str, timeout: float) -> bool:
+
+class Raft(Protocol):
+    """What the hand-over needs of a RaftNode."""
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def leader(self) -> str | None: ...
+
+    def transfer_leadership(self, callback: Callable[[str | None], None]) -> None: ...
+
+
+async def hand_over(raft: Raft, self_address: str, timeout: float) -> bool:
     """If `raft` (a RaftNode) leads, have a follower take over; wait until one has, at most
     `timeout` seconds. Logs the outcome; True once another node leads."""
     if raft.role != "leader":
@@ -37,9 +51,9 @@ async def hand_over(raft: Any, self_address: str, timeout: float) -> bool:
     answered = False
     while not handed_over() and loop.time() < deadline:
         if raft.role == "leader":
-            sent = loop.create_future()
+            sent: asyncio.Future[str | None] = loop.create_future()
 
-            def done(refused: str | None, sent: asyncio.Future = sent) -> None:
+            def done(refused: str | None, sent: asyncio.Future[str | None] = sent) -> None:
                 # On Raft's tick thread, or on this one when it answers at once.
                 loop.call_soon_threadsafe(_set_once, sent, refused)
 
@@ -70,6 +84,6 @@ async def hand_over(raft: Any, self_address: str, timeout: float) -> bool:
     return False
 
 
-def _set_once(fut: asyncio.Future, value: Any) -> None:
+def _set_once(fut: asyncio.Future[T], value: T) -> None:
     if not fut.done():
         fut.set_result(value)

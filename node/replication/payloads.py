@@ -15,14 +15,15 @@ import functools
 import logging
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable, Generic, TypeVar
 
 import aiohttp
 
 from node.config import NodeConfig
 from node.errors import NoQuorum
-from node.storage.store import Store
-from protocol.wire import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, digest_of, encode_batch
+from node.storage.store import RunDb, Store
+from protocol.ids import digest_of
+from protocol.wire import MAX_BATCH_BYTES, MAX_BATCH_ITEMS, encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,10 @@ SUSPECT_SECONDS = 5.0
 # Payloads written to the local store in one transaction.
 MAX_WRITE_BYTES = 32 << 20
 
+T = TypeVar("T")
 
-class Batcher:
+
+class Batcher(Generic[T]):
     """Runs `flush` on groups of items: the items submitted while a flush is under way go
     together in the next one (up to max_items, and max_bytes unless one item is larger). Each
     submit returns once the flush carrying its item succeeded, and raises if it failed.
@@ -40,15 +43,15 @@ class Batcher:
     Under load this turns a commit (or a request) per payload into one per group, and a
     single flush at a time avoids waiting on SQLite's write lock."""
 
-    def __init__(self, flush: Callable[[list], Awaitable[None]], max_items: int, max_bytes: int):
+    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], max_items: int, max_bytes: int):
         self._flush = flush
         self._max_items = max_items
         self._max_bytes = max_bytes
-        self._pending: deque[tuple[Any, int, asyncio.Future]] = deque()
+        self._pending: deque[tuple[T, int, asyncio.Future[None]]] = deque()
         self._running = False
 
-    async def submit(self, item: Any, size: int) -> None:
-        done = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T, size: int) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, size, done))
         if not self._running:
             self._running = True
@@ -56,7 +59,7 @@ class Batcher:
         await done
 
     async def _drain(self) -> None:
-        group: list = []
+        group: list[tuple[T, int, asyncio.Future[None]]] = []
         try:
             while self._pending:
                 group, size = [], 0
@@ -80,7 +83,7 @@ class Batcher:
             self._running = False
 
     @staticmethod
-    def _settle(group: list, error: Exception | None) -> None:
+    def _settle(group: list[tuple[T, int, asyncio.Future[None]]], error: Exception | None) -> None:
         for *_, done in group:
             if not done.done():
                 if error is None:
@@ -95,7 +98,7 @@ class Payloads:
         cfg: NodeConfig,
         store: Store,
         session: aiohttp.ClientSession,
-        run_db: Callable[..., Awaitable],
+        run_db: RunDb,
         sent: Callable[[int], None] = lambda n: None,
     ):
         self._cfg = cfg
@@ -104,9 +107,9 @@ class Payloads:
         self._session = session
         self._db = run_db
         self._auth = {"Authorization": f"Bearer {cfg.secret}"}
-        self._background: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._suspect_until: dict[str, float] = {}  # peer URL -> monotonic time
-        self._writer = Batcher(
+        self._writer: Batcher[tuple[str, bytes, float]] = Batcher(
             functools.partial(run_db, store.put_payloads), MAX_BATCH_ITEMS, MAX_WRITE_BYTES
         )
         self._pipes = {
@@ -158,7 +161,7 @@ class Payloads:
             f"majority ({self._cfg.majority}) is needed; retry later"
         )
 
-    def _late_copy_done(self, task: asyncio.Task) -> None:
+    def _late_copy_done(self, task: asyncio.Task[None]) -> None:
         self._background.discard(task)
         if not task.cancelled():
             task.exception()  # already logged by _send; retrieved so asyncio does not warn

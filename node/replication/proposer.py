@@ -12,28 +12,62 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any
+from typing import Callable, Protocol, Sequence, overload
 
 from node.errors import NoQuorum
 from node.replication import commands as c
-from node.replication.state_machine import MAX_BATCH, ApplyError, command_width
+from node.replication.state_machine import (
+    MAX_BATCH,
+    ApplyError,
+    KeyConflict,
+    RequeueResult,
+    Result,
+    command_width,
+)
 
 log = logging.getLogger(__name__)
 
+# An entry's results as the state machine returned them; None when unknown (see _resolve).
+EntryResults = Sequence[Result | ApplyError] | None
+
+
+class Raft(Protocol):
+    def propose(
+        self, batch: list[c.Wire], callback: Callable[[EntryResults, str | None], None]
+    ) -> None:
+        """Append `batch` as one entry; `callback(results, None)` once applied here, or
+        `callback(None, why)` if it was not committed (RaftNode.propose)."""
+
 
 class Proposer:
-    def __init__(self, raft: Any, timeout: float, max_items: int = 4096):
+    def __init__(self, raft: Raft, timeout: float, max_items: int = 4096):
         self._raft = raft
         self._timeout = timeout
         self._max_items = min(max_items, MAX_BATCH)
-        self._pending: deque[tuple[tuple, int, asyncio.Future]] = deque()
+        self._pending: deque[tuple[c.Wire, int, asyncio.Future[Result | ApplyError]]] = deque()
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def propose(self, cmd: c.Command, timeout: float | None = None) -> Any:
+    # The result of each command as StateMachine applied it (see state_machine.Result).
+    @overload
+    async def propose(
+        self, cmd: c.Enqueue, timeout: float | None = None
+    ) -> list[str | KeyConflict]: ...
+    @overload
+    async def propose(
+        self, cmd: c.Lease, timeout: float | None = None
+    ) -> list[tuple[str, int]]: ...
+    @overload
+    async def propose(self, cmd: c.Requeue, timeout: float | None = None) -> RequeueResult: ...
+    @overload
+    async def propose(self, cmd: c.Complete, timeout: float | None = None) -> list[str]: ...
+    @overload
+    async def propose(self, cmd: c.Workers, timeout: float | None = None) -> int: ...
+
+    async def propose(self, cmd: c.Command, timeout: float | None = None) -> Result:
         """Commit `cmd` and return its result once applied on this node."""
         self._loop = asyncio.get_running_loop()
-        fut = self._loop.create_future()
+        fut: asyncio.Future[Result | ApplyError] = self._loop.create_future()
         self._pending.append((c.encode(cmd), command_width(cmd), fut))
         if not self._scheduled:
             self._scheduled = True
@@ -52,18 +86,20 @@ class Proposer:
     def _flush(self) -> None:
         self._scheduled = False
         while self._pending:
-            batch, items = [], 0
+            batch: list[tuple[c.Wire, asyncio.Future[Result | ApplyError]]] = []
+            items = 0
             while self._pending and (not batch or items + self._pending[0][1] <= self._max_items):
                 wire, width, fut = self._pending.popleft()
                 batch.append((wire, fut))
                 items += width
             self._submit(batch)
 
-    def _submit(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+    def _submit(self, batch: list[tuple[c.Wire, asyncio.Future[Result | ApplyError]]]) -> None:
         loop = self._loop
+        assert loop is not None  # set by propose, which scheduled this flush
         futures = [f for _, f in batch]
 
-        def done(result: Any, failed: str | None) -> None:  # on Raft's tick thread
+        def done(result: EntryResults, failed: str | None) -> None:  # on Raft's tick thread
             loop.call_soon_threadsafe(_resolve, futures, result, failed)
 
         try:
@@ -72,7 +108,9 @@ class Proposer:
             _resolve(futures, None, repr(e))
 
 
-def _resolve(futures: list[asyncio.Future], result: Any, failed: str | None) -> None:
+def _resolve(
+    futures: list[asyncio.Future[Result | ApplyError]], result: EntryResults, failed: str | None
+) -> None:
     for i, fut in enumerate(futures):
         if fut.done():
             continue

@@ -15,23 +15,27 @@ import os
 import pickle
 import sqlite3
 from collections import deque
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pysyncobj.monotonic import monotonic
+from pysyncobj.monotonic import monotonic as _monotonic
 
 from node.config import NodeConfig
-from node.replication.state_machine import StateMachine
+from node.replication import commands as c
+from node.replication.state_machine import ApplyError, Result, StateMachine
 from node.replication.syncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 log = logging.getLogger(__name__)
 
+# The clock of pysyncobj's deadlines and response times (untyped there).
+monotonic: Callable[[], float] = _monotonic
+
 _ROLES = {0: "follower", 1: "candidate", 2: "leader"}
-_FAILURES = {
+_FAILURES: dict[int, str] = {
     v: k.lower() for k, v in vars(FAIL_REASON).items() if not k.startswith("_") and k != "SUCCESS"
 }
 
 
-def failure(error: Any) -> str | None:
+def failure(error: int) -> str | None:
     """None for pysyncobj's success code, else why it failed (its reason, lower case)."""
     if error == FAIL_REASON.SUCCESS:
         return None
@@ -91,12 +95,22 @@ def raft_password(secret: str) -> str:
     return hmac.new(secret.encode(), b"raft-transport", hashlib.sha256).hexdigest()
 
 
-class RaftNode(SyncObj):
+class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
     """One member of the Raft group. `transport_class` and `auto_tick=False` let the cluster
     simulator run several members in one thread on a simulated network.
 
     The rest of the node uses only the names defined in this class (is_leader, term,
     apply_batch, compact, close, ...), never pysyncobj's own: the layering test checks it."""
+
+    # What this class reads of SyncObj, typed (annotations only: nothing is defined here).
+    raftCurrentTerm: int
+    raftCommitIndex: int
+    raftLastApplied: int
+    _applyingTerm: int  # the term of the entry being applied (node/replication/syncobj)
+
+    if TYPE_CHECKING:
+
+        def _isLeader(self) -> bool: ...
 
     def __init__(
         self,
@@ -157,13 +171,17 @@ class RaftNode(SyncObj):
 
         self._tick_jobs.append(transfer)
 
-    def propose(self, batch: list, callback: Callable[[Any, str | None], None]) -> None:
+    def propose(
+        self,
+        batch: list[c.Wire],
+        callback: Callable[[Sequence[Result | ApplyError] | None, str | None], None],
+    ) -> None:
         """Append `batch` to the log; `callback(results, None)` once it is applied here, or
         `callback(None, why)` if it was not committed. Called back on the tick thread."""
         self.apply_batch(batch, callback=lambda result, error: callback(result, failure(error)))
 
-    @replicated
-    def apply_batch(self, batch: list) -> Any:
+    @replicated  # type: ignore[untyped-decorator]  # adds the keyword `callback`
+    def apply_batch(self, batch: list[c.Wire]) -> Sequence[Result | ApplyError] | None:
         # pysyncobj increments raftLastApplied after this returns: this entry's index is +1.
         return self._machine.apply(self.raftLastApplied + 1, batch, self._applyingTerm)
 
@@ -242,7 +260,8 @@ class RaftNode(SyncObj):
 
         pysyncobj starts no election while it is connected to no peer at all, so a follower
         whose peers are all gone keeps naming its last leader; this tells it apart."""
-        return getattr(self, "_SyncObj__raftElectionDeadline", 0) > monotonic()
+        deadline: float = getattr(self, "_SyncObj__raftElectionDeadline", 0)
+        return deadline > monotonic()
 
     def _state_changed(self, old: int, new: int) -> None:
         log.info(
@@ -251,7 +270,7 @@ class RaftNode(SyncObj):
 
     # --- snapshots ---------------------------------------------------------------------
 
-    def _dump(self, path: str, raft_meta: tuple) -> None:
+    def _dump(self, path: str, raft_meta: tuple[Any, ...]) -> None:
         """Write a snapshot (called on the tick thread, between applies)."""
         store = self._machine.store
         if os.path.exists(path):
@@ -263,14 +282,16 @@ class RaftNode(SyncObj):
         db.close()
         log.info("wrote Raft snapshot at applied index %d", store.last_applied())
 
-    def _load(self, path: str) -> tuple:
+    def _load(self, path: str) -> tuple[Any, ...]:
         """Read a snapshot: at start-up (our own) or when the leader installs one.
 
         The store is replaced only when the snapshot is newer than what it holds, so a restart
         keeps the live database (and its payloads) and replays the journal on top of it."""
         store = self._machine.store
         with sqlite3.connect(path) as db:
-            meta = pickle.loads(db.execute("SELECT meta FROM raft_snapshot").fetchone()[0])
+            meta: tuple[Any, ...] = pickle.loads(
+                db.execute("SELECT meta FROM raft_snapshot").fetchone()[0]
+            )
             (snap_applied,) = db.execute(
                 "SELECT value FROM counters WHERE name = 'last_applied'"
             ).fetchone()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypedDict, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import BindParameter, bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
@@ -29,7 +29,7 @@ TRANSIENT_RETRIES = 5
 
 # Statements built once: SQLAlchemy caches their compiled form, and the per-job ones run as
 # one executemany, so applying a command costs a few statements however many jobs it holds.
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[str] = bindparam("ids", expanding=True)
 _EXISTING = select(jobs.c.id).where(jobs.c.id.in_(_IDS))
 _INSERT_JOB = insert(jobs)
 _LEASABLE = select(jobs.c.id, jobs.c.attempts, jobs.c.enqueued_at).where(
@@ -89,6 +89,17 @@ class KeyConflict:
         return f"KeyConflict({self.job_id!r})"
 
 
+class RequeueResult(TypedDict):
+    requeued: list[str]  # back in the queue
+    failed: list[str]  # out of attempts
+
+
+# What applying a command returns. Enqueue: per job its id (the earlier job's id for a known
+# idempotency key) or a KeyConflict; Lease: (job id, attempt) of each job leased; Requeue: the
+# jobs requeued and failed; Complete: the ids it completed; Workers: how many it recorded.
+Result = list[str | KeyConflict] | list[tuple[str, int]] | RequeueResult | list[str] | int
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """A job state change made by an applied entry (for metrics)."""
@@ -113,7 +124,9 @@ class StateMachine:
     def __init__(
         self,
         store: Store,
-        on_applied: Callable[[c.Command, Any], None] | None = None,
+        # Called with each applied command and its result, and with (None, None) once a
+        # snapshot replaced the store.
+        on_applied: Callable[[c.Command | None, Result | None], None] | None = None,
         on_events: Callable[[list[JobEvent]], None] | None = None,
     ):
         self.store = store
@@ -132,7 +145,9 @@ class StateMachine:
         """Re-read what is kept in memory after the store was replaced (snapshot installed)."""
         self.counts = self.store.counts()
 
-    def apply(self, index: int, batch: list, term: int = 0) -> list | None:
+    def apply(
+        self, index: int, batch: list[c.Wire], term: int = 0
+    ) -> Sequence[Result | ApplyError] | None:
         """Apply the log entry at Raft `index` of `term`: a batch of encoded commands (group
         commit). The index and term of the last entry applied are stored with its changes, so
         a restarted node can check that its Raft log still holds that entry.
@@ -161,10 +176,12 @@ class StateMachine:
                 time.sleep(0.05 * (attempt + 1))
             except Exception:
                 log.exception("cannot apply Raft entry %d", index)
-                return self._skip(index)
+                self._skip(index)
+                return None
         else:
             log.error("cannot apply Raft entry %d: database stays busy", index)
-            return self._skip(index)
+            self._skip(index)
+            return None
         if self.on_events is not None and self._events:
             try:
                 self.on_events(self._events)
@@ -179,12 +196,12 @@ class StateMachine:
         return results
 
     def _apply_batch(
-        self, conn: Connection, index: int, batch: list, isolate: bool
-    ) -> tuple[list, list]:
+        self, conn: Connection, index: int, batch: list[c.Wire], isolate: bool
+    ) -> tuple[Sequence[Result | ApplyError], list[tuple[c.Command, Result]]]:
         """Apply the commands of one entry. Without `isolate`, all in the entry's transaction
         (the common case, no savepoints), raising `_Rejected` at the first command that
         fails; with it, each command in a savepoint of its own."""
-        cmds: list = []
+        cmds: list[c.Command | Exception] = []
         for wire in batch:
             try:
                 cmds.append(c.decode(wire))
@@ -193,9 +210,10 @@ class StateMachine:
                     raise _Rejected() from e
                 cmds.append(e)
         if not isolate:
-            return self._apply_all(conn, index, cmds)
-        results: list = []
-        applied: list = []
+            # None of them is an Exception: the first that failed to decode raised above.
+            return self._apply_all(conn, index, cast("list[c.Command]", cmds))
+        results: list[Result | ApplyError] = []
+        applied: list[tuple[c.Command, Result]] = []
         base = 0  # positions in the entry, so seq numbers never collide
         for cmd in cmds:
             events_before, deltas_before = len(self._events), dict(self._deltas)
@@ -232,7 +250,6 @@ class StateMachine:
             self._count_applied(index)
         except Exception:
             log.exception("cannot record the skipped entry %d", index)
-        return None
 
     def _bump(self, name: str, delta: int) -> None:
         self._deltas[name] = self._deltas.get(name, 0) + delta
@@ -257,7 +274,7 @@ class StateMachine:
         counts["last_applied_term"] = self._term
         self.counts = counts
 
-    def _dispatch(self, conn: Connection, index: int, base: int, cmd: c.Command) -> Any:
+    def _dispatch(self, conn: Connection, index: int, base: int, cmd: c.Command) -> Result:
         seq = (index << BATCH_SHIFT) + base
         if isinstance(cmd, c.Enqueue):
             return self._enqueue_run(conn, index, base, [cmd])[0]
@@ -271,8 +288,10 @@ class StateMachine:
             return self._workers(conn, cmd)
         raise TypeError(f"unknown command {cmd!r}")
 
-    def _apply_all(self, conn: Connection, index: int, cmds: list) -> tuple[list, list]:
-        results: list = []
+    def _apply_all(
+        self, conn: Connection, index: int, cmds: list[c.Command]
+    ) -> tuple[list[Result], list[tuple[c.Command, Result]]]:
+        results: list[Result] = []
         base = i = 0
         try:
             while i < len(cmds):
@@ -284,7 +303,9 @@ class StateMachine:
                 ):
                     end += 1
                 if isinstance(cmds[i], c.Enqueue):
-                    results += self._enqueue_run(conn, index, base, cmds[i:end])
+                    # All Enqueue: the loop above checked each.
+                    run = cast("list[c.Enqueue]", cmds[i:end])
+                    results += self._enqueue_run(conn, index, base, run)
                 else:
                     results.append(self._dispatch(conn, index, base, cmds[i]))
                 base += sum(command_width(cmd) for cmd in cmds[i:end])
@@ -297,7 +318,9 @@ class StateMachine:
             raise _Rejected()
         return results, list(zip(cmds, results, strict=True))
 
-    def _enqueue_run(self, conn: Connection, index: int, base: int, run: list) -> list[list]:
+    def _enqueue_run(
+        self, conn: Connection, index: int, base: int, run: list[c.Enqueue]
+    ) -> list[list[str | KeyConflict]]:
         """Apply consecutive Enqueue commands: per command, per job, its id (the earlier job's
         id for a known idempotency key), or a `KeyConflict` when the key was first used with
         another payload or iteration count.
@@ -307,19 +330,19 @@ class StateMachine:
         seq0 = index << BATCH_SHIFT
         new_jobs = [j for cmd in run for j in cmd.jobs]
         keys = {j.key for j in new_jobs if j.key is not None}
-        known: dict[str, tuple] = {}
+        known: dict[str, tuple[str, str, int, float]] = {}  # key -> job id, digest, ...
         if keys:
             rows = conn.execute(select(idempotency).where(idempotency.c.key.in_(keys)))
             known = {r.key: (r.job_id, r.digest, r.iterations, r.created_at) for r in rows}
         existing = set(conn.execute(_EXISTING, {"ids": [j.id for j in new_jobs]}).scalars())
-        job_rows: list[dict] = []
-        key_rows: dict[str, dict] = {}
-        out: list[list] = []
+        job_rows: list[dict[str, Any]] = []
+        key_rows: dict[str, dict[str, Any]] = {}
+        out: list[list[str | KeyConflict]] = []
         horizon = float("-inf")
         for cmd in run:
             if cmd.jobs:
                 horizon = max(float(j.enqueued_at) for j in cmd.jobs) - float(cmd.key_ttl)
-            results: list = []
+            results: list[str | KeyConflict] = []
             for pos, j in enumerate(cmd.jobs):
                 if j.key is not None:
                     k = known.get(j.key)
@@ -382,8 +405,8 @@ class StateMachine:
         self._bump("running", len(leased))
         return leased
 
-    def _requeue(self, conn: Connection, seq: int, cmd: c.Requeue) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {"requeued": [], "failed": []}
+    def _requeue(self, conn: Connection, seq: int, cmd: c.Requeue) -> RequeueResult:
+        out: RequeueResult = {"requeued": [], "failed": []}
         for pos, (job_id, attempt) in enumerate(cmd.leases):
             row = conn.execute(
                 select(jobs.c.status, jobs.c.attempts, jobs.c.iterations).where(jobs.c.id == job_id)
@@ -424,7 +447,7 @@ class StateMachine:
     def _complete(self, conn: Connection, seq: int, cmd: c.Complete) -> list[str]:
         rows = {r.id: r for r in conn.execute(_FINISHING, {"ids": [i for i, _ in cmd.results]})}
         done: list[str] = []
-        updates: list[dict] = []
+        updates: list[dict[str, Any]] = []
         was = {"queued": 0, "running": 0}
         backlog = 0
         for pos, (job_id, result) in enumerate(cmd.results):
