@@ -19,7 +19,7 @@ class History:
     """Queue depth, rates and workers over the last minutes, sampled by this node."""
 
     def __init__(self, maxlen: int = HISTORY_SAMPLES):
-        self.samples: deque[dict] = deque(maxlen=maxlen)
+        self.samples: deque[dict[str, float]] = deque(maxlen=maxlen)
         self._last: tuple[float, dict[str, int]] | None = None
 
     def add(

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # The text format would show every counter's creation time as a gauge of its own.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus-client
 ROLES = ("leader", "follower", "candidate")
 WORKER_STATES = ("busy", "idle", "booting")
 # Seconds: enqueue latency is milliseconds to seconds; waits and compute span up to hours.

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections import Counter, deque
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypedDict
 
 from node.scaling.backends.base import Backend
 from node.scaling.policy import Decision, Limits, Snapshot, Worker, decide
@@ -30,6 +30,18 @@ STEP_INTERVAL = 1.0
 SCALE_SOON_INTERVAL = 0.2
 
 
+class ScalingStep(TypedDict):
+    """A scaling step the dashboard lists: when, what it started, what it saw and why."""
+
+    at: float
+    started: int
+    queued: int
+    live: int
+    booting: int
+    reason: str
+    idle_timeout: float
+
+
 class Scaler:
     def __init__(self, backend: Backend, roster: Roster, limits: Limits, boot_timeout: float):
         self.backend = backend
@@ -43,7 +55,7 @@ class Scaler:
         self.booting = 0
         self.actions: Counter[str] = Counter()  # scaling steps by what they did
         # Decisions that started workers or changed kind, newest last (for the dashboard).
-        self.recent: deque[dict] = deque(maxlen=20)
+        self.recent: deque[ScalingStep] = deque(maxlen=20)
         self._seen_running: set[str] = set()
         self._grace_until = 0.0
 
@@ -164,7 +176,7 @@ def _kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", reason)
 
 
-def _speed(info: dict) -> float | None:
+def _speed(info: dict[str, Any]) -> float | None:
     try:
         speed = float(info.get("speed", 0))
     except (TypeError, ValueError):

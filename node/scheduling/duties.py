@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
 
 from node.errors import QueueError
 from node.observability.metrics import Metrics
@@ -15,7 +14,7 @@ from node.replication.proposer import Proposer
 from node.replication.raft import RaftNode
 from node.scheduling.leases import Scheduler
 from node.scheduling.roster import Roster
-from node.storage.store import Store
+from node.storage.store import RunDb, Store
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ async def leader_duties(
     roster: Roster,
     proposer: Proposer,
     store: Store,
-    run_db: Callable[..., Awaitable[Any]],
+    run_db: RunDb,
     metrics: Metrics,
 ) -> None:
     """Runs for the node's lifetime; acts while this node leads."""
@@ -61,9 +60,7 @@ async def leader_duties(
             log.exception("leader duties failed; retrying")
 
 
-async def collect_payloads(
-    store: Store, run_db: Callable[..., Awaitable[Any]], request_timeout: float
-) -> None:
+async def collect_payloads(store: Store, run_db: RunDb, request_timeout: float) -> None:
     """Every PAYLOAD_GC_INTERVAL, remove payloads of finished jobs and orphans: payloads whose
     enqueue never committed, once well past any request that could still commit them."""
     while True:

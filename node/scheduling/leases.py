@@ -11,17 +11,28 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable
+from typing import Callable, Iterable, TypedDict
 
 from node.config import NodeConfig
 from node.errors import NotLeader
 from node.replication import commands as c
 from node.replication.proposer import Proposer
-from node.storage.store import Store
+from node.replication.state_machine import RequeueResult
+from node.storage.store import RunDb, Store
 
 log = logging.getLogger(__name__)
 
 MAX_RUNNING_SCAN = 100_000
+
+
+class LeasedJob(TypedDict):
+    """A job as a lease hands it to a worker."""
+
+    id: str
+    iterations: int
+    size: int
+    digest: str  # of the payload, which the worker fetches
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,7 @@ class Scheduler:
         store: Store,
         proposer: Proposer,
         is_leader: Callable[[], bool],
-        run_db: Callable[..., Awaitable],
+        run_db: RunDb,
         queued: Callable[[], int],
     ):
         self._cfg = cfg
@@ -78,7 +89,7 @@ class Scheduler:
 
     async def lease(
         self, worker: str, max_jobs: int, wait: float, linger: float = 0.0
-    ) -> list[dict]:
+    ) -> list[LeasedJob]:
         """Lease up to `max_jobs` queued jobs, waiting up to `wait` seconds for one. With
         `linger`, fewer than `max_jobs` queued get up to `linger` seconds to become as many:
         a stream of short jobs then goes out in fuller leases, and each lease, payload read
@@ -115,7 +126,7 @@ class Scheduler:
             except TimeoutError:
                 return []
 
-    async def _lease_now(self, worker: str, max_jobs: int) -> list[dict] | None:
+    async def _lease_now(self, worker: str, max_jobs: int) -> list[LeasedJob] | None:
         """Lease up to max_jobs of the oldest queued jobs: [] when none is queued, None when
         every job found went to leases running at the same time."""
         found = await self._db(
@@ -134,7 +145,7 @@ class Scheduler:
         if not leased:
             return None
         deadline = time.time() + self._cfg.lease_timeout
-        out = []
+        out: list[LeasedJob] = []
         for job in candidates:
             attempt = leased.get(job["id"])
             if attempt is None:
@@ -149,13 +160,13 @@ class Scheduler:
                     "attempt": attempt,
                 }
             )
-        ids = [job["id"] for job in out]
+        leased_ids = [job["id"] for job in out]
         log.info(
             "jobs leased to %s (%d): %s",
             worker,
-            len(ids),
-            " ".join(ids),
-            extra={"jobs": ids, "worker": worker},
+            len(leased_ids),
+            " ".join(leased_ids),
+            extra={"jobs": leased_ids, "worker": worker},
         )
         return out
 
@@ -187,7 +198,7 @@ class Scheduler:
         result = await self._requeue(leases, f"released by {worker}: {reason}")
         return result["requeued"] + result["failed"]
 
-    async def _requeue(self, leases: tuple[tuple[str, int], ...], reason: str) -> dict:
+    async def _requeue(self, leases: tuple[tuple[str, int], ...], reason: str) -> RequeueResult:
         result = await self._proposer.propose(
             c.Requeue(leases, reason, self._cfg.max_attempts, time.time(), self._cfg.max_finished)
         )
@@ -217,7 +228,7 @@ class Scheduler:
         """One pass of lease expiry; the leader runs it every second."""
         running = await self._db(self._store.jobs_with_status, "running", MAX_RUNNING_SCAN)
         now = time.time()
-        live = {}
+        live: dict[str, LeaseDeadline] = {}
         for job in running:
             known = self.deadlines.get(job["id"])
             if known is None or known.attempt != job["attempts"]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from typing import Callable
 
 
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, start_cost: float = 1.0, clock=None):
+    def __init__(self, start_cost: float = 1.0, clock: Callable[[], float] | None = None):
         import time
 
         self.start_cost = start_cost

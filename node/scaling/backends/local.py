@@ -26,7 +26,7 @@ class LocalBackend:
         self._secret = secret
         self._prefix = node_id.replace(":", "-")
         self._idle_timeout = idle_timeout
-        self._procs: dict[str, tuple[subprocess.Popen, float]] = {}
+        self._procs: dict[str, tuple[subprocess.Popen[bytes], float]] = {}
 
     def launch(self, count: int) -> list[str]:
         started = []
