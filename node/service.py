@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from node.config import NodeConfig
 from node.errors import JobNotFound, KeyReused, NoQuorum, NotLeader, QueueFull
@@ -26,10 +26,13 @@ from node.scaling.loop import Scaler
 from node.scaling.policy import idle_timeout_for
 from node.scheduling.leases import Scheduler
 from node.scheduling.roster import Roster
-from node.storage.store import Store
+from node.storage.store import JobDigest, RunDb, Store
 from protocol.ids import digest_of, new_job_id
 
 log = logging.getLogger(__name__)
+
+# A row of the store, as its queries return it.
+Row = dict[str, Any]
 
 # Healthy while this node's applied index is at most this far behind the leader's commit index.
 HEALTHY_LAG = 1000
@@ -41,7 +44,7 @@ class NodeService:
         cfg: NodeConfig,
         *,
         store: Store,
-        run_db: Callable[..., Awaitable[Any]],
+        run_db: RunDb,
         machine: StateMachine,
         raft: RaftNode,
         proposer: Proposer,
@@ -227,7 +230,7 @@ class NodeService:
         return [item for item in found if item is not None]
 
     async def _payload_for(
-        self, job_id: str, digest: str | None, known: dict | None, held: bytes | None
+        self, job_id: str, digest: str | None, known: JobDigest | None, held: bytes | None
     ) -> bytes:
         """A queued or running job's payload: `held` here, or else fetched from a peer
         (`known` and `held` as Store.jobs_and_payloads gives them). Workers pass the digest from
@@ -258,7 +261,7 @@ class NodeService:
 
     # --- status ----------------------------------------------------------------------
 
-    async def worker_states(self, workers: list[dict] | None = None) -> dict[str, int]:
+    async def worker_states(self, workers: list[Row] | None = None) -> dict[str, int]:
         """Workers by state: the leader's live view; elsewhere the replicated list (`workers`,
         when the caller read it already)."""
         if self._raft.is_leader():
@@ -273,7 +276,7 @@ class NodeService:
             booting = 0
         return {"busy": len(busy), "idle": len(live - busy), "booting": booting}
 
-    def _scaling_status(self) -> dict | None:
+    def _scaling_status(self) -> dict[str, Any] | None:
         scaler = self._scaler
         if scaler is None:
             return None
@@ -316,14 +319,15 @@ def _key_reused() -> KeyReused:
     )
 
 
-def _same_request(known: dict, digest: str, iterations: int) -> str:
+def _same_request(known: Row, digest: str, iterations: int) -> str:
     """The job id recorded for a key, if this request matches the one that created it."""
     if (known["digest"], known["iterations"]) != (digest, iterations):
         raise _key_reused()
-    return known["job_id"]
+    job_id: str = known["job_id"]
+    return job_id
 
 
-def _job_view(job: dict) -> dict[str, Any]:
+def _job_view(job: Row) -> dict[str, Any]:
     view = {k: job[k] for k in ("id", "status", "iterations", "size", "enqueued_at", "attempts")}
     if job["status"] == "running":
         view["worker"] = job["worker"]

@@ -16,7 +16,6 @@ from node.errors import QueueError, Unauthorized
 log = logging.getLogger(__name__)
 
 
-
 def json_error(status: int, message: str, retry_after: int | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return web.json_response({"error": message}, status=status, headers=headers)
