@@ -77,9 +77,8 @@ class Node:
         scaler = None
         if cfg.max_workers > 0:
             urls = sorted({p.url for p in cfg.peers} | {cfg.url})
-            scaler = Scaler(
-                make_backend(cfg, urls), self.roster, scaling_limits(cfg), cfg.boot_timeout
-            )
+            backend = make_backend(cfg, urls)
+            scaler = Scaler(backend, self.roster, scaling_limits(cfg, backend), cfg.boot_timeout)
             self.scaling = ScalingLoop(
                 scaler,
                 self.raft.is_leader,

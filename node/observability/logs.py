@@ -13,8 +13,6 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-FORMATS = ("text", "json")
-
 
 def setup(level: str, fmt: str, node_id: str) -> None:
     handler = logging.StreamHandler(sys.stderr)

@@ -132,7 +132,6 @@ class StateMachine:
         self.store = store
         self.on_applied = on_applied
         self.on_events = on_events
-        self.failures = 0
         self._term = 0
         self._events: list[JobEvent] = []
         self._deltas: dict[str, int] = {}  # counter changes of the entry being applied
@@ -233,7 +232,6 @@ class StateMachine:
                 self._deltas = deltas_before
                 # Deterministic: every replica rejects the same command the same way.
                 log.error("rejected a command in Raft entry %d: %s: %s", index, type(e).__name__, e)
-                self.failures += 1
                 self._bump("apply_failures", 1)
                 results.append(ApplyError(f"{type(e).__name__}: {e}"))
         if base > MAX_BATCH:
@@ -242,7 +240,6 @@ class StateMachine:
 
     def _skip(self, index: int) -> None:
         """Skip an entry that cannot be applied at all, the same way on every replica."""
-        self.failures += 1
         self._events, self._deltas = [], {"apply_failures": 1}
         try:
             with self.store.engine.begin() as conn:

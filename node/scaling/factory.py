@@ -36,13 +36,13 @@ def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
     return LocalBackend(manager_urls, cfg.secret, cfg.node_id, cfg.worker_idle_timeout)
 
 
-def scaling_limits(cfg: NodeConfig) -> Limits:
-    start_cost = cfg.ec2_start_cost if cfg.backend == "ec2" else 0.5
+def scaling_limits(cfg: NodeConfig, backend: Backend) -> Limits:
+    """The policy's limits: the configured ones, and the backend's start cost."""
     target = cfg.scale_target_seconds or DEFAULT_TARGET[cfg.backend]
     return Limits(
         min_workers=cfg.min_workers,
         max_workers=cfg.max_workers,
         target_drain_seconds=target,
-        start_cost=start_cost,
+        start_cost=backend.start_cost,
         max_launches_per_minute=cfg.max_launches_per_minute,
     )
