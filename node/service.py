@@ -23,7 +23,7 @@ from node.replication.proposer import Proposer
 from node.replication.raft import RaftNode
 from node.replication.state_machine import KeyConflict, StateMachine
 from node.scaling.loop import Scaler
-from node.scaling.policy import idle_timeout_for
+from node.scaling.policy import idle_timeout_told
 from node.scheduling.leases import Scheduler
 from node.scheduling.roster import Roster
 from node.storage.store import JobDigest, RunDb, Store
@@ -169,7 +169,7 @@ class NodeService:
         return {
             "jobs": jobs,
             "lease_timeout": self.cfg.lease_timeout,
-            "idle_timeout": self.idle_timeout(),
+            "idle_timeout": self.idle_timeout_told(),
         }
 
     async def heartbeat(self, worker: str, info: dict[str, str], jobs: list[str]) -> dict[str, Any]:
@@ -196,11 +196,11 @@ class NodeService:
             )
         return accepted
 
-    def idle_timeout(self) -> float | None:
+    def idle_timeout_told(self) -> float | None:
         """What workers are told: the policy's idle timeout, none while at the minimum."""
         default = self.cfg.worker_idle_timeout
-        idle = self._scaler.idle_timeout(default) if self._scaler is not None else default
-        return idle_timeout_for(len(self._roster.live(time.time())), self.cfg.min_workers, idle)
+        idle = self._scaler.current_idle_timeout(default) if self._scaler is not None else default
+        return idle_timeout_told(len(self._roster.live(time.time())), self.cfg.min_workers, idle)
 
     # --- payloads --------------------------------------------------------------------
 
@@ -284,7 +284,7 @@ class NodeService:
         return {
             "backend": scaler.backend.name,
             "launches": scaler.launches,
-            "idle_timeout": self.idle_timeout(),
+            "idle_timeout": self.idle_timeout_told(),
             "last_decision": None if d is None else {"start": d.start, "reason": d.reason},
             "decisions": list(scaler.recent),
         }

@@ -69,7 +69,8 @@ class Scaler:
         self.arrivals.extend(jobs)
         return self.booting == 0 and not self.roster.live(now)
 
-    def idle_timeout(self, default: float) -> float:
+    def current_idle_timeout(self, default: float) -> float:
+        """The last decision's idle timeout; `default` until there is one."""
         return self.decision.idle_timeout if self.decision is not None else default
 
     def step(

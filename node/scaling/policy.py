@@ -13,13 +13,19 @@ booting, nothing is started (this is what keeps slow-booting EC2 workers from be
 for short bursts). Launches are bounded by `max_workers` across the cluster and by a launch
 rate limit.
 
-The idle timeout is a ski-rental decision. Keeping an idle worker for `t` seconds costs `t`
+The idle timeout (how long a worker with no work waits before it exits) is a ski-rental
+decision. Keeping an idle worker for `t` seconds costs `t`
 worker-seconds; letting it go and starting another later costs its boot time again, plus the
 queue wait while it boots. Break-even is `idle_cost_ratio * start_cost` seconds. If recent
 arrivals come in bursts whose gaps are shorter than what keeping a worker costs, workers wait
 out the typical gap (so the next burst finds them); if gaps are longer, or arrivals are steady
 (no gaps worth bridging), workers leave after the break-even time, which is short for local
 processes and long for EC2.
+
+One idle timeout, three stages: a worker starts with `--worker-idle-timeout` (the backends pass
+it on); once the leader has decided, `adaptive_idle_timeout` gives the policy's value; and what
+a worker is told (`idle_timeout_told`) is that value, or none while the pool is at its
+minimum, so the minimum never leaves.
 """
 
 from __future__ import annotations
@@ -127,7 +133,7 @@ def burst_gaps(arrivals: tuple[tuple[float, int], ...], burst_gap: float) -> lis
     return [b - a for a, b in zip(times, times[1:], strict=False) if b - a > burst_gap]
 
 
-def idle_timeout(s: Snapshot, lim: Limits) -> float:
+def adaptive_idle_timeout(s: Snapshot, lim: Limits) -> float:
     """How long a worker may wait for work before it leaves (see the module docstring)."""
     break_even = lim.idle_cost_ratio * lim.start_cost
     gaps = sorted(burst_gaps(s.arrivals, lim.burst_gap))
@@ -142,9 +148,9 @@ def idle_timeout(s: Snapshot, lim: Limits) -> float:
 
 def decide(s: Snapshot, lim: Limits) -> Decision:
     start, reason = launches(s, lim)
-    return Decision(start, idle_timeout(s, lim), reason)
+    return Decision(start, adaptive_idle_timeout(s, lim), reason)
 
 
-def idle_timeout_for(live: int, min_workers: int, idle: float) -> float | None:
+def idle_timeout_told(live: int, min_workers: int, idle: float) -> float | None:
     """The idle timeout handed to a worker; None (stay) while the pool is at its minimum."""
     return None if 0 < min_workers and live <= min_workers else idle

@@ -2,7 +2,14 @@
 
 import pytest
 
-from node.scaling.policy import Limits, Snapshot, Worker, decide, idle_timeout, idle_timeout_for
+from node.scaling.policy import (
+    Limits,
+    Snapshot,
+    Worker,
+    adaptive_idle_timeout,
+    decide,
+    idle_timeout_told,
+)
 from node.scheduling.leases import LeaseDeadline, expired_leases
 from node.scheduling.roster import Roster
 
@@ -105,16 +112,16 @@ def bursts(gap, count=6, size=20):
         (bursts(60), 0.5, 5.0),  # cheap local starts: not worth bridging
     ],
 )
-def test_idle_timeout(arrivals, start_cost, expected):
+def test_adaptive_idle_timeout(arrivals, start_cost, expected):
     lim = Limits(start_cost=start_cost, min_idle=5.0, max_idle=1800.0, idle_cost_ratio=2.0)
     s = snap(arrivals=arrivals, now=arrivals[-1][0] if arrivals else 0.0)
-    assert idle_timeout(s, lim) == pytest.approx(expected)
+    assert adaptive_idle_timeout(s, lim) == pytest.approx(expected)
 
 
-def test_idle_timeout_grows_with_burstiness():
+def test_adaptive_idle_timeout_grows_with_burstiness():
     lim = Limits(start_cost=45.0)
-    steady = idle_timeout(snap(arrivals=[(float(i), 1) for i in range(600)]), lim)
-    bursty = idle_timeout(snap(arrivals=bursts(150)), lim)
+    steady = adaptive_idle_timeout(snap(arrivals=[(float(i), 1) for i in range(600)]), lim)
+    bursty = adaptive_idle_timeout(snap(arrivals=bursts(150)), lim)
     assert bursty > steady
 
 
@@ -148,4 +155,4 @@ def test_roster_forgets_a_worker_whose_process_exited_at_once():
     "live,lo,expected", [(0, 0, 60.0), (2, 2, None), (1, 2, None), (3, 2, 60.0)]
 )
 def test_workers_at_the_minimum_are_not_asked_to_leave(live, lo, expected):
-    assert idle_timeout_for(live, lo, 60.0) == expected
+    assert idle_timeout_told(live, lo, 60.0) == expected
