@@ -19,7 +19,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_PREFIX = "packages/"
-SOURCES = ["node", "worker", "provision", "setup.cfg", "setup.py", "pyproject.toml", "README.md"]
+# Every package setup.cfg installs, and the files its build reads.
+SOURCES = [
+    "node",
+    "worker",
+    "protocol",
+    "client",
+    "provision",
+    "setup.cfg",
+    "setup.py",
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+]
 SUFFIXES = {".py", ".c", ".cfg", ".toml", ".md", ".json", ".html"}
 
 
@@ -38,11 +50,15 @@ def source_files(root: Path = ROOT) -> list[Path]:
     files = []
     for name in SOURCES:
         item = root / name
-        found = sorted(item.rglob("*")) if item.is_dir() else [item]
+        if not item.is_dir():
+            files.append(item)
+            continue
         files += [
             f
-            for f in found
-            if f.is_file() and f.suffix in SUFFIXES and "__pycache__" not in f.parts
+            for f in sorted(item.rglob("*"))
+            if f.is_file()
+            and (f.suffix in SUFFIXES or f.name.startswith("LICENSE"))
+            and "__pycache__" not in f.parts
         ]
     return files
 
