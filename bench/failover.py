@@ -22,7 +22,7 @@ import requests
 
 from bench.cluster import Cluster
 
-ROUNDS, QUICK_ROUNDS = 20, 2
+ROUNDS, QUICK_ROUNDS = 20, 1
 HANDED_OVER = "handed Raft leadership over to"
 
 

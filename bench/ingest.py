@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=64, help="concurrent clients [default: 64]")
 
 
-def _baseline(root: Path, size: int, seconds: float, clients: int) -> dict:
+def _baseline(root: Path, size: int, seconds: float, warmup: float, clients: int) -> dict:
     (port,) = free_ports(1)
     proc = subprocess.Popen(
         [
@@ -44,13 +44,15 @@ def _baseline(root: Path, size: int, seconds: float, clients: int) -> dict:
             20,
             "the baseline server",
         )
-        return run_load([url], body_bytes=size, clients=clients, seconds=seconds)
+        return run_load([url], body_bytes=size, clients=clients, seconds=seconds, warmup=warmup)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
-def _cluster(root: Path, size: int, seconds: float, clients: int, fsync: str) -> dict:
+def _cluster(
+    root: Path, size: int, seconds: float, warmup: float, clients: int, fsync: str
+) -> dict:
     with Cluster(
         root / f"cluster-{size}-{fsync}",
         max_workers=0,
@@ -59,25 +61,31 @@ def _cluster(root: Path, size: int, seconds: float, clients: int, fsync: str) ->
         max_queued=10**8,
         fsync=fsync,
     ) as cluster:
-        return run_load(cluster.urls, body_bytes=size, clients=clients, seconds=seconds)
+        return run_load(
+            cluster.urls, body_bytes=size, clients=clients, seconds=seconds, warmup=warmup
+        )
 
 
 def run(args: argparse.Namespace) -> dict:
-    seconds = 3.0 if args.quick else 10.0
-    results = {"clients": args.clients, "seconds": seconds, "rows": {}}
+    # --quick is a smoke run of every row: a second of load each, after half a second.
+    seconds, warmup = (1.0, 0.5) if args.quick else (10.0, 2.0)
+    results = {"clients": args.clients, "seconds": seconds, "warmup": warmup, "rows": {}}
     with tempfile.TemporaryDirectory(prefix="wq-bench-ingest-") as tmp:
         for label, size in SIZES.items():
-            results["rows"][f"baseline {label}"] = _baseline(Path(tmp), size, seconds, args.clients)
+            results["rows"][f"baseline {label}"] = _baseline(
+                Path(tmp), size, seconds, warmup, args.clients
+            )
             for fsync in ("off", "on"):
                 results["rows"][f"cluster {label} fsync {fsync}"] = _cluster(
-                    Path(tmp), size, seconds, args.clients, fsync
+                    Path(tmp), size, seconds, warmup, args.clients, fsync
                 )
     return results
 
 
 def print_table(results: dict) -> None:
     print(
-        f"\n{results['clients']} clients, {results['seconds']:g}s measured after 2s warm-up; "
+        f"\n{results['clients']} clients, {results['seconds']:g}s measured after "
+        f"{results['warmup']:g}s warm-up; "
         "cluster: 3 nodes on this machine, requests spread over them"
     )
     print(f"{'system':26} {'acked/s':>9} {'MB/s':>7} {'p50 ms':>8} {'p99 ms':>8}  errors")
