@@ -23,7 +23,10 @@ from tests.integration.moto import aws_env, moto_server
 from tests.integration.moto import clients as moto_clients
 
 PARAMETER = "/wq/boot/secret"
-IDLE = 20  # the worker's idle timeout: long enough to enqueue after it registers
+# The worker's idle timeout. An idle worker checks it each time a lease poll comes back empty,
+# every 4 s here (0.8 of the cluster's 5 s request timeout): it exits on the second empty poll,
+# after 8 s, which leaves the test ample time to enqueue once the worker has registered.
+IDLE = 8
 
 
 @pytest.fixture(scope="module")
