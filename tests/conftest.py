@@ -1,12 +1,28 @@
+import os
 import re
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from bench.cluster import Cluster
+from bench.cluster import Cluster, wait_until
 
 UNIT = Path(__file__).parent / "unit"
 ON_REQUEST = ("slow", "chaos")
+SHARED_API_KEY = "shared-test-api-key-" + "k" * 16
+# Clusters shared by the tests of a session that neither stop nodes nor need settings of
+# their own (see lend()).
+SHARED = {
+    # Starts no worker, so what is enqueued stays queued. Its tests start no worker and take
+    # no lease: a lease or a worker would take other tests' jobs too.
+    "idle": {},
+    # Local workers (up to two, started by the leader) compute whatever is enqueued. Its
+    # nodes log JSON lines.
+    "working": {"max_workers": 2, "scale_target_seconds": 1, "log_format": "json"},
+    # Clients must send the API key; one local worker.
+    "keyed": {"max_workers": 1, "extra_env": {"WQ_API_KEY": SHARED_API_KEY}},
+}
 
 
 @pytest.fixture
@@ -27,6 +43,132 @@ def make_cluster(tmp_path, request):
         cluster.stop()
         if failed is not None and failed.failed:
             print(cluster.logs())
+
+
+class SharedClusters:
+    """The session's shared clusters, each started when a test first asks for it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.clusters: dict[str, Cluster] = {}
+        self.started = 0
+
+    def get(self, name: str) -> Cluster:
+        if name not in self.clusters:
+            options = dict(SHARED[name])
+            extra_env = options.pop("extra_env", {})
+            self.started += 1
+            cluster = Cluster(self.root / f"{name}-{self.started}", **options)
+            cluster.extra_env = extra_env
+            cluster.root.mkdir()
+            self.clusters[name] = cluster
+            try:
+                cluster.start()
+            except BaseException:
+                self.discard(name)
+                raise
+        return self.clusters[name]
+
+    def discard(self, name: str) -> None:
+        """Stop a shared cluster; the next test that asks for it gets a new one."""
+        cluster = self.clusters.pop(name, None)
+        if cluster is not None:
+            cluster.stop()
+
+    def stop(self) -> None:
+        for name in list(self.clusters):
+            self.discard(name)
+
+
+@pytest.fixture(scope="session")
+def shared_clusters(tmp_path_factory):
+    shared = SharedClusters(tmp_path_factory.mktemp("shared"))
+    try:
+        yield shared
+    finally:
+        shared.stop()
+
+
+def settle(cluster: Cluster, empty: bool) -> None:
+    """Wait until every node agrees on a leader and on the queue's counts, and nothing runs
+    (with `empty`, nothing is queued either): what one test did is over before the next."""
+
+    def settled():
+        queues = [cluster.status(i)["queue"] for i in range(cluster.size)]
+        first = queues[0]
+        return (
+            all(q == first for q in queues)
+            and first["running"] == 0
+            and (first["queued"] == 0 or not empty)
+        )
+
+    cluster.wait_leader()
+    wait_until(settled, 60, "the shared cluster to settle", interval=0.2)
+
+
+def stop_workers(cluster: Cluster, procs: list[subprocess.Popen]) -> None:
+    """Stop workers a test started: SIGTERM first, so they give their leases back at once,
+    then SIGKILL for any that lingers."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        cluster.groups.discard(proc.pid)
+        cluster.workers.remove(proc)
+
+
+def lend(shared: SharedClusters, name: str, request):
+    """Lend a shared cluster to one test. The test must not stop or signal nodes, and must not
+    depend on other tests' jobs: it counts before and after, and looks at its own job ids.
+    Workers it starts are stopped after it; a node that exited fails it, and the next test
+    gets a new cluster."""
+    cluster = shared.get(name)
+    try:
+        settle(cluster, empty=name != "idle")
+    except AssertionError:
+        print(cluster.logs())
+        shared.discard(name)
+        raise
+    before = len(cluster.workers)
+    yield cluster
+    stop_workers(cluster, cluster.workers[before:])
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        print(cluster.logs())
+    exited = [i for i in range(cluster.size) if i not in cluster.procs]
+    exited += [i for i, proc in cluster.procs.items() if proc.poll() is not None]
+    if exited:
+        shared.discard(name)
+        pytest.fail(
+            f"nodes {sorted(exited)} of the shared {name!r} cluster stopped during the test"
+        )
+
+
+@pytest.fixture
+def idle_cluster(shared_clusters, request):
+    """A shared three-node cluster with default settings that starts no worker (see SHARED)."""
+    yield from lend(shared_clusters, "idle", request)
+
+
+@pytest.fixture
+def working_cluster(shared_clusters, request):
+    """A shared three-node cluster whose leader runs up to two local workers, logging JSON."""
+    yield from lend(shared_clusters, "working", request)
+
+
+@pytest.fixture
+def keyed_cluster(shared_clusters, request):
+    """A shared three-node cluster whose public API needs SHARED_API_KEY, with one local
+    worker."""
+    yield from lend(shared_clusters, "keyed", request)
 
 
 @pytest.hookimpl(hookwrapper=True)

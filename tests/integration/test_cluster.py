@@ -34,24 +34,26 @@ def local_workers(cluster):
     return "-m worker --managers " + ",".join(sorted(cluster.urls))
 
 
-def test_results_match_independent_digests_on_every_node(make_cluster):
-    cluster = make_cluster(max_workers=2)
+def test_results_match_independent_digests_on_every_node(working_cluster):
+    cluster = working_cluster
+    before = cluster.status(0)["queue"]  # the same on every node (the fixture waits for that)
     expected = enqueue_many(cluster, 50)
     for i in range(3):
         cluster.wait_completed(i, expected, timeout=120)
     for i in range(3):
-        pulled = {j["id"]: j["result"] for j in cluster.completed(i, top=1000)}
+        # Newest first: this test's jobs are the latest 50 completions.
+        pulled = {j["id"]: j["result"] for j in cluster.completed(i, top=50)}
         assert pulled == expected
         assert cluster.status(i)["queue"] == {
             "queued": 0,
             "running": 0,
-            "completed": 50,
-            "failed": 0,
+            "completed": before["completed"] + 50,
+            "failed": before["failed"],
         }
 
 
-def test_pull_completed_lists_newest_first_with_the_contract_fields(make_cluster):
-    cluster = make_cluster(max_workers=1)
+def test_pull_completed_lists_newest_first_with_the_contract_fields(working_cluster):
+    cluster = working_cluster
     ids = []
     for n in range(3):
         r = cluster.enqueue(0, b"job %d" % n, 1)
@@ -64,8 +66,8 @@ def test_pull_completed_lists_newest_first_with_the_contract_fields(make_cluster
     assert job["status"] == "completed" and job["size"] == 5 and job["iterations"] == 1
 
 
-def test_enqueue_through_a_follower_is_visible_there_at_once(make_cluster):
-    cluster = make_cluster()
+def test_enqueue_through_a_follower_is_visible_there_at_once(idle_cluster):
+    cluster = idle_cluster
     follower = next(i for i in range(3) if i != cluster.wait_leader())
     r = cluster.enqueue(follower, b"hello", 3)
     assert r.status_code == 200
@@ -74,7 +76,11 @@ def test_enqueue_through_a_follower_is_visible_there_at_once(make_cluster):
 
 
 def test_every_acknowledged_enqueue_survives_killing_the_leader(make_cluster):
-    cluster = make_cluster(max_workers=2)
+    cluster = make_cluster()
+    # Workers of their own, polling every node: a new leader would launch local ones only
+    # after its adoption grace.
+    for n in range(2):
+        cluster.start_worker(f"w{n}")
     leader = cluster.wait_leader()
     acked: dict[str, str] = {}
     stop = threading.Event()
@@ -180,8 +186,8 @@ def test_a_job_is_failed_once_its_leases_run_out(make_cluster):
     assert cluster.status(2)["queue"]["failed"] == 1
 
 
-def test_a_second_completion_does_not_change_the_result(make_cluster):
-    cluster = make_cluster(max_workers=1)
+def test_a_second_completion_does_not_change_the_result(working_cluster):
+    cluster = working_cluster
     payload = b"twice"
     job_id = cluster.enqueue(0, payload, 2).json()["id"]
     cluster.wait_completed(0, {job_id: expected_digest(payload, 2)})
@@ -206,7 +212,8 @@ def test_a_worker_fails_over_when_its_first_manager_is_down(make_cluster):
 
 
 def test_a_restarted_node_catches_up_after_log_compaction(make_cluster):
-    cluster = make_cluster(max_workers=1, log_compaction_entries=20)
+    cluster = make_cluster(log_compaction_entries=20)
+    cluster.start_worker("w")  # no adoption grace to wait out, unlike a leader's local worker
     expected = enqueue_many(cluster, 15, sizes=(100, 2000), iterations=(1, 10))
     for i in range(3):
         cluster.wait_completed(i, expected)
@@ -230,25 +237,26 @@ def test_a_restarted_node_catches_up_after_log_compaction(make_cluster):
 
 
 def test_nothing_acknowledged_is_lost_when_all_nodes_die_and_restart(make_cluster):
-    cluster = make_cluster(max_workers=1, log_compaction_entries=30)
+    cluster = make_cluster(log_compaction_entries=30)
+    cluster.start_worker("before")  # no adoption grace to wait out, unlike a local worker
     done = enqueue_many(cluster, 10, sizes=(1000, 20000), iterations=(1, 100))
     for i in range(3):
         cluster.wait_completed(i, done)
     requests.post(cluster.url(0) + "/internal/compact", headers=AUTH, timeout=10)
     for i in range(3):
         cluster.kill_node(i)
-    # Their workers outlive them; kill those too, so queued work waits for the restart.
+    # Workers outlive their managers; kill those too, so queued work waits for the restart.
     for pgid in cluster.groups:
         try:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    cluster2_pending = {}
     for i in range(3):
         cluster.start_node(i)
     cluster.wait_leader()
     for i in range(3):
         cluster.wait_completed(i, done)
+    cluster.start_worker("after")
     cluster2_pending = enqueue_many(cluster, 10, sizes=(1000, 20000), iterations=(1, 100), seed=3)
     for i in range(3):
         cluster.wait_completed(i, {**done, **cluster2_pending})
@@ -288,13 +296,13 @@ def test_a_released_job_goes_back_to_the_queue_at_once(make_cluster):
     assert job["attempts"] == 1
 
 
-def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluster):
+def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(idle_cluster):
     import hashlib
 
-    cluster = make_cluster()
+    cluster = idle_cluster
     payload = os.urandom(5000)
     digest = hashlib.sha256(payload).hexdigest()
-    job_id = "ab" * 16
+    job_id = os.urandom(16).hex()  # no job has it: the payload alone is stored
     manifest = json.dumps([{"id": job_id, "size": len(payload), "digest": digest}]).encode()
     r = requests.post(
         f"{cluster.url(0)}/internal/payloads",
@@ -322,14 +330,14 @@ def test_a_node_serves_a_payload_it_lacks_by_fetching_it_from_a_peer(make_cluste
     assert r.status_code == 404
 
 
-def test_a_worker_reads_the_payloads_of_its_lease_in_one_call(make_cluster):
+def test_a_worker_reads_the_payloads_of_its_lease_in_one_call(idle_cluster):
     import hashlib
 
-    cluster = make_cluster()
+    cluster = idle_cluster
     payloads = [os.urandom(3000 + n) for n in range(3)]
     ids = [cluster.enqueue(n, p, 5).json()["id"] for n, p in enumerate(payloads)]
     digests = [hashlib.sha256(p).hexdigest() for p in payloads]
-    unknown = {"id": "cd" * 16, "digest": "0" * 64}
+    unknown = {"id": os.urandom(16).hex(), "digest": "0" * 64}
     jobs = [{"id": i, "digest": d} for i, d in zip(ids, digests, strict=True)]
     wait_until(
         lambda: all(cluster.job(1, i).get("status") == "queued" for i in ids),
@@ -381,7 +389,11 @@ def test_a_full_queue_answers_429_with_retry_after(make_cluster):
     cluster = make_cluster(max_queued=2)
     for n in range(2):
         assert cluster.enqueue(n, b"fill %d" % n, 1).status_code == 200
-    time.sleep(0.5)  # every node has applied both
+    wait_until(
+        lambda: all(cluster.status(i)["queue"]["queued"] == 2 for i in range(3)),
+        10,
+        "every node to have applied both",
+    )
     r = cluster.enqueue(2, b"one too many", 1)
     assert r.status_code == 429
     assert r.headers["Retry-After"] and r.json()["error"].startswith("queue:")
