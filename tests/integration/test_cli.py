@@ -34,8 +34,9 @@ def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def test_submit_200_files_wait_verify_pull_and_status(make_cluster, tmp_path):
-    cluster = make_cluster(max_workers=2, scale_target_seconds=1)
+def test_submit_200_files_wait_verify_pull_and_status(working_cluster, tmp_path):
+    cluster = working_cluster
+    done = cluster.status(0)["queue"]["completed"]  # the same on every node, nothing queued
     urls = ",".join(cluster.urls)
     files = write_files(tmp_path / "in", 200, lambda n: 1 + 37 * n)
     r = wq("--url", urls, "submit", *files, "--iterations", "300")
@@ -65,7 +66,9 @@ def test_submit_200_files_wait_verify_pull_and_status(make_cluster, tmp_path):
     assert sum(line.split()[1:2] == ["leader"] for line in lines[1:4]) == 1
     assert sum(line.split()[1:2] == ["follower"] for line in lines[1:4]) == 2
     assert f"leader: n{cluster.wait_leader()}" in r.stdout
-    assert any(line.startswith("queue: 0 queued, 0 running, 200 completed") for line in lines)
+    assert any(
+        line.startswith(f"queue: 0 queued, 0 running, {done + 200} completed") for line in lines
+    )
 
 
 def test_a_node_killed_mid_submit_makes_no_job_twice(make_cluster, tmp_path):

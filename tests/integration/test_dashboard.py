@@ -23,7 +23,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-API_KEY = "dashboard-test-api-key-0123456789"
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -63,8 +62,9 @@ def member_roles(page) -> list[str]:
     return page.eval_on_selector_all("#members tbody tr", "rows => rows.map(r => r.dataset.role)")
 
 
-def test_the_dashboard_shows_members_and_leader_and_its_charts_move(make_cluster, browser):
-    cluster = make_cluster()
+def test_the_dashboard_shows_members_and_leader_and_its_charts_move(idle_cluster, browser):
+    cluster = idle_cluster  # nothing computes here (no workers)
+    queued = cluster.status(0)["queue"]["queued"]  # the same on every node
     leader = cluster.wait_leader()
     follower = (leader + 1) % 3
     errors: list[str] = []
@@ -87,9 +87,12 @@ def test_the_dashboard_shows_members_and_leader_and_its_charts_move(make_cluster
     for n in range(40):
         assert cluster.enqueue(n % 3, b"dashboard %d" % n, 10).status_code == 200
     page.wait_for_function(
-        "() => Number(document.querySelector('#chart-queue').dataset.max) >= 40", timeout=15000
+        f"() => Number(document.querySelector('#chart-queue').dataset.max) >= {queued + 40}",
+        timeout=15000,
     )
-    page.wait_for_function("() => document.getElementById('queued').textContent === '40'")
+    page.wait_for_function(
+        f"() => document.getElementById('queued').textContent === '{queued + 40}'"
+    )
     assert page.get_attribute('#chart-queue polyline[data-series="queued"]', "points") != before
     page.wait_for_function("() => Number(document.querySelector('#chart-rate').dataset.max) > 1")
 
@@ -106,14 +109,14 @@ def test_the_dashboard_shows_members_and_leader_and_its_charts_move(make_cluster
     assert errors == []
 
 
-def test_with_an_api_key_the_page_asks_for_it_and_then_shows_the_cluster(make_cluster, browser):
-    cluster = make_cluster(extra_env={"WQ_API_KEY": API_KEY})
-    cluster.wait_leader()
+def test_with_an_api_key_the_page_asks_for_it_and_then_shows_the_cluster(keyed_cluster, browser):
+    cluster = keyed_cluster
+    api_key = cluster.extra_env["WQ_API_KEY"]
     assert requests.get(cluster.url(0) + "/dashboard/data", timeout=5).status_code == 401
     errors: list[str] = []
     page = open_page(browser, cluster.url(0), errors)
     page.wait_for_selector("#banner.show", timeout=15000)
-    page.fill("#key", API_KEY)
+    page.fill("#key", api_key)
     page.click("#key-form button")
     page.wait_for_function(
         "() => document.querySelectorAll('#members tbody tr').length === 3", timeout=15000

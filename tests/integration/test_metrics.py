@@ -10,8 +10,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.cluster import expected_digest, wait_until
 
-API_KEY = "metrics-test-api-key-0123456789"
-
 
 def scrape(cluster, i: int) -> dict[str, float]:
     """Every sample of node i as {'name{label="v"}': value}."""
@@ -30,8 +28,8 @@ def delta(after: dict, before: dict, name: str) -> float:
     return after.get(name, 0) - before.get(name, 0)
 
 
-def test_metrics_follow_the_work_done(make_cluster):
-    cluster = make_cluster(max_workers=1, scale_target_seconds=1)
+def test_metrics_follow_the_work_done(working_cluster):
+    cluster = working_cluster
     leader = cluster.wait_leader()
     before = [scrape(cluster, i) for i in range(3)]
     payloads = [os.urandom(1000 + n) for n in range(12)]
@@ -88,8 +86,8 @@ def test_metrics_follow_the_work_done(make_cluster):
     assert lead['wq_workers{state="busy"}'] + lead['wq_workers{state="idle"}'] >= 1
 
 
-def test_metric_names_follow_prometheus_conventions(make_cluster):
-    cluster = make_cluster()
+def test_metric_names_follow_prometheus_conventions(idle_cluster):
+    cluster = idle_cluster
     r = requests.get(cluster.url(0) + "/metrics", timeout=5)
     for family in text_string_to_metric_families(r.text):
         if family.name.startswith("process_"):  # prometheus-client's own
@@ -104,19 +102,20 @@ def test_metric_names_follow_prometheus_conventions(make_cluster):
             assert family.name.endswith("_bytes"), family.name
 
 
-def test_metrics_need_the_api_key_as_header_or_bearer_token(make_cluster):
-    cluster = make_cluster(extra_env={"WQ_API_KEY": API_KEY})
+def test_metrics_need_the_api_key_as_header_or_bearer_token(keyed_cluster):
+    cluster = keyed_cluster
+    key = cluster.extra_env["WQ_API_KEY"]
     url = cluster.url(0) + "/metrics"
     assert requests.get(url, timeout=5).status_code == 401
     assert (
         requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=5).status_code == 401
     )
-    assert requests.get(url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=5).ok
-    assert requests.get(url, headers={"X-API-Key": API_KEY}, timeout=5).ok
+    assert requests.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=5).ok
+    assert requests.get(url, headers={"X-API-Key": key}, timeout=5).ok
 
 
-def test_json_logs_carry_a_line_per_state_change_naming_the_jobs(make_cluster):
-    cluster = make_cluster(max_workers=1, scale_target_seconds=1, log_format="json")
+def test_json_logs_carry_a_line_per_state_change_naming_the_jobs(working_cluster):
+    cluster = working_cluster  # its nodes run with --log-format json
     r = cluster.enqueue(1, b"logged", 10)
     job_id = r.json()["id"]
     cluster.wait_completed(0, {job_id: expected_digest(b"logged", 10)})
