@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -29,70 +30,132 @@ CAUGHT_AT = {
 }
 
 
-def sim(*args: str, timeout: float) -> subprocess.CompletedProcess:
+SIM = ("-m", "tests.sim")
+QUICK_SET = (*SIM, "--seeds", "20")
+SHRUNK = (*SIM, "--seed", "0", "--revert", "append-conflict-only")
+# What each seed's schedule did, run one after another in one fresh process (five nodes,
+# 1,500 steps, ack-term-monotonic off: where a seed was seen to depend on an earlier one).
+FINGERPRINTS = (
+    "import sys; from node.replication.syncobj import patches; from tests.sim.run import run; "
+    "patches.ENABLED['ack-term-monotonic'] = False; "
+    "print(' '.join(run(int(s), list(range(1500)), nodes=5).fingerprint "
+    "for s in sys.argv[1:]))"
+)
+
+
+def caught(patch: str, seed: int) -> tuple[str, ...]:
+    return (*SIM, "--seed", str(seed), "--revert", patch, "--no-shrink")
+
+
+def held(seed: int) -> tuple[str, ...]:
+    return (*SIM, "--seed", str(seed))
+
+
+def fingerprinted(*seeds: int) -> tuple[str, ...]:
+    return ("-c", FINGERPRINTS, *map(str, seeds))
+
+
+def planned(item: pytest.Item) -> list[tuple[str, ...]]:
+    """The runs a test of this module reads."""
+    name = item.originalname
+    if name == "test_a_quick_set_of_schedules_holds":
+        return [QUICK_SET]
+    if name == "test_the_simulator_catches_each_safety_patch_switched_off":
+        patch, seed = item.callspec.params["patch"], item.callspec.params["seed"]
+        return [caught(patch, seed), held(seed)]
+    if name == "test_a_schedule_does_not_depend_on_what_ran_before_it_in_the_process":
+        return [fingerprinted(144, 145), fingerprinted(145)]
+    if name == "test_a_failing_schedule_is_shrunk_and_replays":
+        return [SHRUNK]
+    return []
+
+
+def python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python ARGS` in a fresh process, with the hash seed tests.sim would set for itself."""
     return subprocess.run(
-        [sys.executable, "-m", "tests.sim", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         text=True,
         capture_output=True,
         timeout=timeout,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
 
 
-def test_a_quick_set_of_schedules_holds():
-    r = sim("--seeds", "20", timeout=600)
+class Runs:
+    """Simulator runs, each in a process of its own, as many at once as there are cores: they
+    are independent and CPU-bound, and nothing in them depends on wall-clock time."""
+
+    def __init__(self, pool: ThreadPoolExecutor):
+        self.pool = pool
+        self.started: dict[tuple[str, ...], Future] = {}
+
+    def start(self, args: tuple[str, ...]) -> None:
+        if args not in self.started:
+            self.started[args] = self.pool.submit(python, *args)
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        self.start(args)
+        return self.started[args].result()
+
+
+@pytest.fixture(scope="module")
+def sim(request):
+    """`sim(*ARGS)`: the result of `python ARGS`. The runs of every selected test of this
+    module start together, the longest first."""
+    mine = [item for item in request.session.items if item.module is request.module]
+    plan = [args for item in mine for args in planned(item)]
+    plan.sort(key=lambda args: (args != QUICK_SET, args != SHRUNK, args[0] != "-c"))
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        runs = Runs(pool)
+        for args in plan:
+            runs.start(args)
+        try:
+            yield runs
+        finally:
+            for future in runs.started.values():
+                future.cancel()  # those not started yet; the pool waits for the others
+
+
+def test_a_quick_set_of_schedules_holds(sim):
+    r = sim(*QUICK_SET)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines()[-1] == "20 schedules, 0 violations"
 
 
 @pytest.mark.parametrize("patch, seed", sorted(CAUGHT_AT.items()))
-def test_the_simulator_catches_each_safety_patch_switched_off(patch, seed):
-    r = sim("--seed", str(seed), "--revert", patch, "--no-shrink", timeout=600)
+def test_the_simulator_catches_each_safety_patch_switched_off(sim, patch, seed):
+    r = sim(*caught(patch, seed))
     assert r.returncode == 1, r.stdout + r.stderr
     assert f"seed {seed}: VIOLATION" in r.stdout
     assert r.stdout.splitlines()[-1] == "1 schedules, 1 violations"
     # With the patch, the same schedule holds.
-    assert sim("--seed", str(seed), timeout=600).returncode == 0
+    assert sim(*held(seed)).returncode == 0
 
 
-def fingerprints(*seeds: int) -> list[str]:
-    """What each seed's schedule did, run one after another in one fresh process (five nodes,
-    1,500 steps, ack-term-monotonic off: where a seed was seen to depend on an earlier one)."""
-    code = (
-        "import sys; from node.replication.syncobj import patches; from tests.sim.run import run; "
-        "patches.ENABLED['ack-term-monotonic'] = False; "
-        "print(' '.join(run(int(s), list(range(1500)), nodes=5).fingerprint "
-        "for s in sys.argv[1:]))"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", code, *map(str, seeds)],
-        cwd=ROOT,
-        text=True,
-        capture_output=True,
-        timeout=600,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
+def fingerprints(sim, *seeds: int) -> list[str]:
+    r = sim(*fingerprinted(*seeds))
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.split()
 
 
-def test_a_schedule_does_not_depend_on_what_ran_before_it_in_the_process():
+def test_a_schedule_does_not_depend_on_what_ran_before_it_in_the_process(sim):
     # Seed 145 once did something else after seed 144 than on its own.
-    assert fingerprints(144, 145)[1] == fingerprints(145)[0]
+    assert fingerprints(sim, 144, 145)[1] == fingerprints(sim, 145)[0]
 
 
-def test_a_failing_schedule_is_shrunk_and_replays():
-    r = sim("--seed", "0", "--revert", "append-conflict-only", timeout=600)
+def test_a_failing_schedule_is_shrunk_and_replays(sim):
+    r = sim(*SHRUNK)
     assert r.returncode == 1
     shrunk = re.search(r"failing schedule \((\d+) of 400 steps\)", r.stdout)
     assert shrunk and int(shrunk.group(1)) < 400
     replay = re.search(r"replay: python -m tests.sim (.*)", r.stdout).group(1).split()
-    again = sim(*replay, "--no-shrink", timeout=600)
+    again = sim(*SIM, *replay, "--no-shrink")
     assert again.returncode == 1 and "seed 0: VIOLATION" in again.stdout
 
 
 @pytest.mark.slow
 def test_two_thousand_schedules_hold():
-    r = sim("--seeds", "2000", "--seed", "1000", timeout=3600)
+    r = python(*SIM, "--seeds", "2000", "--seed", "1000", timeout=3600)
     assert r.returncode == 0, r.stdout[-5000:]
     assert r.stdout.splitlines()[-1] == "2000 schedules, 0 violations"
