@@ -41,7 +41,9 @@ def aws(tmp_path_factory):
         clients["s3"].create_bucket(Bucket="wq-boot")
         clients["s3"].upload_file(str(package.path), "wq-boot", package.key)
         clients["ssm"].put_parameter(Name=PARAMETER, Type="SecureString", Value=SECRET)
-        yield {**clients, "env": env, "package": f"s3://wq-boot/{package.key}"}
+        # Listing moto's images takes it a second or two: once.
+        image = clients["ec2"].describe_images()["Images"][0]["ImageId"]
+        yield {**clients, "env": env, "package": f"s3://wq-boot/{package.key}", "image": image}
 
 
 def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
@@ -54,7 +56,7 @@ def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
         manager_urls=managers,
         package=package,
         secret_parameter=PARAMETER,
-        ami=ec2.describe_images()["Images"][0]["ImageId"],
+        ami=aws["image"],
         instance_type="t3.small",
         idle_timeout=IDLE,
         start_cost=45,

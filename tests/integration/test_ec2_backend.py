@@ -11,7 +11,7 @@ from node.scaling.backends.ec2 import CLUSTER_TAG, WORKER_TAG, EC2Backend
 from node.scaling.loop import Scaler
 from node.scaling.policy import Limits
 from node.scheduling.roster import Roster
-from tests.integration.moto import apply_env, moto_server
+from tests.integration.moto import apply_env, clients, moto_server
 
 PACKAGE = "s3://wq-bucket/packages/0123/replicated_work_queue-0.1.0.tar.gz"
 MANAGERS = ["http://10.0.0.1:8001", "http://10.0.0.2:8001"]
@@ -23,16 +23,19 @@ def moto_url(tmp_path_factory):
         yield url
 
 
+@pytest.fixture(scope="module")
+def image(moto_url):
+    """An AMI of the moto server, looked up once: listing its images takes it a second or two."""
+    return clients(moto_url, "ec2")["ec2"].describe_images()["Images"][0]["ImageId"]
+
+
 @pytest.fixture
-def ec2(moto_url, monkeypatch, request):
+def ec2(moto_url, image, monkeypatch, request):
     apply_env(monkeypatch, moto_url)
     client = boto3.client("ec2", region_name="us-east-1")
     client.cluster = request.node.name[:40].replace("[", "-").replace("]", "")
+    client.image = image
     return client
-
-
-def ami(client) -> str:
-    return client.describe_images()["Images"][0]["ImageId"]
 
 
 def backend(client, cluster=None, **kwargs) -> EC2Backend:
@@ -49,7 +52,7 @@ def backend(client, cluster=None, **kwargs) -> EC2Backend:
         manager_urls=MANAGERS,
         package=PACKAGE,
         secret_parameter="/wq/t/secret",
-        ami=ami(client),
+        ami=client.image,
         instance_type="t3.small",
         instance_profile="wq-worker",
         idle_timeout=90,
