@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -19,16 +21,59 @@ SECRET = "test-secret-" + "x" * 24
 AUTH = {"Authorization": f"Bearer {SECRET}"}
 
 
-def free_ports(count: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
+def _ephemeral_low() -> int:
+    """The first port of the range the kernel picks clients' source ports from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_walk() -> Iterator[int]:
+    """Ports below the kernel's ephemeral range, from a random start onwards, round and round.
+
+    Not from the ephemeral range: there a killed node's port may be taken as the source port
+    of some client's connection before the node restarts on it. Each process walks on, so it
+    hands out a port again only after all the others; processes of one pytest-xdist run walk
+    disjoint slices."""
+    low, high = 10000, _ephemeral_low() - 1
+    if high - low < 2000:
+        low, high = 61000, 65535  # an unusual range: above it instead
+    lanes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    lane = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0").removeprefix("gw") or 0)
+    span = (high - low + 1) // max(1, lanes)
+    low += span * (lane % max(1, lanes))
+    start = random.randrange(span)
+    while True:
+        for n in range(span):
+            yield low + (start + n) % span
+
+
+_PORTS = _port_walk()
+
+
+def free_ports(count: int, consecutive: bool = False) -> list[int]:
+    """`count` ports nothing listens on (or has recently used), `consecutive` if asked."""
+    socks: list[socket.socket] = []
+    try:
+        while len(socks) < count:
+            port = next(_PORTS)
+            if consecutive and socks and port != socks[-1].getsockname()[1] + 1:
+                for s in socks:
+                    s.close()
+                socks = []
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", port))  # without SO_REUSEADDR: not even in TIME_WAIT
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def expected_digest(payload: bytes, iterations: int) -> str:

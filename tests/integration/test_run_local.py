@@ -2,37 +2,20 @@
 SIGTERM, and resumes with its data when run again."""
 
 import os
-import random
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
 import requests
 
-from bench.cluster import expected_digest, processes_mentioning, wait_until
+from bench.cluster import expected_digest, free_ports, processes_mentioning, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_base(count: int) -> int:
     """A port such that port..port+count-1 are all free."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        socks = []
-        try:
-            for port in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
+    return free_ports(count, consecutive=True)[0]
 
 
 def start(tmp_path, http, raft):
