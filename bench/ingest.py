@@ -67,8 +67,8 @@ def _cluster(
 
 
 def run(args: argparse.Namespace) -> dict:
-    # --quick is a smoke run of every row: a second of load each, after half a second.
-    seconds, warmup = (1.0, 0.5) if args.quick else (10.0, 2.0)
+    # --quick is a smoke run of every row: half a second of load each, after a quarter.
+    seconds, warmup = (0.5, 0.25) if args.quick else (10.0, 2.0)
     results = {"clients": args.clients, "seconds": seconds, "warmup": warmup, "rows": {}}
     with tempfile.TemporaryDirectory(prefix="wq-bench-ingest-") as tmp:
         for label, size in SIZES.items():
