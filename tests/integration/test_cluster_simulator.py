@@ -82,6 +82,12 @@ def python(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     )
 
 
+def lanes() -> int:
+    """As many runs at once as there are cores for this test process (pytest-xdist runs
+    several test processes side by side)."""
+    return max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+
+
 class Runs:
     """Simulator runs, each in a process of its own, as many at once as there are cores: they
     are independent and CPU-bound, and nothing in them depends on wall-clock time."""
@@ -106,7 +112,7 @@ def sim(request):
     mine = [item for item in request.session.items if item.module is request.module]
     plan = [args for item in mine for args in planned(item)]
     plan.sort(key=lambda args: (args != QUICK_SET, args != SHRUNK, args[0] != "-c"))
-    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+    with ThreadPoolExecutor(lanes()) as pool:
         runs = Runs(pool)
         for args in plan:
             runs.start(args)
