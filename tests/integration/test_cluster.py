@@ -76,9 +76,11 @@ def test_enqueue_through_a_follower_is_visible_there_at_once(idle_cluster):
 
 
 def test_every_acknowledged_enqueue_survives_killing_the_leader(make_cluster):
-    cluster = make_cluster()
-    # Workers of their own, polling every node: a new leader would launch local ones only
-    # after its adoption grace.
+    # A lease the killed leader committed but never answered is the worker's only when its
+    # lease expires: 5 s here, not the default 30.
+    cluster = make_cluster(lease_timeout=5)
+    # Workers of their own, polling every node (a new leader launches local ones only after
+    # its adoption grace), computing while the leader dies.
     for n in range(2):
         cluster.start_worker(f"w{n}")
     leader = cluster.wait_leader()

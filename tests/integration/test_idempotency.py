@@ -45,7 +45,6 @@ def test_a_key_reused_for_another_payload_is_refused(idle_cluster):
 
 def test_the_key_survives_a_leader_change(make_cluster):
     cluster = make_cluster()
-    cluster.start_worker("w")  # no adoption grace to wait out, unlike a leader's local worker
     leader = cluster.wait_leader()
     first = put(cluster, leader, b"durable", 100, "abc")
     assert first.status_code == 200
@@ -54,6 +53,7 @@ def test_the_key_survives_a_leader_change(make_cluster):
     survivor = cluster.alive()[0]
     r = put(cluster, survivor, b"durable", 100, "abc")
     assert r.json() == first.json()
+    cluster.start_worker("w")  # no adoption grace to wait out, unlike a leader's local worker
     cluster.wait_completed(survivor, {first.json()["id"]: expected_digest(b"durable", 100)})
 
 
