@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _pytest.mark.expression import Expression
 
 from bench.cluster import Cluster, wait_until
 
@@ -176,6 +177,26 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Benchmarks that measure, and the long simulator run, are slow tests: when the -m
+    expression selects them, the tests run in this one process, one after another, so that no
+    other test shares the machine with a measurement (setup.cfg asks pytest-xdist for two)."""
+    if config.pluginmanager.hasplugin("xdist") and selects_slow(config.getoption("markexpr")):
+        config.option.dist = "no"
+        config.option.numprocesses = 0
+        config.option.tx = []
+
+
+def selects_slow(expression: str | None) -> bool:
+    """Whether slow tests run under this -m expression (see pytest_collection_modifyitems)."""
+    if not (expression or "").strip():
+        return True
+    if "slow" not in re.findall(r"\w+", expression):
+        return False
+    return Expression.compile(expression).evaluate(lambda name, **_: name == "slow")
 
 
 @pytest.hookimpl(tryfirst=True)
