@@ -184,8 +184,11 @@ def test_a_job_is_failed_once_its_leases_run_out(make_cluster):
         lambda: (j := cluster.job(2, job_id))["status"] == "failed" and j, 30, "the job failed"
     )
     assert "lease expired" in job["error"] and "2 attempts" in job["error"]
-    # Counted on the replica that showed the failure: another may not have applied it yet.
-    assert cluster.status(2)["queue"]["failed"] == 1
+    # Counted on the replica that showed the failure (another may not have applied it yet),
+    # whose counters follow its store a moment after the store has the job failed.
+    wait_until(
+        lambda: cluster.status(2)["queue"]["failed"] == 1, 5, "the failure counted on node 2"
+    )
 
 
 def test_a_second_completion_does_not_change_the_result(working_cluster):
