@@ -448,38 +448,15 @@ def test_a_vote_that_arrives_twice_counts_once(tmp_path, patch):
         assert raft.role == "candidate"  # two votes of five
 
 
-@patched_and_upstream("refusing-voter-stands")
-def test_a_voter_ahead_of_the_candidate_stands_at_once_when_the_leader_is_silent(world, patch):
-    w = world
-    settle(w)
-    commit(w, leader(w), "a")
-    voter = follower(w)
-    candidate = next(n for n in w.nodes if n != voter)
-    raft = w.nodes[voter].raft
-    w.now += 0.5  # no heartbeat for longer than the minimum timeout
-    raft._SyncObj__raftElectionDeadline = w.now + 100  # its own timeout is far off
-    inject(
-        w,
-        candidate,
-        voter,
-        {
-            "type": "request_vote",
-            "term": raft.raftCurrentTerm + 1,
-            "last_log_index": 1,
-            "last_log_term": 0,
-        },
-    )
-    w.tick(voter)
-    assert raft.role == "candidate"
-
-
-def test_a_voter_that_heard_the_leader_lately_does_not_stand(world):
-    w = world
+def request_a_stale_vote(w, silent_for: float) -> Any:
+    """A candidate whose log is behind asks a follower for its vote, after the follower heard
+    no leader for `silent_for` seconds; its own election timeout is far off. The voter's raft."""
     settle(w)
     commit(w, leader(w), "a")
     voter = follower(w)
     candidate = next(n for n in w.nodes if n != voter)  # e.g. a node rejoining, log behind
     raft = w.nodes[voter].raft
+    w.now += silent_for
     raft._SyncObj__raftElectionDeadline = w.now + 100
     inject(
         w,
@@ -493,7 +470,17 @@ def test_a_voter_that_heard_the_leader_lately_does_not_stand(world):
         },
     )
     w.tick(voter)
-    assert raft.role == "follower"
+    return raft
+
+
+@patched_and_upstream("refusing-voter-stands")
+def test_a_voter_ahead_of_the_candidate_stands_at_once_when_the_leader_is_silent(world, patch):
+    # Silent for longer than the minimum election timeout.
+    assert request_a_stale_vote(world, silent_for=0.5).role == "candidate"
+
+
+def test_a_voter_that_heard_the_leader_lately_does_not_stand(world):
+    assert request_a_stale_vote(world, silent_for=0).role == "follower"
 
 
 @patched_and_upstream("fail-pending-on-new-term")
