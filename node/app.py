@@ -76,8 +76,7 @@ class Node:
         self.scaling: ScalingLoop | None = None
         scaler = None
         if cfg.max_workers > 0:
-            urls = sorted({p.url for p in cfg.peers} | {cfg.url})
-            backend = make_backend(cfg, urls)
+            backend = make_backend(cfg, sorted(cfg.members.values()))
             scaler = Scaler(backend, self.roster, scaling_limits(cfg, backend), cfg.boot_timeout)
             self.scaling = ScalingLoop(
                 scaler,

@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 from dataclasses import MISSING, Field, dataclass, field, fields
+from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -287,6 +288,11 @@ class NodeConfig:
         help="text (readable lines) or json (one object per line)",
         choices=("text", "json"),
     )
+
+    @cached_property
+    def members(self) -> dict[str, str]:
+        """Every manager, this one included: Raft address -> the URL peers and workers use."""
+        return {p.raft: p.url for p in self.peers} | {self.raft: self.url}
 
     @property
     def cluster_size(self) -> int:

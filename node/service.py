@@ -67,7 +67,6 @@ class NodeService:
         self._scaler = scaler
         self._metrics = metrics
         self._history = history
-        self._urls = {p.raft: p.url for p in cfg.peers} | {cfg.raft: cfg.url}
 
     # --- public ----------------------------------------------------------------------
 
@@ -82,7 +81,7 @@ class NodeService:
             raise QueueFull(
                 f"queue: at its capacity of {self.cfg.max_queued} queued jobs; retry later"
             )
-        self.check_quorum()
+        self._check_quorum()
         job_id = new_job_id()
         await self._payloads.replicate(job_id, data, digest)
         (result,) = await self._proposer.propose(
@@ -158,7 +157,7 @@ class NodeService:
 
     def leader_url(self) -> str | None:
         leader = self._raft.leader
-        return self._urls.get(leader) if leader else None
+        return self.cfg.members.get(leader) if leader else None
 
     async def lease(
         self, worker: str, info: dict[str, str], max_jobs: int, wait: float, linger: float
@@ -301,7 +300,7 @@ class NodeService:
             return "no heartbeat from the leader within the election timeout"
         return None
 
-    def check_quorum(self) -> None:
+    def _check_quorum(self) -> None:
         """Fail fast (503) instead of letting a request wait out its timeout."""
         problem = self._quorum_problem()
         if problem is not None:
