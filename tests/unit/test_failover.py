@@ -3,13 +3,13 @@ servers in this process: which answers move a call to the next node, which go ba
 caller, and how long a call keeps trying."""
 
 import asyncio
-import socket
 import time
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from bench.cluster import free_ports
 from protocol.failover import RETRY_STATUSES, Failover, NoNodeAnswers
 
 
@@ -41,9 +41,8 @@ class Node:
 
 
 def closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
+    (port,) = free_ports(1)
+    return f"http://127.0.0.1:{port}"
 
 
 async def call(nodes, deadline=0.0, urls_before=()):
