@@ -1,5 +1,6 @@
 """A closed-loop HTTP load generator: N clients, each sending its next request when the last
-one is answered, for a fixed time; latencies of the answered requests in the measured window."""
+one is answered, for a fixed time; latencies of the answered requests in the measured window,
+and the CPU time the serving processes spent in it per answered request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 
 import aiohttp
 
+from bench.cpu import cpu_seconds
+
 
 async def _run(
     urls: list[str],
@@ -18,6 +21,7 @@ async def _run(
     seconds: float,
     warmup: float,
     headers: dict[str, str],
+    pids: list[int],
 ) -> dict:
     payload = os.urandom(body_bytes)
     latencies: list[float] = []
@@ -43,8 +47,15 @@ async def _run(
                 else:
                     errors[status] = errors.get(status, 0) + 1
 
+    cpu: list[float] = []
+
+    async def sample_cpu() -> None:
+        for at in (measure_from, measure_to):
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            cpu.append(cpu_seconds(pids))
+
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(client(n, session) for n in range(clients)))
+        await asyncio.gather(sample_cpu(), *(client(n, session) for n in range(clients)))
     latencies.sort()
     count = len(latencies)
 
@@ -59,6 +70,9 @@ async def _run(
         "p99_ms": pct(0.99),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if count else None,
         "errors": errors,
+        # CPU milliseconds the serving processes spent per answered request, all together.
+        "cpu_ms_per_ack": round((cpu[1] - cpu[0]) / count * 1000, 3) if pids and count else None,
+        "cpu_cores": round((cpu[1] - cpu[0]) / seconds, 2) if pids else None,
     }
 
 
@@ -70,8 +84,10 @@ def run_load(
     seconds: float = 10.0,
     warmup: float = 2.0,
     headers: dict[str, str] | None = None,
+    pids: list[int] | None = None,
 ) -> dict:
-    return asyncio.run(_run(urls, body_bytes, clients, seconds, warmup, headers or {}))
+    """The load's figures; `pids` are the serving processes whose CPU time is measured."""
+    return asyncio.run(_run(urls, body_bytes, clients, seconds, warmup, headers or {}, pids or []))
 
 
 async def _enqueue_many(

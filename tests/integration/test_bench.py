@@ -6,6 +6,7 @@ end-to-end comparison installs Celery and Redis on first use and runs only with 
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,17 +38,21 @@ def run_quick(name: str, tmp_path: Path, timeout: float) -> dict:
 
 
 def check_ingest(r: dict) -> None:
+    assert r["clients"] == [16]
     assert set(r["rows"]) == {
-        "baseline 16 KB",
-        "cluster 16 KB fsync off",
-        "cluster 16 KB fsync on",
-        "baseline 256 KB",
-        "cluster 256 KB fsync off",
-        "cluster 256 KB fsync on",
+        "baseline 16 KB 16c",
+        "cluster fsync off 16 KB 16c",
+        "cluster fsync on 16 KB 16c",
+        "baseline 256 KB 16c",
+        "cluster fsync off 256 KB 16c",
+        "cluster fsync on 256 KB 16c",
     }
     for row in r["rows"].values():
         assert row["acknowledged"] > 0 and row["errors"] == {}
         assert 0 < row["p50_ms"] <= row["p99_ms"]
+        # Serving a request costs CPU, and the servers cannot use more than the machine has
+        # (give or take the sampling's timing).
+        assert 0 < row["cpu_ms_per_ack"] and 0 < row["cpu_cores"] <= (os.cpu_count() or 1) + 0.5
 
 
 def check_kernel(r: dict) -> None:
