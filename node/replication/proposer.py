@@ -17,7 +17,7 @@ from typing import Callable, Protocol, Sequence, overload
 from node.errors import NoQuorum
 from node.replication import commands as c
 from node.replication.state_machine import (
-    MAX_BATCH,
+    MAX_PROPOSAL_ITEMS,
     ApplyError,
     KeyConflict,
     RequeueResult,
@@ -40,10 +40,10 @@ class Raft(Protocol):
 
 
 class Proposer:
-    def __init__(self, raft: Raft, timeout: float, max_items: int = 4096):
+    def __init__(self, raft: Raft, timeout: float, max_items: int = MAX_PROPOSAL_ITEMS):
         self._raft = raft
         self._timeout = timeout
-        self._max_items = min(max_items, MAX_BATCH)
+        self._max_items = min(max_items, MAX_PROPOSAL_ITEMS)
         self._pending: deque[tuple[c.Wire, int, asyncio.Future[Result | ApplyError]]] = deque()
         self._scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None

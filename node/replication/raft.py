@@ -21,7 +21,13 @@ from pysyncobj.monotonic import monotonic as _monotonic
 
 from node.config import NodeConfig
 from node.replication import commands as c
-from node.replication.state_machine import ApplyError, Result, StateMachine
+from node.replication.state_machine import (
+    MAX_BATCH,
+    MAX_PROPOSAL_ITEMS,
+    ApplyError,
+    Result,
+    StateMachine,
+)
 from node.replication.syncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 
 log = logging.getLogger(__name__)
@@ -137,6 +143,9 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
             # last chunk ("pickle data was truncated"); entries stay far below it.
             appendEntriesBatchSizeBytes=4 << 20,
             commandsWaitLeader=True,
+            # The leader appends the proposals queued together (its own and its followers')
+            # as one entry: as many as fit the positions an entry has.
+            groupCommands=MAX_BATCH // MAX_PROPOSAL_ITEMS,
             logCompactionMinEntries=cfg.log_compaction_entries,
             raftMinTimeout=cfg.raft_min_timeout,
             raftMaxTimeout=cfg.raft_max_timeout,
@@ -184,6 +193,26 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
     def apply_batch(self, batch: list[c.Wire]) -> Sequence[Result | ApplyError] | None:
         # pysyncobj increments raftLastApplied after this returns: this entry's index is +1.
         return self._machine.apply(self.raftLastApplied + 1, batch, self._applyingTerm)
+
+    def _applyGroup(
+        self, calls: list[tuple[Any, tuple[list[c.Wire]], dict[str, Any]]]
+    ) -> list[Sequence[Result | ApplyError] | None]:
+        """Apply a group entry (several proposals, see `groupCommands`) in one transaction:
+        the state machine knows an entry by its index, which all of them share."""
+        batches = []
+        for method, args, _ in calls:
+            if getattr(method, "origName", None) != "apply_batch":  # set by @replicated
+                raise TypeError(f"a group entry holds a call of {method!r}")
+            batches.append(args[0])
+        results = self._machine.apply(
+            self.raftLastApplied + 1, [w for batch in batches for w in batch], self._applyingTerm
+        )
+        out: list[Sequence[Result | ApplyError] | None] = []
+        at = 0
+        for batch in batches:
+            out.append(None if results is None else results[at : at + len(batch)])
+            at += len(batch)
+        return out
 
     def _canSnapshotAt(self, index: int) -> bool:
         # While the journal is replayed after a restart the store is ahead of Raft's applied

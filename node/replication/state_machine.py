@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 BATCH_SHIFT = 16  # seq = raft index << 16 | position in the command
 MAX_BATCH = 1 << BATCH_SHIFT
+# Positions one proposal may use: the leader appends up to MAX_BATCH // MAX_PROPOSAL_ITEMS
+# proposals as one entry (RaftNode, groupCommands).
+MAX_PROPOSAL_ITEMS = 4096
 TRANSIENT_RETRIES = 5
 
 

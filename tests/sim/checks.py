@@ -121,17 +121,22 @@ def check_healed(world: World) -> list[str]:
         for table in STATE_TABLES:
             if dumps[other][table] != dumps[names[0]][table]:
                 found.append(f"stores differ: table {table} of {other} is not that of {names[0]}")
-    applied = {d for _, d, _ in world.applied.values()}
     jobs = {row[0] for row in dumps[names[0]]["jobs"]}
     for p in world.proposals:
         if p.done and p.error == FAIL_REASON.SUCCESS:
-            if digest(p.batch) not in applied:
+            if not all(digest(wire) in world.applied_commands for wire in p.batch):
                 found.append(
                     f"an acknowledged proposal through {world.nodes[p.node].name} was never applied"
                 )
             for wire, result in zip(p.batch, p.result or (), strict=False):
                 if wire[0] == "enqueue" and isinstance(result, list):
-                    for job_id in result:  # the job made, or the one its key names
+                    for job, job_id in zip(wire[1], result, strict=False):
+                        # The job made, or the one its key names; never another command's.
+                        if isinstance(job_id, str) and job[5] is None and job_id != job[0]:
+                            found.append(
+                                f"a proposal through {world.nodes[p.node].name} got the result "
+                                f"of another command ({job_id} for job {job[0]})"
+                            )
                         if isinstance(job_id, str) and job_id not in jobs:
                             found.append(f"acknowledged job {job_id} is missing from the stores")
     return found

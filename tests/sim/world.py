@@ -195,6 +195,8 @@ class World:
         self.write_budget: dict[str, int] = {}  # journal writes left before a node crashes
         # What the checks accumulate (see checks.py).
         self.applied: dict[int, tuple[int, str, str]] = {}  # index -> (term, digest, first node)
+        # Every command applied: an entry may carry several proposals (the leader groups them).
+        self.applied_commands: set[str] = set()
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, command)
         self.held: dict[str, int] = {}  # committed entries each node must still hold
         self.quorum_checked: dict[tuple[int, str], int] = {}  # (term, leader) -> commit index
@@ -425,6 +427,7 @@ class World:
         known = self.applied.get(index)
         if known is None:
             self.applied[index] = (term, d, self.nodes[name].name)
+            self.applied_commands.update(digest(wire) for wire in batch)
         elif known[:2] != (term, d):
             self.violations.append(
                 f"{self.nodes[name].name} applies entry {index} (term {term}, {d}) but "

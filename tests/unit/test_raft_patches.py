@@ -200,9 +200,9 @@ def test_an_ack_of_an_earlier_term_never_makes_a_minority_commit(tmp_path, patch
         first, fol = leader(w), follower(w)
         others = [n for n in w.nodes if n not in (first, fol)]
         w.partition({first, fol})  # only `fol` hears the leader
-        for job in "abc":
+        for job in "abc":  # three entries: one a step
             propose(w, first, job)
-        step(w)
+            step(w)
         step(w)
         end = last(w, fol)
         assert last(w, first) == end
@@ -601,3 +601,32 @@ def test_a_leader_handing_leadership_over_takes_no_new_entries_and_never_stands_
     w.now += 10  # far past every election timeout
     w.tick(lead)
     assert raft.role == "follower"
+
+
+def test_proposals_queued_together_at_the_leader_share_one_entry(world):
+    """The leader appends the proposals waiting in its queue, its own and those its followers
+    forwarded, as one entry (SyncObjConf.groupCommands); each proposer still gets the result
+    of its own command, and every node applies them all."""
+    w = world
+    settle(w)
+    lead = leader(w)
+    fol1, fol2 = [n for n in w.nodes if n != lead]
+    before = last(w, lead)
+    propose(w, fol1, "one")
+    propose(w, fol2, "two")
+    w.tick(fol1)
+    w.tick(fol2)  # both forwarded to the leader
+    deliver_to(w, lead)
+    propose(w, lead, "three")
+    w.tick(lead)
+    assert last(w, lead) == before + 1
+    settle(w)
+    mine = w.proposals[-3:]
+    assert all(p.done and p.error == FAIL_REASON.SUCCESS for p in mine)
+    assert {p.node: p.result for p in mine} == {
+        fol1: [["one"]],
+        fol2: [["two"]],
+        lead: [["three"]],
+    }
+    for node in w.nodes.values():
+        assert [node.store.job(j)["status"] for j in ("one", "two", "three")] == ["queued"] * 3

@@ -53,12 +53,16 @@ logger = logging.getLogger(__name__)
 
 class SyncObjConf(_UpstreamConf):
     """pysyncobj's configuration, plus `fsync`: sync the journal, the term and vote and the
-    snapshot to disk before acknowledging entries or counting this node toward a commit."""
+    snapshot to disk before acknowledging entries or counting this node toward a commit; and
+    `groupCommands`: at most this many regular commands queued at the leader (its own and
+    those its followers forwarded) are appended as one log entry (1: one entry each)."""
 
     def __init__(self, **kwargs):
         fsync = kwargs.pop('fsync', False)
+        groupCommands = kwargs.pop('groupCommands', 1)
         _UpstreamConf.__init__(self, **kwargs)
         self.fsync = fsync
+        self.groupCommands = groupCommands
 
 
 class _RAFT_STATE:
@@ -71,8 +75,14 @@ class _COMMAND_TYPE:
     NO_OP = 1
     MEMBERSHIP = 2
     VERSION = 3
+    GROUP = 4  # several regular commands in one entry (SyncObjConf.groupCommands)
 
 _bchr = functools.partial(struct.pack, 'B')
+
+
+def _pick(callback, sub, res, err):
+    """Call `callback` with the result of command `sub` of a group entry."""
+    callback(res[sub] if err == FAIL_REASON.SUCCESS and res is not None else None, err)
 
 
 class SyncObjException(Exception):
@@ -554,6 +564,7 @@ class SyncObj(object):
 
     def _checkCommandsToApply(self):
         startTime = monotonicTime()
+        group = []  # leader: regular commands taken in this call, to append as one entry
 
         while monotonicTime() - startTime < self.__conf.appendEntriesPeriod:
             if self.__raftLeader is None and self.__conf.commandsWaitLeader:
@@ -563,79 +574,121 @@ class SyncObj(object):
             except Queue.Empty:
                 break
 
-            requestNode, requestID = None, None
+            if self.__conf.groupCommands > 1 and self.__raftState == _RAFT_STATE.LEADER \
+                    and not self._retiring and ord(command[:1]) == _COMMAND_TYPE.REGULAR:
+                # GROUP: one entry for the commands queued together, so that followers'
+                # forwarded commands share the leader's entries (one append, journal write
+                # and apply for all) instead of adding one entry per forwarding node.
+                group.append((command, callback))
+                if len(group) >= self.__conf.groupCommands:
+                    self.__appendGroup(group)
+                    group = []
+                continue
+            if group:
+                self.__appendGroup(group)
+                group = []
+            self.__takeCommand(command, callback)
+        if group:
+            self.__appendGroup(group)
+
+    def __appendGroup(self, group):
+        if len(group) == 1:
+            self.__takeCommand(*group[0])
+            return
+        idx, term = self.__getCurrentLogIndex() + 1, self.__raftCurrentTerm
+        self.__raftLog.add(
+            _bchr(_COMMAND_TYPE.GROUP) + pickle.dumps([command for command, _ in group]),
+            idx, term)
+        for sub, (_, callback) in enumerate(group):
             if isinstance(callback, tuple):
                 requestNode, requestID = callback
+                self.__transport.send(requestNode, {
+                    'type': 'apply_command_response',
+                    'request_id': requestID,
+                    'log_idx': idx,
+                    'log_term': term,
+                    'log_sub': sub,
+                })
+            elif callback is not None:
+                self.__commandsWaitingCommit[idx].append(
+                    (term, functools.partial(_pick, callback, sub)))
+        if not self.__conf.appendEntriesUseBatch:
+            self.__sendAppendEntries()
 
-            if self.__raftState == _RAFT_STATE.LEADER and self._retiring:
-                # PATCH retiring leader (Raft thesis 3.10): a leader handing leadership over
-                # takes no new entries, which the successor would lack, so that the other
-                # voters would refuse it.
-                self.__callErrCallback(FAIL_REASON.NOT_LEADER, callback)
-            elif self.__raftState == _RAFT_STATE.LEADER:
-                idx, term = self.__getCurrentLogIndex() + 1, self.__raftCurrentTerm
+    def __takeCommand(self, command, callback):
+        requestNode, requestID = None, None
+        if isinstance(callback, tuple):
+            requestNode, requestID = callback
 
-                if self.__conf.dynamicMembershipChange:
-                    changeClusterRequest = self.__parseChangeClusterRequest(command)
-                else:
-                    changeClusterRequest = None
+        if self.__raftState == _RAFT_STATE.LEADER and self._retiring:
+            # PATCH retiring leader (Raft thesis 3.10): a leader handing leadership over
+            # takes no new entries, which the successor would lack, so that the other
+            # voters would refuse it.
+            self.__callErrCallback(FAIL_REASON.NOT_LEADER, callback)
+        elif self.__raftState == _RAFT_STATE.LEADER:
+            idx, term = self.__getCurrentLogIndex() + 1, self.__raftCurrentTerm
 
-                if changeClusterRequest is None or self.__changeCluster(changeClusterRequest):
+            if self.__conf.dynamicMembershipChange:
+                changeClusterRequest = self.__parseChangeClusterRequest(command)
+            else:
+                changeClusterRequest = None
 
-                    self.__raftLog.add(command, idx, term)
+            if changeClusterRequest is None or self.__changeCluster(changeClusterRequest):
 
-                    if requestNode is None:
-                        if callback is not None:
-                            self.__commandsWaitingCommit[idx].append((term, callback))
-                    else:
-                        self.__transport.send(requestNode, {
-                            'type': 'apply_command_response',
-                            'request_id': requestID,
-                            'log_idx': idx,
-                            'log_term': term,
-                        })
-                    if not self.__conf.appendEntriesUseBatch:
-                        self.__sendAppendEntries()
-                else:
+                self.__raftLog.add(command, idx, term)
 
-                    if requestNode is None:
-                        if callback is not None:
-                            callback(None, FAIL_REASON.REQUEST_DENIED)
-                    else:
-                        self.__transport.send(requestNode, {
-                            'type': 'apply_command_response',
-                            'request_id': requestID,
-                            'error': FAIL_REASON.REQUEST_DENIED,
-                        })
-
-            elif self.__raftLeader is not None:
                 if requestNode is None:
-                    message = {
-                        'type': 'apply_command',
-                        'command': command,
-                    }
-
                     if callback is not None:
-                        self.__commandsLocalCounter += 1
-                        self.__commandsWaitingReply[self.__commandsLocalCounter] = callback
-                        message['request_id'] = self.__commandsLocalCounter
-                        if _patched('request-ids-per-incarnation'):
-                            # PATCH request-ids-per-incarnation (pysyncobj 0.3.17 numbers a
-                            # node's forwarded commands from 1 at every start: the leader's
-                            # answer to a command sent before a restart, taken for a later one
-                            # with the same number, acknowledged that one with the result of
-                            # another entry). The number is opaque to the leader.
-                            message['request_id'] = (self.__incarnation, self.__commandsLocalCounter)
-
-                    self.__transport.send(self.__raftLeader, message)
+                        self.__commandsWaitingCommit[idx].append((term, callback))
                 else:
                     self.__transport.send(requestNode, {
                         'type': 'apply_command_response',
                         'request_id': requestID,
-                        'error': FAIL_REASON.NOT_LEADER,
+                        'log_idx': idx,
+                        'log_term': term,
                     })
+                if not self.__conf.appendEntriesUseBatch:
+                    self.__sendAppendEntries()
             else:
-                self.__callErrCallback(FAIL_REASON.MISSING_LEADER, callback)
+
+                if requestNode is None:
+                    if callback is not None:
+                        callback(None, FAIL_REASON.REQUEST_DENIED)
+                else:
+                    self.__transport.send(requestNode, {
+                        'type': 'apply_command_response',
+                        'request_id': requestID,
+                        'error': FAIL_REASON.REQUEST_DENIED,
+                    })
+
+        elif self.__raftLeader is not None:
+            if requestNode is None:
+                message = {
+                    'type': 'apply_command',
+                    'command': command,
+                }
+
+                if callback is not None:
+                    self.__commandsLocalCounter += 1
+                    self.__commandsWaitingReply[self.__commandsLocalCounter] = callback
+                    message['request_id'] = self.__commandsLocalCounter
+                    if _patched('request-ids-per-incarnation'):
+                        # PATCH request-ids-per-incarnation (pysyncobj 0.3.17 numbers a
+                        # node's forwarded commands from 1 at every start: the leader's
+                        # answer to a command sent before a restart, taken for a later one
+                        # with the same number, acknowledged that one with the result of
+                        # another entry). The number is opaque to the leader.
+                        message['request_id'] = (self.__incarnation, self.__commandsLocalCounter)
+
+                self.__transport.send(self.__raftLeader, message)
+            else:
+                self.__transport.send(requestNode, {
+                    'type': 'apply_command_response',
+                    'request_id': requestID,
+                    'error': FAIL_REASON.NOT_LEADER,
+                })
+        else:
+            self.__callErrCallback(FAIL_REASON.MISSING_LEADER, callback)
 
     def _autoTickThread(self):
         try:
@@ -971,8 +1024,15 @@ class SyncObj(object):
              self.__doChangeCluster(clusterChangeRequest)
              return
 
+        if commandType == _COMMAND_TYPE.GROUP:
+            return self._applyGroup([self.__decodeCall(c) for c in pickle.loads(command[1:])])
+
         if commandType != _COMMAND_TYPE.REGULAR:
             return
+        return self.__callDecoded(self.__decodeCall(command))
+
+    def __decodeCall(self, command):
+        """A regular command as (method, args, kwargs)."""
         command = pickle.loads(command[1:])
         args = []
         kwargs = {
@@ -985,8 +1045,18 @@ class SyncObj(object):
         else:
             funcID, args, newKwArgs = command
             kwargs.update(newKwArgs)
+        return self._idToMethod[funcID], args, kwargs
 
-        return self._idToMethod[funcID](*args, **kwargs)
+    @staticmethod
+    def __callDecoded(call):
+        method, args, kwargs = call
+        return method(*args, **kwargs)
+
+    def _applyGroup(self, calls):
+        """Apply the commands of a GROUP entry, given as (method, args, kwargs) with
+        `_doApply` set; return their results in order. An application whose applies must
+        know their entry's index (each command here shares it) overrides this."""
+        return [self.__callDecoded(call) for call in calls]
 
     def __onMessageReceived(self, node, message):
 
@@ -1172,6 +1242,8 @@ class SyncObj(object):
                         # forever.
                         callback(None, FAIL_REASON.UNKNOWN_OUTCOME)
                     else:
+                        if 'log_sub' in message:  # GROUP: the result of this command alone
+                            callback = functools.partial(_pick, callback, message['log_sub'])
                         self.__commandsWaitingCommit[idx].append((term, callback))
 
         if self.__raftState == _RAFT_STATE.CANDIDATE:
