@@ -1,6 +1,7 @@
 import os
 import mmap
 import struct
+import sys
 
 from pysyncobj.version import VERSION
 from pysyncobj.pickle import to_bytes, loads, dumps
@@ -336,7 +337,11 @@ class FileJournal(Journal):
         # PATCH fsync (pysyncobj 0.3.17 never syncs its journal): with fsync on, the node
         # calls this before it acknowledges entries or counts itself toward a commit.
         if self.__fsync and self.__dirty:
-            self.__journalFile.flush()
+            # On Linux fsync writes back the pages changed through the mapping as well;
+            # msync (mmap.flush) would do the same holding the GIL for the whole disk write,
+            # stalling the node's event loop.
+            if sys.platform != 'linux':
+                self.__journalFile.flush()
             disk.sync_file(self.__journalFile.fileno(), self.__path)
             self.__dirty = False
 
