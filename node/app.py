@@ -153,15 +153,22 @@ class Node:
         self.store.close()
         log.info("node %s stopped", self.cfg.node_id)
 
-    def _on_applied(self, cmd: c.Command | None, result: Any) -> None:
-        """Called on Raft's tick thread after each applied command."""
-        if cmd is None or isinstance(cmd, (c.Enqueue, c.Requeue)):
-            self.loop.call_soon_threadsafe(self.scheduler.work_arrived)
-        if isinstance(cmd, c.Enqueue) and self.scaling is not None:
-            added = [
-                (job.enqueued_at, job.iterations)
-                for job, job_id in zip(cmd.jobs, result, strict=True)
-                if job_id == job.id
-            ]
-            if added:
-                self.loop.call_soon_threadsafe(self.scaling.jobs_arrived, added)
+    def _on_applied(self, applied: list[tuple[c.Command, Any]] | None) -> None:
+        """Called on Raft's tick thread once per applied entry (None: a snapshot replaced the
+        store); wakes the event loop once for the whole entry."""
+        work = applied is None or any(isinstance(cmd, (c.Enqueue, c.Requeue)) for cmd, _ in applied)
+        added = [
+            (job.enqueued_at, job.iterations)
+            for cmd, result in (applied or () if self.scaling is not None else ())
+            if isinstance(cmd, c.Enqueue)
+            for job, job_id in zip(cmd.jobs, result, strict=True)
+            if job_id == job.id
+        ]
+        if work or added:
+            self.loop.call_soon_threadsafe(self._arrived, work, added)
+
+    def _arrived(self, work: bool, added: list[tuple[float, int]]) -> None:
+        if work:
+            self.scheduler.work_arrived()
+        if added and self.scaling is not None:
+            self.scaling.jobs_arrived(added)

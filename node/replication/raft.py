@@ -333,5 +333,5 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
                 conn.exec_driver_sql("DROP TABLE IF EXISTS raft_snapshot")
             self._machine.reload()
             if self._machine.on_applied is not None:
-                self._machine.on_applied(None, None)
+                self._machine.on_applied(None)
         return meta

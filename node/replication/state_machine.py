@@ -127,9 +127,9 @@ class StateMachine:
     def __init__(
         self,
         store: Store,
-        # Called with each applied command and its result, and with (None, None) once a
-        # snapshot replaced the store.
-        on_applied: Callable[[c.Command | None, Result | None], None] | None = None,
+        # Called once per applied entry with its commands and their results, and with None
+        # once a snapshot replaced the store.
+        on_applied: Callable[[list[tuple[c.Command, Result]] | None], None] | None = None,
         on_events: Callable[[list[JobEvent]], None] | None = None,
     ):
         self.store = store
@@ -189,12 +189,11 @@ class StateMachine:
                 self.on_events(self._events)
             except Exception:
                 log.exception("on_events hook failed for entry %d", index)
-        if self.on_applied is not None:
-            for cmd, result in applied:
-                try:
-                    self.on_applied(cmd, result)
-                except Exception:
-                    log.exception("on_applied hook failed for entry %d", index)
+        if self.on_applied is not None and applied:
+            try:
+                self.on_applied(applied)
+            except Exception:
+                log.exception("on_applied hook failed for entry %d", index)
         return results
 
     def _apply_batch(

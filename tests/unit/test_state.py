@@ -235,13 +235,15 @@ def test_workers_command_replaces_the_list(machine):
     assert machine.store.workers() == [{"id": "w2", "last_seen": 7.0}]
 
 
-def test_on_applied_hook_sees_each_command(tmp_path):
+def test_on_applied_hook_sees_each_entry_once_with_its_commands(tmp_path):
     seen = []
     m = StateMachine(
-        Store(str(tmp_path)), on_applied=lambda cmd, res: seen.append(type(cmd).__name__)
+        Store(str(tmp_path)),
+        on_applied=lambda applied: seen.append([(type(cmd).__name__, r) for cmd, r in applied]),
     )
     m.apply(2, [c.encode(c.Enqueue((job("a"),))), c.encode(c.Workers(()))])
-    assert seen == ["Enqueue", "Workers"]
+    m.apply(3, [c.encode(c.Enqueue((job("b"),)))])
+    assert seen == [[("Enqueue", [jid("a")]), ("Workers", 0)], [("Enqueue", [jid("b")])]]
 
 
 def test_on_events_hook_sees_each_job_state_change_once(tmp_path):
