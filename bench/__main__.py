@@ -11,7 +11,7 @@ import sys
 import time
 import traceback
 
-from bench import capacity, endtoend, failover, ingest, kernel, scaleup, scaling
+from bench import capacity, endtoend, failover, ingest, kernel, overhead, scaleup, scaling
 
 BENCHMARKS = {
     "ingest": ingest,
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "failover": failover,
     "scale-up": scaleup,
     "scaling": scaling,
+    "overhead": overhead,
     "capacity": capacity,
 }
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from node.scaling.policy import Decision, Limits, Snapshot, decide
 
 
 def ours(s: Snapshot, lim: Limits) -> Decision:
     return decide(s, lim)
+
+
+def iterations_only(s: Snapshot, lim: Limits) -> Decision:
+    """Our policy sizing the pool by iterations alone, blind to each job's overhead."""
+    workers = tuple(replace(w, overhead=None) for w in s.workers)
+    return decide(replace(s, workers=workers), replace(lim, job_overhead=0.0))
 
 
 def fixed_60s(s: Snapshot, lim: Limits) -> Decision:
@@ -22,4 +30,9 @@ def ten_minutes(s: Snapshot, lim: Limits) -> Decision:
     return Decision(start, 600.0, "oldest waited 15 s, 10 min idle")
 
 
-POLICIES = {"ours": ours, "fixed-60s": fixed_60s, "10-min/15s": ten_minutes}
+POLICIES = {
+    "ours": ours,
+    "iterations-only": iterations_only,
+    "fixed-60s": fixed_60s,
+    "10-min/15s": ten_minutes,
+}

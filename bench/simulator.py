@@ -4,8 +4,9 @@ policy: the real `node.scaling.policy.decide` or a baseline with the same signat
 Every `tick` seconds (the leader's scaling loop runs every second) the policy sees a Snapshot
 and answers how many workers to start and the idle timeout. A started worker works after
 `boot_delay` seconds at `speed` iterations per second, takes the oldest queued job whenever it
-is free, and leaves once it has been idle for the idle timeout last handed out. A worker is
-billed from launch to exit.
+is free and spends `overhead` seconds on each job besides its iterations (leasing it, reading
+its payload, reporting its result), and leaves once it has been idle for the idle timeout last
+handed out. A worker is billed from launch to exit.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ ARRIVAL_WINDOW = 1800.0
 class SimWorker:
     launched: float
     up_at: float
-    job: list | None = None  # [remaining iterations, arrival time]
+    job: list | None = None  # [remaining seconds, arrival time]
     idle_since: float | None = None
     exited: float | None = None
 
@@ -61,6 +62,7 @@ def simulate(
     *,
     boot_delay: float,
     speed: float,
+    overhead: float = 0.0,
     tick: float = 1.0,
     drain_limit: float = 4 * 3600.0,
 ) -> Result:
@@ -82,7 +84,7 @@ def simulate(
             i += 1
         for w in workers:
             if w.exited is None:
-                _work(w, queue, now, nxt, speed, result)
+                _work(w, queue, now, nxt, speed, overhead, result)
         for w in workers:
             if (
                 w.exited is None
@@ -97,14 +99,21 @@ def simulate(
         while launch_times and now - launch_times[0] > 60:
             launch_times.popleft()
         live = [w for w in workers if w.exited is None]
-        backlog = sum(q[0] for q in queue) + sum(w.job[0] for w in live if w.job)
+        running = sum(max(0.0, w.job[0] - overhead) * speed for w in live if w.job)
+        backlog = sum(q[0] for q in queue) + running
         snapshot = Snapshot(
             now=now,
             queued_jobs=len(queue),
             backlog_iterations=int(backlog),
             oldest_wait=(now - queue[0][1]) if queue else 0.0,
             workers=tuple(
-                Worker(busy=w.job is not None, booting=now < w.up_at, speed=speed) for w in live
+                Worker(
+                    busy=w.job is not None,
+                    booting=now < w.up_at,
+                    speed=speed,
+                    overhead=overhead,
+                )
+                for w in live
             ),
             arrivals=tuple(arrivals),
             recent_launches=tuple(launch_times),
@@ -125,7 +134,13 @@ def simulate(
 
 
 def _work(
-    w: SimWorker, queue: deque, start: float, stop: float, speed: float, result: Result
+    w: SimWorker,
+    queue: deque,
+    start: float,
+    stop: float,
+    speed: float,
+    overhead: float,
+    result: Result,
 ) -> None:
     """Advance one worker through [start, stop): finish and take jobs as time allows."""
     cursor = max(start, w.up_at)
@@ -140,21 +155,22 @@ def _work(
             iterations, arrived = queue.popleft()
             begin = max(cursor, arrived)
             result.waits.append(begin - arrived)
-            w.job, w.idle_since, cursor = [iterations, arrived], None, begin
-        finish = cursor + w.job[0] / speed
+            w.job, w.idle_since = [iterations / speed + overhead, arrived], None
+            cursor = begin
+        finish = cursor + w.job[0]
         if finish <= stop:
             cursor = finish
             w.job, w.idle_since = None, cursor
         else:
-            w.job[0] -= (stop - cursor) * speed
+            w.job[0] -= stop - cursor
             cursor = stop
 
 
-def hindsight_bound(trace: Sequence[tuple[float, int]], speed: float) -> dict:
-    """A lower bound no policy can beat: every worker-second spent computing, no waiting."""
+def hindsight_bound(trace: Sequence[tuple[float, int]], speed: float, overhead: float) -> dict:
+    """A lower bound no policy can beat: every worker-second spent on jobs, no waiting."""
     return {
         "launches": None,
-        "worker_seconds": round(sum(it for _, it in trace) / speed),
+        "worker_seconds": round(sum(it / speed + overhead for _, it in trace)),
         "wait_p50": 0.0,
         "wait_p95": 0.0,
         "wait_max": 0.0,

@@ -75,6 +75,15 @@ def diurnal(
     return out
 
 
+def tiny(
+    jobs: int = 50_000, at: float = 60.0, spread: float = 10.0, iterations: int = 1, seed: int = 5
+) -> Trace:
+    """Many tiny jobs at once: `jobs` jobs of `iterations` each within `spread` seconds, the
+    work all per-job overhead."""
+    rng = random.Random(seed)
+    return sorted((at + rng.uniform(0, spread), iterations) for _ in range(jobs))
+
+
 def load(path: str) -> Trace:
     out = []
     with open(path, newline="") as f:
@@ -84,4 +93,10 @@ def load(path: str) -> Trace:
     return sorted(out)
 
 
-BUILTIN = {"steady": steady, "on-off": on_off, "spike": spike, "diurnal": diurnal}
+BUILTIN = {
+    "steady": steady,
+    "on-off": on_off,
+    "spike": spike,
+    "diurnal": diurnal,
+    "tiny": tiny,
+}

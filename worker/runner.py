@@ -50,6 +50,13 @@ def next_lease_size(size: int, leased: int, seconds: float, smallest: int, large
     return size
 
 
+def smoothed_overhead(previous: float | None, idle: float, jobs: int) -> float:
+    """The per-job overhead after one more full batch of `jobs`, of which `idle` seconds
+    passed without computing before the next batch started (an exponential average)."""
+    sample = max(0.0, idle) / jobs
+    return sample if previous is None else 0.8 * previous + 0.2 * sample
+
+
 class Worker:
     def __init__(self, args: argparse.Namespace, client: ManagerClient):
         self.args = args
@@ -60,6 +67,7 @@ class Worker:
         self.smallest_lease = min(LANES, args.max_jobs)
         self.lease_size = self.smallest_lease
         self.last_batch = 0.0  # seconds the last batch took to compute
+        self.overhead: float | None = None  # seconds per job besides computing, smoothed
         self.reports: set[asyncio.Task[None]] = set()
         self.info = {
             "host": socket.gethostname(),
@@ -84,15 +92,19 @@ class Worker:
         background, so the kernel does not wait on the network."""
         idle_since = time.monotonic()
         prefetch: asyncio.Task[Batch] | None = None
+        full: tuple[float, int, float] | None = None  # the last batch, if a full lease
         try:
             while True:
                 if prefetch is not None:
                     reply, ready = await prefetch
                     prefetch = None
                     if reply is None or not reply["jobs"]:
+                        full = None
                         continue  # nothing was waiting: poll as usual
                 else:
                     reply, ready = await self.next_batch(POLL_WAIT)
+                    if reply is None or not reply["jobs"]:
+                        full = None
                     if reply is None:
                         if time.monotonic() - self.client.last_contact > self.args.orphan_timeout:
                             return f"no manager answered for {self.args.orphan_timeout:g}s"
@@ -104,11 +116,17 @@ class Worker:
                             return f"idle for {idle:.0f}s"
                         continue
                 started = time.monotonic()
+                if full is not None:
+                    self.note_overhead(started, *full)
                 if self.last_batch < PREFETCH_BELOW:
                     prefetch = asyncio.create_task(self.next_batch(0, LINGER))
                 await self.compute(ready)
                 idle_since = time.monotonic()
                 self.last_batch = idle_since - started
+                # A lease as large as asked for means more work was waiting: the time until
+                # the next batch starts is then overhead, not idleness.
+                leased = len(reply["jobs"])
+                full = (started, leased, self.last_batch) if leased >= reply["asked"] else None
                 self.lease_size = next_lease_size(
                     self.lease_size,
                     len(reply["jobs"]),
@@ -130,17 +148,25 @@ class Worker:
             if prefetch is not None and not prefetch.done():
                 prefetch.cancel()
 
+    def note_overhead(self, now: float, started: float, jobs: int, computing: float) -> None:
+        """Measure the time per job not spent computing, from one batch that started at
+        `started` (a full lease of `jobs`, computed in `computing` s) to the next at `now`;
+        reported with every poll, for the scaling policy's model of a job's cost."""
+        self.overhead = smoothed_overhead(self.overhead, now - started - computing, jobs)
+        self.info["overhead"] = round(self.overhead, 6)
+
     async def next_batch(self, wait: float, linger: float = 0.0) -> Batch:
         """Lease jobs (waiting up to `wait` seconds for some, and up to `linger` for a full
         lease once some are queued) and read their payloads. The reply is None when no
         manager answered; jobs whose payload could not be read are released and left out."""
+        asked = self.lease_size
         try:
             reply = await self.client.call(
                 "POST",
                 "/internal/lease",
                 json={
                     "worker": self.args.id,
-                    "max_jobs": self.lease_size,
+                    "max_jobs": asked,
                     "wait": wait,
                     "linger": linger,
                     "info": self.info,
@@ -149,6 +175,7 @@ class Worker:
             )
         except NoNodeAnswers:
             return None, []
+        reply["asked"] = asked
         self.idle_timeout = reply.get("idle_timeout")
         self.lease_timeout = reply.get("lease_timeout", self.lease_timeout)
         jobs = reply["jobs"]

@@ -35,7 +35,7 @@ from protocol.wire import (
 FORWARDED = "X-WQ-Forwarded"
 MAX_WAIT = 30.0
 MAX_LINGER = 1.0
-WORKER_INFO = ("host", "pid", "backend", "speed")
+WORKER_INFO = ("host", "pid", "backend", "speed", "overhead")
 
 
 def worker_info(body: Json) -> dict[str, str]:

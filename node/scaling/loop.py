@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections import Counter, deque
@@ -115,7 +116,14 @@ class Scaler:
             )
             self.backend.terminate(silent)
             self.actions["terminate"] += 1
-        workers = tuple(Worker(busy=w in busy, speed=_speed(info)) for w, info in live.items())
+        workers = tuple(
+            Worker(
+                busy=w in busy,
+                speed=_measured(info, "speed"),
+                overhead=_measured(info, "overhead"),
+            )
+            for w, info in live.items()
+        )
         workers += tuple(Worker(busy=False, booting=True) for _ in booting)
         snapshot = Snapshot(
             now=now,
@@ -177,12 +185,13 @@ def _kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "#", reason)
 
 
-def _speed(info: dict[str, Any]) -> float | None:
+def _measured(info: dict[str, Any], key: str) -> float | None:
+    """A figure a worker measured and reported (speed, overhead); None if absent or bad."""
     try:
-        speed = float(info.get("speed", 0))
+        value = float(info.get(key, 0))
     except (TypeError, ValueError):
         return None
-    return speed if speed > 0 else None
+    return value if 0 < value < math.inf else None
 
 
 class ScalingLoop:

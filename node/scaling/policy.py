@@ -1,10 +1,16 @@
 """The scaling policy: pure functions of a snapshot of the cluster and `now`.
 
 Scale-up follows AWS's guidance for queue-driven scaling: compare the backlog per worker with
-what a worker can drain within the acceptable latency. Here the backlog is measured in work
-(remaining iterations), not jobs, because jobs differ in size by orders of magnitude:
+what a worker can drain within the acceptable latency. Here the backlog is measured in work,
+not jobs, because jobs differ in size by orders of magnitude. A job costs a worker its
+iterations at the worker's speed plus a fixed overhead (leasing it, reading its payload,
+reporting its result), so many tiny jobs are work too:
 
-    needed = ceil(backlog_iterations / (speed * target_drain_seconds))
+    work_seconds = backlog_iterations / speed + queued_jobs * job_overhead
+    needed = ceil(work_seconds / target_drain_seconds)
+
+Workers measure both their speed and their overhead per job and report them with every poll;
+the limits' defaults stand in for a worker that has not measured yet.
 
 Workers that are still booting count as capacity already on its way, so the policy never
 launches twice for the same backlog. A launch only helps if the backlog would still be there
@@ -39,6 +45,7 @@ class Worker:
     busy: bool
     booting: bool = False
     speed: float | None = None  # measured iterations per second; None until measured
+    overhead: float | None = None  # measured seconds per job besides computing; None until then
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class Snapshot:
     recent_launches: tuple[float, ...] = ()  # launch times within the last minute
 
 
+# A local worker's time per job besides computing, measured with 20,000 one-iteration jobs
+# queued for one worker (`python -m bench overhead`).
+JOB_OVERHEAD = 0.0006
+
+
 @dataclass(frozen=True)
 class Limits:
     min_workers: int = 0
@@ -59,6 +71,9 @@ class Limits:
     target_drain_seconds: float = 30.0  # acceptable time to drain the backlog
     start_cost: float = 1.0  # seconds from launch to a working worker
     default_speed: float = 500_000.0  # iterations/s assumed for an unmeasured worker
+    # Seconds a worker spends on a job besides its iterations, assumed until workers measure
+    # it (`python -m bench overhead` measures it on this machine).
+    job_overhead: float = JOB_OVERHEAD
     max_launches_per_minute: int = 20
     idle_cost_ratio: float = 2.0  # break-even idle time, in units of start_cost
     min_idle: float = 5.0
@@ -86,15 +101,23 @@ def fleet_speed(workers: tuple[Worker, ...], default_speed: float) -> tuple[floa
     return sum(w.speed or default_speed for w in up), len(up)
 
 
+def job_overhead(workers: tuple[Worker, ...], default: float) -> float:
+    """Seconds per job besides computing: the mean the workers measured, else `default`."""
+    measured = [w.overhead for w in workers if w.overhead is not None and not w.booting]
+    return sum(measured) / len(measured) if measured else default
+
+
 def workers_needed(s: Snapshot, lim: Limits) -> int:
     """Workers that drain the backlog within the target and keep up with the arrival rate
     (before the bounds)."""
     if s.backlog_iterations <= 0 and s.queued_jobs == 0:
         return 0
-    per_worker = lim.default_speed * lim.target_drain_seconds
-    for_backlog = math.ceil(s.backlog_iterations / per_worker)
-    recent = sum(it for t, it in s.arrivals if s.now - t <= lim.rate_window)
-    for_rate = math.ceil(recent / lim.rate_window / lim.default_speed)
+    overhead = job_overhead(s.workers, lim.job_overhead)
+    backlog = s.backlog_iterations / lim.default_speed + s.queued_jobs * overhead
+    for_backlog = math.ceil(backlog / lim.target_drain_seconds)
+    recent = [it for t, it in s.arrivals if s.now - t <= lim.rate_window]
+    arriving = sum(recent) / lim.default_speed + len(recent) * overhead  # work-s per window
+    for_rate = math.ceil(arriving / lim.rate_window)
     needed = max(for_backlog, for_rate)
     # Never more workers than jobs to run, never none while jobs wait.
     return max(1, min(needed, s.queued_jobs + sum(1 for w in s.workers if w.busy)))
@@ -111,7 +134,8 @@ def launches(s: Snapshot, lim: Limits) -> tuple[int, str]:
     if total >= needed:
         return 0, f"{total} workers ({booting} booting) cover the backlog"
     speed, up = fleet_speed(s.workers, lim.default_speed)
-    drain = s.backlog_iterations / speed if speed > 0 else math.inf
+    overhead = job_overhead(s.workers, lim.job_overhead)
+    drain = s.backlog_iterations / speed + s.queued_jobs * overhead / up if up else math.inf
     if up and booting == 0 and drain <= lim.start_cost:
         return 0, f"the {up} workers drain the backlog in {drain:.1f}s, before a new one boots"
     return (

@@ -79,8 +79,17 @@ def check_scale_up(r: dict) -> None:
 def check_scaling(r: dict) -> None:
     assert r
     for trace in r.values():
-        assert {"ours", "fixed-60s", "10-min/15s", "hindsight bound"} <= set(trace["rows"])
+        assert {"ours", "iterations-only", "fixed-60s", "10-min/15s", "hindsight bound"} <= set(
+            trace["rows"]
+        )
         assert trace["rows"]["ours"]["unfinished"] == 0
+    # Many tiny jobs: sized by their overhead, the pool of cheap local workers grows past one.
+    assert r["tiny / local"]["rows"]["ours"]["launches"] > 1
+
+
+def check_overhead(r: dict) -> None:
+    assert r["jobs"] > 0 and 0 < r["two_workers_s"] and 0 < r["one_worker_s"]
+    assert r["overhead_ms"] == round(r["one_worker_s"] / r["jobs"] * 1000, 3)
 
 
 def check_capacity(r: dict) -> None:
@@ -104,6 +113,7 @@ def check_end_to_end(r: dict) -> None:
         ("ingest", check_ingest, 300),
         ("failover", check_failover, 300),
         ("scale-up", check_scale_up, 300),
+        ("overhead", check_overhead, 300),
         ("capacity", check_capacity, 300),
         pytest.param("end-to-end", check_end_to_end, 1800, marks=pytest.mark.slow),
     ],

@@ -1,5 +1,7 @@
 """Pure leader rules: lease expiry, worker count, idle timeout, the worker roster."""
 
+from dataclasses import replace
+
 import pytest
 
 from node.scaling.policy import (
@@ -54,6 +56,7 @@ LIM = Limits(
     target_drain_seconds=10,
     start_cost=1.0,
     default_speed=1000.0,
+    job_overhead=0.0,  # sized by iterations alone, but in the cases on overhead below
     max_launches_per_minute=3,
 )
 M = 1000 * 10  # iterations one worker drains within the target
@@ -85,6 +88,42 @@ M = 1000 * 10  # iterations one worker drains within the target
 )
 def test_launches(name, s, expected):
     assert decide(s, LIM).start == expected, name
+
+
+@pytest.mark.parametrize(
+    "name,s,overhead,expected",
+    [
+        # 2,000 one-iteration jobs: 2 s of iterations, 20 s of overhead.
+        ("tiny jobs size the pool by their overhead", snap(queued=2000, backlog=2000), 0.01, 3),
+        ("blind to overhead, one worker", snap(queued=2000, backlog=2000), 0.0, 1),
+        (
+            "a measured overhead wins over the default",
+            snap(queued=1000, backlog=1000, workers=[Worker(busy=True, overhead=0.02)]),
+            0.01,
+            2,  # 1 s + 20 s: 3 workers, one is up
+        ),
+        (
+            "the default stands in while none measured",
+            snap(queued=1000, backlog=1000, workers=[BUSY]),
+            0.01,
+            1,  # 1 s + 10 s: 2 workers, one is up
+        ),
+        (
+            "current workers drain tiny jobs before a new one boots",
+            snap(queued=100, backlog=100, workers=[Worker(busy=True, overhead=0.0001)]),
+            0.01,
+            0,
+        ),
+        (
+            "arrivals of tiny jobs count their overhead",
+            snap(queued=5, backlog=5, arrivals=[(1000.0 - i / 50, 1) for i in range(1000)]),
+            0.05,
+            3,  # 1,000 jobs in 20 s at 50 ms each: 2.5 workers busy
+        ),
+    ],
+)
+def test_launches_count_each_jobs_overhead(name, s, overhead, expected):
+    assert decide(s, replace(LIM, job_overhead=overhead)).start == expected, name
 
 
 def test_the_minimum_is_kept_even_without_work():

@@ -41,6 +41,20 @@ def test_a_single_worker_model_matches_a_hand_computed_schedule():
     assert sorted(result.waits) == pytest.approx([3.0, 7.0], abs=1.0)
 
 
+def test_each_job_costs_a_worker_its_overhead_besides_its_iterations():
+    # As above, with 1 s of overhead per job: each takes 5 s, so the second waits 4 s longer.
+    trace = [(0.0, 4000), (0.0, 4000)]
+    result = simulate(
+        trace,
+        POLICIES["fixed-60s"],
+        Limits(max_workers=1),
+        boot_delay=2.0,
+        speed=SPEED,
+        overhead=1.0,
+    )
+    assert sorted(result.waits) == pytest.approx([3.0, 8.0], abs=1.0)
+
+
 def test_trace_files_are_read_as_time_and_iterations(tmp_path):
     path = tmp_path / "trace.csv"
     path.write_text("# a comment\ntime,iterations\n5,100\n1.5,7\n")
@@ -63,4 +77,4 @@ def test_the_quick_benchmark_meets_the_scaling_targets(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     verdicts = json.loads(out.read_text())["benchmarks"]["scaling"]["targets"]
-    assert len(verdicts) == 3 and all(v.startswith("met") for v in verdicts), verdicts
+    assert len(verdicts) == 4 and all(v.startswith("met") for v in verdicts), verdicts
