@@ -102,6 +102,7 @@ def check_end_to_end(r: dict) -> None:
     systems = [row["system"] for row in r["rows"]]
     assert systems[0] == "this cluster, 3 nodes" and systems[1].startswith("Celery")
     assert all(row["jobs"] == r["jobs"] and row["jobs_per_second"] > 0 for row in r["rows"])
+    assert all(row["server_cpu_ms_per_job"] > 0 < row["worker_cpu_ms_per_job"] for row in r["rows"])
     assert 0 < r["compute_bound"]["ratio"] < 2
 
 
