@@ -126,6 +126,7 @@ class NodeService:
                 "commit_index": raft.commit_index,
                 "last_applied": raft.last_applied,
                 "leader_commit_index": raft.leader_commit_index,
+                "last_snapshot": _snapshot_view(raft.last_snapshot),
             },
             "queue": {s: counts[s] for s in ("queued", "running", "completed", "failed")},
             "apply_failures": counts["apply_failures"],
@@ -324,6 +325,21 @@ def _same_request(known: Row, digest: str, iterations: int) -> str:
         raise _key_reused()
     job_id: str = known["job_id"]
     return job_id
+
+
+def _snapshot_view(snapshot: dict[str, float] | None) -> dict[str, Any] | None:
+    """The last snapshot this node took: its Raft index, when, how long Raft's thread was
+    held for it and how long until it was in place (None while it is being written)."""
+    if snapshot is None:
+        return None
+    return {
+        "index": int(snapshot["index"]),
+        "at": snapshot["at"],
+        "raft_paused_ms": round(snapshot["pause_ms"], 2),
+        "pin_ms": round(snapshot["pin_ms"], 2),
+        "install_ms": round(snapshot["install_ms"], 2),
+        "seconds": round(snapshot["seconds"], 3) if snapshot["seconds"] >= 0 else None,
+    }
 
 
 def _job_view(job: Row) -> dict[str, Any]:

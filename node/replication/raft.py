@@ -3,7 +3,9 @@ nothing else.
 
 Raft itself is pysyncobj 0.3.17 with the patches in `node/replication/syncobj` (PATCHES.md there). A
 snapshot is a copy of `state.db` made with SQLite's backup API, with pysyncobj's own
-bookkeeping (the last two log entries and the member set) stored in a table inside it.
+bookkeeping (the last two log entries and the member set) stored in a table inside it. The
+tick thread only pins the state to copy (a read transaction, between two applies); the copy is
+written on a thread of its own while Raft goes on, and the log is trimmed once it is complete.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import os
 import pickle
 import sqlite3
+import time
 from collections import deque
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from pysyncobj.monotonic import monotonic as _monotonic
@@ -29,6 +33,8 @@ from node.replication.state_machine import (
     StateMachine,
 )
 from node.replication.syncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from node.replication.syncobj import journal as _journal
+from node.storage.store import PinnedState
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +131,16 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
         *,
         auto_tick: bool = True,
         transport_class: Any = None,
+        snapshot_executor: Executor | None = None,
     ):
         self._machine = machine
+        self._fsync = cfg.fsync == "on"
+        # Snapshots are copied here, off the tick thread (the simulator passes its own).
+        self._snapshots = snapshot_executor or ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+        self._snapshot: tuple[Future[None], PinnedState] | None = None
+        # The last snapshot this node took: Raft index, when, how long the tick thread was
+        # held for it (pinning, then moving it into place) and how long until it was in place.
+        self.last_snapshot: dict[str, float] | None = None
         heartbeat = min(0.1, cfg.raft_min_timeout / 4)
         conf = SyncObjConf(
             autoTick=auto_tick,
@@ -214,6 +228,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
             at += len(batch)
         return out
 
+    def _doDestroy(self) -> None:
+        super()._doDestroy()
+        self._snapshots.shutdown(wait=False, cancel_futures=True)
+        if self._snapshot is not None and self._snapshot[0].cancelled():
+            self._snapshot[1].release()  # never started: its read transaction is still open
+
     def _canSnapshotAt(self, index: int) -> bool:
         # While the journal is replayed after a restart the store is ahead of Raft's applied
         # index: a snapshot then would hold state beyond the entry it is labelled with.
@@ -299,17 +319,62 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
 
     # --- snapshots ---------------------------------------------------------------------
 
-    def _dump(self, path: str, raft_meta: tuple[Any, ...]) -> None:
-        """Write a snapshot (called on the tick thread, between applies)."""
-        store = self._machine.store
+    def _dump(self, path: str, raft_meta: tuple[Any, ...]) -> Future[None]:
+        """Start a snapshot (called on the tick thread, between applies): pin the state as
+        of the last applied entry and write it to `path` in the background; the Future
+        resolves once the file is complete (and synced, with fsync on)."""
+        started = time.perf_counter()
+        pinned = self._machine.store.pin()
+        future = self._snapshots.submit(self._write_snapshot, path, pinned, raft_meta, started)
+        self._snapshot = (future, pinned)
+        pin_ms = (time.perf_counter() - started) * 1000
+        self.last_snapshot = {
+            "index": pinned.applied,
+            "at": time.time(),
+            "pin_ms": pin_ms,
+            "install_ms": 0.0,
+            "pause_ms": pin_ms,
+            "seconds": -1.0,  # until it is in place
+        }
+        return future
+
+    def _onSnapshotInstalled(self, seconds: float) -> None:
+        last = self.last_snapshot
+        if last is None:
+            return
+        last["install_ms"] = seconds * 1000
+        last["pause_ms"] += seconds * 1000
+        last["seconds"] = time.time() - last["at"]
+        log.info(
+            "Raft snapshot at applied index %d in place after %.2fs (writing it took %.2fs); "
+            "Raft's thread was held for %.1f ms",
+            last["index"],
+            last["seconds"],
+            last.get("write_seconds", 0.0),
+            last["pause_ms"],
+        )
+
+    def _write_snapshot(
+        self, path: str, pinned: PinnedState, raft_meta: tuple[Any, ...], started: float
+    ) -> None:
         if os.path.exists(path):
             os.remove(path)
-        store.backup_to(path)
+        pinned.copy_to(path)
         with sqlite3.connect(path) as db:
             db.execute("CREATE TABLE raft_snapshot (meta BLOB NOT NULL)")
             db.execute("INSERT INTO raft_snapshot VALUES (?)", (pickle.dumps(raft_meta),))
         db.close()
-        log.info("wrote Raft snapshot at applied index %d", store.last_applied())
+        if self._fsync:
+            # Synced here, so that the sync the tick thread makes before trimming the log
+            # (PATCHES.md, fsync) finds nothing left to write.
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                _journal.disk.sync_file(fd, path)
+            finally:
+                os.close(fd)
+        last = self.last_snapshot
+        if last is not None and last["index"] == pinned.applied:
+            last["write_seconds"] = time.perf_counter() - started
 
     def _load(self, path: str) -> tuple[Any, ...]:
         """Read a snapshot: at start-up (our own) or when the leader installs one.

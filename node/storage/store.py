@@ -375,17 +375,21 @@ class Store:
 
     # --- snapshots ------------------------------------------------------------------------
 
-    def backup_to(self, path: str) -> None:
-        """Copy state.db (not payloads) into a new SQLite file at `path`."""
+    def pin(self) -> PinnedState:
+        """Open a read transaction on state.db and read its applied index: a copy made from it
+        (`PinnedState.copy_to`, from any thread) holds the state as of now, however much is
+        applied meanwhile (WAL readers see the database as of their first read)."""
         raw = self.engine.raw_connection()
         try:
-            dst = sqlite3.connect(path)
-            try:
-                _sqlite(raw).backup(dst, name="main")
-            finally:
-                dst.close()
-        finally:
+            db = _sqlite(raw)
+            db.execute("BEGIN")
+            (applied,) = db.execute(
+                "SELECT value FROM counters WHERE name = 'last_applied'"
+            ).fetchone()
+        except BaseException:
             raw.close()
+            raise
+        return PinnedState(raw, applied)
 
     def restore_from(self, path: str) -> None:
         """Replace state.db's contents with the SQLite file at `path`."""
@@ -398,6 +402,35 @@ class Store:
                 src.close()
         finally:
             raw.close()
+
+
+class PinnedState:
+    """A read transaction on state.db (Store.pin), released by `copy_to` or `release`."""
+
+    def __init__(self, raw: PoolProxiedConnection, applied: int):
+        self._raw: PoolProxiedConnection | None = raw
+        self.applied = applied  # the Raft index the state was applied up to
+
+    def copy_to(self, path: str) -> None:
+        """Copy the pinned state into a new SQLite file at `path`, then release it. SQLite's
+        backup reads through the open read transaction and releases the GIL while it copies."""
+        try:
+            assert self._raw is not None, "the pinned state was released"
+            dst = sqlite3.connect(path)
+            try:
+                _sqlite(self._raw).backup(dst, name="main")
+            finally:
+                dst.close()
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        if self._raw is not None:
+            raw, self._raw = self._raw, None
+            try:
+                _sqlite(raw).execute("ROLLBACK")
+            finally:
+                raw.close()
 
 
 def _sqlite(raw: PoolProxiedConnection) -> sqlite3.Connection:

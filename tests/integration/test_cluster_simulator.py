@@ -17,16 +17,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # A seed whose schedule breaks Raft's rules without each patch (found by running the
 # simulator with --revert over seeds from 0; a seed gives the same schedule in every process,
 # but any change to the nodes' code may change what a schedule does: search again then).
+# Two patches have no seed among the first 600 since snapshots are written in the
+# background: moving a snapshot into place and trimming the log now happen in one tick, so
+# no schedule restarts a node between them (snapshot-keeps-log), and a leader sends its
+# previous snapshot while the next is written (snapshot-not-ready-waits); their tests in
+# tests/unit/test_raft_patches.py drive each situation directly.
 CAUGHT_AT = {
     "append-conflict-only": 0,
     "ack-term-monotonic": 0,  # a snapshot sent to a follower known to be up to date
-    "snapshot-keeps-log": 3,
-    "snapshot-transfer-checked": 0,
-    "snapshot-not-ready-waits": 6,
+    "snapshot-transfer-checked": 4,
     "snapshot-consistent": 41,
-    "journal-atomic-rewrite": 28,
-    "request-ids-per-incarnation": 96,
-    "votes-counted-once": 248,  # a cluster of five: with three, one vote wins
+    "journal-atomic-rewrite": 12,
+    "request-ids-per-incarnation": 47,
+    "votes-counted-once": 111,  # a cluster of five: with three, one vote wins
 }
 
 

@@ -12,6 +12,7 @@ import hashlib
 import os
 import random
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -159,6 +160,35 @@ class RecordingMachine(StateMachine):
         return super().apply(index, batch, term)
 
 
+class LaterTick:
+    """A node's snapshot thread, simulated: work submitted during one tick runs at the end of
+    the node's next tick, after the entries that tick applied, as a copy on a thread of its own
+    finishes while Raft goes on. A Crash inside it ends the node's process."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Future, Callable[..., Any], tuple]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future:
+        future: Future = Future()
+        self.jobs.append((future, fn, args))
+        return future
+
+    def run(self, jobs: list[tuple[Future, Callable[..., Any], tuple]]) -> None:
+        for job in jobs:
+            self.jobs.remove(job)
+            future, fn, args = job
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args))
+                except Exception as e:
+                    future.set_exception(e)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for future, _, _ in self.jobs:
+            future.cancel()
+        self.jobs.clear()
+
+
 @dataclass
 class SimNode:
     name: str
@@ -166,6 +196,7 @@ class SimNode:
     raft: RaftNode | None = None
     store: Store | None = None
     refused: str | None = None  # why the node refused to start, if it did
+    snapshots: LaterTick | None = None
 
     @property
     def alive(self) -> bool:
@@ -307,7 +338,14 @@ class World:
 
         self.current = name
         try:
-            node.raft = RaftNode(node.cfg, machine, auto_tick=False, transport_class=Bound)
+            node.snapshots = LaterTick()
+            node.raft = RaftNode(
+                node.cfg,
+                machine,
+                auto_tick=False,
+                transport_class=Bound,
+                snapshot_executor=node.snapshots,
+            )
         except RecoveryError as e:
             node.store.close()
             node.store = None
@@ -388,7 +426,15 @@ class World:
     def tick(self, name: str) -> None:
         node = self.nodes[name]
         if node.alive:
-            self.run_node(name, node.raft.doTick)
+            assert node.snapshots is not None
+            earlier = list(node.snapshots.jobs)  # those of this tick wait for the next
+            raft, snapshots = node.raft, node.snapshots
+
+            def tick() -> None:
+                raft.doTick()
+                snapshots.run(earlier)
+
+            self.run_node(name, tick)
 
     def deliver(self, i: int, keep: bool = False) -> None:
         if not self.network.queue:

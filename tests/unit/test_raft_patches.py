@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import pysyncobj
 import pysyncobj.pickle as wire_pickle
 import pytest
+from pysyncobj.serializer import SERIALIZER_STATE
 
 from node.replication import commands as c
 from node.replication.raft import recovery_problem
@@ -252,8 +253,12 @@ def test_a_restart_between_writing_a_snapshot_and_trimming_keeps_later_entries(w
     settle(w)
     lead, fol = leader(w), follower(w)
     commit(w, lead, "abc")
-    w.nodes[fol].raft.forceLogCompaction()
-    w.tick(fol)  # the snapshot is written; the trim waits a tick
+    raft = w.nodes[fol].raft
+    raft.forceLogCompaction()
+    w.tick(fol)  # the state is pinned
+    w.tick(fol)  # and copied, after this tick's applies
+    # The tick thread moves the snapshot into place; the process dies before it trims the log.
+    assert raft._SyncObj__serializer.checkSerializing()[0] == SERIALIZER_STATE.SUCCESS
     for job in "def":
         propose(w, lead, job)
         w.tick(lead)
@@ -313,8 +318,8 @@ def test_a_snapshot_missing_a_chunk_is_not_installed(world, patch):
     raft = w.nodes[lead].raft
     raft._SyncObj__serializer._Serializer__transmissionBatchSize = 1024
     raft.forceLogCompaction()
-    step(w)
-    step(w)  # written, then the log trimmed
+    for _ in range(3):  # pinned, copied, then moved into place and the log trimmed
+        step(w)
     assert raft._logIndexes()[0] > 1
     w.start(fol)
     snapshot = os.path.join(w.nodes[fol].cfg.data_dir, "raft.snapshot")
@@ -353,7 +358,7 @@ def test_a_leader_waiting_for_its_snapshot_sends_one_message_not_a_stream(world,
     lead, fol = leader(w), follower(w)
     raft = w.nodes[lead].raft
     raft.forceLogCompaction()
-    w.tick(lead)  # written; the trim waits for the next tick
+    w.tick(lead)  # being written
     # As after the follower said it lacks everything:
     raft._SyncObj__raftNextIndex[peer(w, lead, fol)] = 1
     sent = []
@@ -385,6 +390,7 @@ def test_no_snapshot_while_the_journal_is_replayed_behind_the_store(world, patch
     w.nodes[fol].raft.forceLogCompaction()
     w.tick(fol)  # replays up to 3 while state.db is at 8
     w.tick(fol)
+    w.tick(fol)  # a snapshot started in the first tick is in place after the third
     snapshot = os.path.join(w.nodes[fol].cfg.data_dir, "raft.snapshot")
     if os.path.exists(snapshot):
         db = sqlite3.connect(snapshot)
@@ -630,3 +636,82 @@ def test_proposals_queued_together_at_the_leader_share_one_entry(world):
     }
     for node in w.nodes.values():
         assert [node.store.job(j)["status"] for j in ("one", "two", "three")] == ["queued"] * 3
+
+
+def test_a_snapshot_written_while_entries_are_applied_holds_the_state_it_is_labelled_with(world):
+    """The tick thread only pins the state (SQLite read transaction); the copy is written
+    later, on another thread, while Raft applies more entries: it holds none of them, and the
+    log is trimmed only once it is in place."""
+    w = world
+    settle(w)
+    lead = leader(w)
+    commit(w, lead, "abc")
+    node = w.nodes[lead]
+    raft = node.raft
+    raft.forceLogCompaction()
+    w.tick(lead)  # pinned
+    pinned = raft.last_applied
+    assert raft.last_snapshot["index"] == pinned and raft.last_snapshot["seconds"] == -1
+    [job] = node.snapshots.jobs
+    node.snapshots.jobs.clear()  # the copy is slow: two more entries are applied first
+    commit(w, lead, "de")
+    assert raft.last_applied > pinned and raft._logIndexes()[0] == 1
+    node.snapshots.jobs.append(job)
+    node.snapshots.run([job])
+    w.tick(lead)  # moved into place, the log trimmed behind it
+    db = sqlite3.connect(os.path.join(node.cfg.data_dir, "raft.snapshot"))
+    try:
+        (holds,) = db.execute("SELECT value FROM counters WHERE name = 'last_applied'").fetchone()
+        ids = {row[0] for row in db.execute("SELECT id FROM jobs")}
+        labelled = pickle.loads(db.execute("SELECT meta FROM raft_snapshot").fetchone()[0])[0][1]
+    finally:
+        db.close()
+    assert holds == labelled == pinned
+    assert {"a", "b", "c"} <= ids and not {"d", "e"} & ids
+    assert node.store.job("e")["status"] == "queued"
+    assert 1 < raft._logIndexes()[0] <= pinned
+    assert raft.last_snapshot["seconds"] >= 0 and raft.last_snapshot["pause_ms"] > 0
+
+
+def test_a_snapshot_being_written_when_the_leader_installs_a_newer_one_is_dropped(world):
+    """A follower's own snapshot, still being copied when it installs one from the leader, must
+    not be moved over the newer one afterwards, nor trim the log the install left."""
+    w = world
+    settle(w)
+    lead, fol = leader(w), follower(w)
+    commit(w, lead, "ab")
+    node = w.nodes[fol]
+    node.raft.forceLogCompaction()
+    w.tick(fol)  # its own snapshot pinned; the copy is slow
+    [stale] = node.snapshots.jobs
+    node.snapshots.jobs.clear()
+    own = node.raft.last_snapshot["index"]
+    w.partition({fol})
+    for job in "cdefgh":
+        propose(w, lead, job)
+        step(w)
+    leading = w.nodes[lead].raft
+    leading.forceLogCompaction()
+    for _ in range(3):  # the leader's log now starts after entries the follower lacks
+        step(w)
+    assert leading._logIndexes()[0] > node.raft.last_applied + 1
+    w.network.cut.clear()
+    w._reconnect()
+    deadline = w.now + 30
+    while node.raft.last_applied < leading.last_applied:  # installs the leader's snapshot
+        assert w.now < deadline, "the follower did not catch up"
+        step(w)
+    node.snapshots.jobs.append(stale)
+    w.tick(fol)  # the stale copy completes
+    w.tick(fol)
+    settle(w)
+    db = sqlite3.connect(os.path.join(node.cfg.data_dir, "raft.snapshot"))
+    try:
+        (holds,) = db.execute("SELECT value FROM counters WHERE name = 'last_applied'").fetchone()
+    finally:
+        db.close()
+    assert holds > own
+    assert [node.store.job(j)["status"] for j in "abcdefgh"] == ["queued"] * 8
+    w.stop(fol)  # and it restarts from what it holds
+    w.start(fol)
+    assert w.nodes[fol].alive and not w.violations

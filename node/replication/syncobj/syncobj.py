@@ -39,6 +39,7 @@ from pysyncobj.serializer import Serializer, SERIALIZER_STATE
 from pysyncobj.node import Node, TCPNode
 from pysyncobj.transport import Transport, TCPTransport, TransportNotReadyError
 from .journal import createJournal
+from .background import BackgroundSerializer
 from pysyncobj.config import SyncObjConf as _UpstreamConf, FAIL_REASON
 from pysyncobj.encryptor import HAS_CRYPTO, getEncryptor
 from pysyncobj.version import VERSION
@@ -225,12 +226,20 @@ class SyncObj(object):
         self.__numOneSecondDumps = 0
         globalDnsResolver().setTimeouts(self.__conf.dnsCacheTime, self.__conf.dnsFailCacheTime)
         globalDnsResolver().setPreferredAddrFamily(self.__conf.preferredAddrType)
-        self.__serializer = Serializer(self.__conf.fullDumpFile,
-                                       self.__conf.logCompactionBatchSize,
-                                       self.__conf.useFork,
-                                       self.__conf.serializer,
-                                       self.__conf.deserializer,
-                                       self.__conf.serializeChecker)
+        if self.__conf.serializer is not None and self.__conf.fullDumpFile is not None:
+            # PATCH background snapshots: a custom serializer may write the snapshot in the
+            # background (see background.py); upstream blocks the tick thread until written.
+            self.__serializer = BackgroundSerializer(self.__conf.fullDumpFile,
+                                                     self.__conf.logCompactionBatchSize,
+                                                     self.__conf.serializer,
+                                                     self.__conf.deserializer)
+        else:
+            self.__serializer = Serializer(self.__conf.fullDumpFile,
+                                           self.__conf.logCompactionBatchSize,
+                                           self.__conf.useFork,
+                                           self.__conf.serializer,
+                                           self.__conf.deserializer,
+                                           self.__conf.serializeChecker)
         self.__lastInitTryTime = 0
         self._poller = createPoller(self.__conf.pollerType)
 
@@ -1052,6 +1061,10 @@ class SyncObj(object):
         method, args, kwargs = call
         return method(*args, **kwargs)
 
+    def _onSnapshotInstalled(self, seconds):
+        """A snapshot was moved into place and the log trimmed behind it, which held the tick
+        thread for `seconds`."""
+
     def _applyGroup(self, calls):
         """Apply the commands of a GROUP entry, given as (method, args, kwargs) with
         `_doApply` set; return their results in order. An application whose applies must
@@ -1730,6 +1743,7 @@ class SyncObj(object):
 
     def __tryLogCompaction(self):
         currTime = monotonicTime()
+        installStarted = time.perf_counter()
         serializeState, serializeID = self.__serializer.checkSerializing()
 
         if serializeState == SERIALIZER_STATE.SUCCESS:
@@ -1738,6 +1752,7 @@ class SyncObj(object):
             self.__syncDumpFile()
             self.__deleteEntriesTo(serializeID)
             self.__lastSerializedEntry = serializeID
+            self._onSnapshotInstalled(time.perf_counter() - installStarted)
 
         if serializeState == SERIALIZER_STATE.FAILED:
             logger.warning('Failed to store full dump')
