@@ -93,9 +93,15 @@ def check_overhead(r: dict) -> None:
 
 
 def check_capacity(r: dict) -> None:
-    assert r["jobs"] > 0 and len(r["rss_mb"]) == 3 and all(m > 0 for m in r["rss_mb"])
-    assert 0 < r["pull_top100_p50_ms"] <= r["pull_top100_p99_ms"]
-    assert 0 < r["restart_to_healthy_s"] < 30
+    assert set(r) == {"completed", "queued"}
+    for v in r.values():
+        assert v["jobs"] > 0 and len(v["rss_mb"]) == 3 and all(m > 0 for m in v["rss_mb"])
+        assert 0 < v["work_by_id"]["p50_ms"] <= v["work_by_id"]["p99_ms"]
+        assert 0 < v["restart_to_healthy_s"] < 30
+        s = v["snapshot"]
+        assert s["index"] > 0 and s["bytes"] > 0 and s["seconds"] >= 0 and s["elections"] == 0
+        assert 0 < s["raft_paused_ms"] < 10_000
+    assert 0 < r["completed"]["pull_top1000"]["p50_ms"] <= r["completed"]["pull_top1000"]["p99_ms"]
 
 
 def check_end_to_end(r: dict) -> None:
