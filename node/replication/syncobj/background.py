@@ -31,7 +31,6 @@ class BackgroundSerializer(Serializer):
         self._fileName = fileName
         self._write = serializer
         self._pending = None  # (future, temporary path, id)
-        self._finished = None  # (state, id) of a snapshot written synchronously
         for stale in glob.glob(glob.escape(fileName) + '.at-*.tmp'):  # a process died writing
             os.remove(stale)
 
@@ -42,14 +41,13 @@ class BackgroundSerializer(Serializer):
         tmpFile = '%s.at-%d.tmp' % (self._fileName, id)
         try:
             result = self._write(tmpFile, data[1:])
-        except Exception:
-            logger.exception('failed to start writing a snapshot')
-            self._finished = (SERIALIZER_STATE.FAILED, id)
-            return
-        if isinstance(result, Future):
-            self._pending = (result, tmpFile, id)
-            return
-        self._finished = (self._install(tmpFile), id)
+        except Exception as e:
+            result = Future()
+            result.set_exception(e)
+        if not isinstance(result, Future):  # written already
+            written, result = result, Future()
+            result.set_result(written)
+        self._pending = (result, tmpFile, id)
 
     def checkSerializing(self):
         if self._pending is not None:
@@ -61,9 +59,6 @@ class BackgroundSerializer(Serializer):
                 logger.error('failed to write a snapshot: %r', future.exception())
                 return SERIALIZER_STATE.FAILED, id
             return self._install(tmpFile), id
-        if self._finished is not None:
-            finished, self._finished = self._finished, None
-            return finished
         return SERIALIZER_STATE.NOT_SERIALIZING, None
 
     def setTransmissionData(self, data):
