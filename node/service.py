@@ -335,7 +335,7 @@ def _snapshot_view(snapshot: dict[str, float] | None) -> dict[str, Any] | None:
     return {
         "index": int(snapshot["index"]),
         "at": snapshot["at"],
-        "raft_paused_ms": round(snapshot["pause_ms"], 2),
+        "raft_paused_ms": round(snapshot["pin_ms"] + snapshot["install_ms"], 2),
         "pin_ms": round(snapshot["pin_ms"], 2),
         "install_ms": round(snapshot["install_ms"], 2),
         "seconds": round(snapshot["seconds"], 3) if snapshot["seconds"] >= 0 else None,

@@ -334,7 +334,6 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
             "at": time.time(),
             "pin_ms": pin_ms,
             "install_ms": 0.0,
-            "pause_ms": pin_ms,
             "seconds": -1.0,  # until it is in place
         }
         return future
@@ -345,7 +344,6 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
             return
         self._snapshots.submit(_remove, self._snapshot_file + ".previous")
         last["install_ms"] = seconds * 1000
-        last["pause_ms"] += seconds * 1000
         last["seconds"] = time.time() - last["at"]
         log.info(
             "Raft snapshot at applied index %d in place after %.2fs (writing it took %.2fs); "
@@ -353,14 +351,13 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
             last["index"],
             last["seconds"],
             last.get("write_seconds", 0.0),
-            last["pause_ms"],
+            last["pin_ms"] + last["install_ms"],
         )
 
     def _write_snapshot(
         self, path: str, pinned: PinnedState, raft_meta: tuple[Any, ...], started: float
     ) -> None:
-        if os.path.exists(path):
-            os.remove(path)
+        _remove(path)
         pinned.copy_to(path)
         with sqlite3.connect(path) as db:
             db.execute("CREATE TABLE raft_snapshot (meta BLOB NOT NULL)")
