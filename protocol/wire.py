@@ -55,11 +55,11 @@ def decode_batch(body: bytes) -> list[tuple[str, bytes, str]]:
             or not isinstance(entry.get("digest"), str)
             or not DIGEST.fullmatch(entry["digest"])
             or type(entry.get("size")) is not int
-            or entry["size"] < 1
+            or entry["size"] < 0
         ):
             raise MalformedBatch(
                 "body: each manifest entry needs an 'id' (32 hex), a 'digest' "
-                "(64 hex) and a 'size' (at least 1)"
+                "(64 hex) and a 'size' (at least 0)"
             )
         data = body[at : at + entry["size"]]
         at += entry["size"]

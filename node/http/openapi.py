@@ -66,13 +66,14 @@ def document(cfg: NodeConfig) -> Json:
                         },
                     ],
                     "requestBody": {
-                        "required": True,
+                        "required": False,
+                        "description": "the payload; an empty body is an empty payload",
                         "content": {
                             "application/octet-stream": {
                                 "schema": {
                                     "type": "string",
                                     "format": "binary",
-                                    "minLength": 1,
+                                    "minLength": 0,
                                     "maxLength": cfg.max_body_bytes,
                                 }
                             }
@@ -92,8 +93,7 @@ def document(cfg: NodeConfig) -> Json:
                             },
                         },
                         "400": _error(
-                            "bad iterations, empty body, malformed Idempotency-Key or "
-                            "unknown query parameter"
+                            "bad iterations, malformed Idempotency-Key or unknown query parameter"
                         ),
                         "401": unauthorized,
                         "413": _error(f"body larger than {cfg.max_body_bytes} bytes"),

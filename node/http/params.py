@@ -52,7 +52,7 @@ def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     too_large = PayloadTooLarge(
-        f"body: larger than the limit of {limit} bytes; send 1 to {limit} bytes"
+        f"body: larger than the limit of {limit} bytes; send 0 to {limit} bytes"
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large

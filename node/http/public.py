@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.config import NodeConfig
-from node.errors import InvalidInput, JobNotFound
+from node.errors import JobNotFound
 from node.http import openapi
 from node.http.openapi import DEFAULT_TOP, MAX_TOP
 from node.http.params import idempotency_key, int_param, only_params, read_body
@@ -19,8 +19,6 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
         iterations = int_param(request, "iterations", 1, cfg.max_iterations)
         key = idempotency_key(request)
         data = await read_body(request, cfg.max_body_bytes)
-        if not data:
-            raise InvalidInput(f"body: empty; send the payload, 1 to {cfg.max_body_bytes} bytes")
         return web.json_response({"id": await service.enqueue(data, iterations, key)})
 
     async def pull_completed(request: web.Request) -> web.Response:

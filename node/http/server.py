@@ -3,13 +3,18 @@ on an address of their own (`--internal-http`), each behind the error and auth m
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node.config import NodeConfig
 from node.http import dashboard, internal, public
-from node.http.middleware import make_auth_middleware, make_error_middleware
+from node.http.middleware import json_error, make_auth_middleware, make_error_middleware
 from node.http.service import Service
+
+log = logging.getLogger(__name__)
 
 # A burst of new connections larger than the accept queue makes the kernel drop handshakes
 # the client already believes complete; 1024 (capped by somaxconn) absorbs bursts that
@@ -49,6 +54,42 @@ async def _listen(cfg: NodeConfig, address: str, routes: list[web.RouteDef]) -> 
         keepalive_timeout=cfg.idle_connection_timeout,
     )
     await runner.setup()
+    assert runner.server is not None  # set up
+    runner.server.__class__ = _JsonErrorServer
     host, port = address.rsplit(":", 1)
     await web.TCPSite(runner, host, int(port), backlog=BACKLOG).start()
     return runner
+
+
+class _JsonErrorHandler(web.RequestHandler):
+    """A connection whose requests that aiohttp's HTTP parser rejects (a malformed request
+    line or header, a bad chunked body) are answered with a JSON error like every other one.
+    These never reach the middlewares, and aiohttp has no hook for their answer
+    (aio-libs/aiohttp#3287): this overrides the method that writes it."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # too late for an answer: aiohttp closes it
+            return super().handle_error(request, status, exc, message)
+        if status < 500:
+            detail = exc.message if isinstance(exc, HttpProcessingError) else message
+            log.info("refused a request from %s that is not valid HTTP: %s", request.remote, detail)
+            text = f"request: not valid HTTP ({str(detail or 'malformed').strip()[:200]})"
+        else:
+            log.error("internal error on a request from %s", request.remote, exc_info=exc)
+            text = "internal error; see the node's log"
+        response = json_error(status, text)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    """The listener's connection factory: each connection is a `_JsonErrorHandler`."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)

@@ -52,6 +52,15 @@ def test_results_match_independent_digests_on_every_node(working_cluster):
         }
 
 
+def test_an_empty_payload_is_work_like_any_other(working_cluster):
+    cluster = working_cluster
+    r = requests.put(f"{cluster.url(1)}/enqueue", params={"iterations": "7"}, timeout=10)
+    assert r.status_code == 200, r.text
+    job_id = r.json()["id"]
+    cluster.wait_completed(2, {job_id: expected_digest(b"", 7)})
+    assert cluster.job(0, job_id)["size"] == 0
+
+
 def test_pull_completed_lists_newest_first_with_the_contract_fields(working_cluster):
     cluster = working_cluster
     ids = []
