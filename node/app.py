@@ -22,6 +22,7 @@ from node.replication.payloads import Payloads
 from node.replication.proposer import Proposer
 from node.replication.raft import RaftNode
 from node.replication.state_machine import StateMachine
+from node.replication.waits import Waits, finished_jobs
 from node.scaling.factory import make_backend, scaling_limits
 from node.scaling.loop import Scaler, ScalingLoop
 from node.scheduling.duties import collect_payloads, leader_duties
@@ -61,6 +62,8 @@ class Node:
         )
         self.raft = RaftNode(cfg, self.machine)
         self.proposer = Proposer(self.raft, cfg.request_timeout)
+        self.waits = Waits()
+        self.metrics.waiting.set_function(lambda: len(self.waits))
         self.payloads = Payloads(
             cfg, store, self.session, self.run_db, sent=self.metrics.payload_bytes.inc
         )
@@ -95,6 +98,7 @@ class Node:
             raft=self.raft,
             proposer=self.proposer,
             payloads=self.payloads,
+            waits=self.waits,
             scheduler=self.scheduler,
             roster=self.roster,
             scaler=scaler,
@@ -140,6 +144,7 @@ class Node:
         for t in self._tasks:
             t.cancel()
         self.scheduler.close()
+        self.waits.close()
         if self.scaling is not None:
             await self.loop.run_in_executor(None, self.scaling.scaler.backend.stop_all)
         # Closing the client session first ends calls forwarded to the leader, so their
@@ -157,6 +162,7 @@ class Node:
         """Called on Raft's tick thread once per applied entry (None: a snapshot replaced the
         store); wakes the event loop once for the whole entry."""
         work = applied is None or any(isinstance(cmd, (c.Enqueue, c.Requeue)) for cmd, _ in applied)
+        finished = None if applied is None else finished_jobs(applied)
         added = [
             (job.enqueued_at, job.iterations)
             for cmd, result in (applied or () if self.scaling is not None else ())
@@ -164,11 +170,15 @@ class Node:
             for job, job_id in zip(cmd.jobs, result, strict=True)
             if job_id == job.id
         ]
-        if work or added:
-            self.loop.call_soon_threadsafe(self._arrived, work, added)
+        if work or added or finished != []:
+            self.loop.call_soon_threadsafe(self._arrived, work, added, finished)
 
-    def _arrived(self, work: bool, added: list[tuple[float, int]]) -> None:
+    def _arrived(
+        self, work: bool, added: list[tuple[float, int]], finished: list[str] | None
+    ) -> None:
         if work:
             self.scheduler.work_arrived()
         if added and self.scaling is not None:
             self.scaling.jobs_arrived(added)
+        if finished != []:
+            self.waits.finished(finished)

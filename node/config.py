@@ -187,6 +187,13 @@ class NodeConfig:
     request_timeout: float = option(
         10.0, help="seconds a request may take before it is answered 503", range=(0.5, 300)
     )
+    max_wait: float = option(
+        60.0,
+        help="longest `wait` a client may ask for (GET /work/{id}?wait=S, GET "
+        "/completed?wait=S), seconds; such a request may take that long beyond the request "
+        "timeout",
+        range=(0, 3600),
+    )
     idle_connection_timeout: float = option(
         30.0,
         help="seconds a connection may stay open without a request in progress, or take to "

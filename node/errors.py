@@ -26,6 +26,12 @@ class JobNotFound(QueueError):
     status = 404
 
 
+class Gone(QueueError):
+    """Asked for what this node no longer keeps (completions dropped by retention)."""
+
+    status = 410
+
+
 class PayloadTooLarge(QueueError):
     status = 413
 

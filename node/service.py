@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from node.config import NodeConfig
-from node.errors import JobNotFound, KeyReused, NoQuorum, NotLeader, QueueFull
+from node.errors import Gone, JobNotFound, KeyReused, NoQuorum, NotLeader, QueueFull
 from node.observability.history import History
 from node.observability.metrics import CONTENT_TYPE, Metrics
 from node.replication import commands as c
@@ -22,6 +22,7 @@ from node.replication.payloads import Payloads
 from node.replication.proposer import Proposer
 from node.replication.raft import RaftNode
 from node.replication.state_machine import KeyConflict, StateMachine
+from node.replication.waits import Waits, until
 from node.scaling.loop import Scaler
 from node.scaling.policy import idle_timeout_told
 from node.scheduling.leases import Scheduler
@@ -36,6 +37,7 @@ Row = dict[str, Any]
 
 # Healthy while this node's applied index is at most this far behind the leader's commit index.
 HEALTHY_LAG = 1000
+FINISHED = ("completed", "failed")
 
 
 class NodeService:
@@ -49,6 +51,7 @@ class NodeService:
         raft: RaftNode,
         proposer: Proposer,
         payloads: Payloads,
+        waits: Waits,
         scheduler: Scheduler,
         roster: Roster,
         scaler: Scaler | None,
@@ -62,6 +65,7 @@ class NodeService:
         self._raft = raft
         self._proposer = proposer
         self._payloads = payloads
+        self._waits = waits
         self._scheduler = scheduler
         self._roster = roster
         self._scaler = scaler
@@ -103,9 +107,37 @@ class NodeService:
         self._metrics.enqueue_seconds.observe(time.perf_counter() - started)
         return result
 
-    async def job(self, job_id: str) -> dict[str, Any] | None:
-        job = await self._db(self._store.job, job_id)
-        return None if job is None else _job_view(job)
+    async def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while True:
+            with self._waits.job(job_id) as woken:
+                job = await self._db(self._store.job, job_id)
+                remaining = end - loop.time()
+                finished = job is not None and job["status"] in FINISHED
+                if finished or remaining <= 0 or self._waits.closed:
+                    return None if job is None else _job_view(job)
+                await until(woken, remaining)
+
+    async def completions(self, after: int, limit: int, wait: float = 0.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait
+        while True:
+            with self._waits.feed() as woken:
+                finished, first, _ = await self._db(self._store.feed, after, limit)
+                if after < first - 1:
+                    raise Gone(
+                        f"after: positions {after + 1} to {first - 1} are no longer kept (a "
+                        f"node keeps the newest {self.cfg.max_finished} finished jobs, "
+                        f"--max-finished); the oldest kept is {first}, so resume from "
+                        f"after={first - 1}"
+                    )
+                if finished or end - loop.time() <= 0 or self._waits.closed:
+                    return {
+                        "completions": finished,
+                        "next": finished[-1]["position"] if finished else after,
+                    }
+                await until(woken, end - loop.time())
 
     async def completed(self, top: int) -> list[dict[str, Any]]:
         return await self._db(self._store.completed, top)

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from node.errors import QueueError, Unauthorized
+from node.http.params import wait_allowance
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +22,14 @@ def json_error(status: int, message: str, retry_after: int | None = None) -> web
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
-def make_error_middleware(request_timeout: float) -> Middleware:
+def make_error_middleware(request_timeout: float, max_wait: float = 0.0) -> Middleware:
+    """Errors as JSON; a deadline of `request_timeout` on every request, plus the `wait` (up
+    to `max_wait`) of a request that asks to wait."""
+
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            async with asyncio.timeout(request_timeout):
+            async with asyncio.timeout(request_timeout + wait_allowance(request, max_wait)):
                 return await handler(request)
         except QueueError as e:
             return json_error(e.status, e.message, e.retry_after)

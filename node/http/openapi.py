@@ -11,6 +11,9 @@ Json = dict[str, Any]
 
 MAX_TOP = 1000
 DEFAULT_TOP = 10
+MAX_FEED_LIMIT = 1000
+DEFAULT_FEED_LIMIT = 100
+MAX_POSITION = 2**62
 
 
 def _error(description: str, retry: bool = False) -> Json:
@@ -33,6 +36,13 @@ def document(cfg: NodeConfig) -> Json:
     unauthorized = _error("missing or wrong X-API-Key")
     secured: list[Json] = [{"apiKey": []}] if cfg.api_key else []
     job_id = {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"}
+    wait = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "seconds to wait; the request may take this long beyond the request timeout",
+        "schema": {"type": "number", "minimum": 0, "maximum": cfg.max_wait, "default": 0},
+    }
     doc = {
         "openapi": "3.0.3",
         "info": {
@@ -138,12 +148,70 @@ def document(cfg: NodeConfig) -> Json:
                     },
                 }
             },
-            "/work/{id}": {
+            "/completed": {
                 "get": {
-                    "summary": "One job.",
+                    "summary": "The completion feed: every completion and failure has a "
+                    "position (1, 2, 3...), the same on every node. Answers the ones after "
+                    "`after` in order, and the position to ask from next; with `wait`, waits "
+                    "up to that many seconds for one when there is none yet.",
                     "security": secured,
                     "parameters": [
-                        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_POSITION,
+                                "default": 0,
+                            },
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": MAX_FEED_LIMIT,
+                                "default": DEFAULT_FEED_LIMIT,
+                            },
+                        },
+                        wait,
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the completions after `after`, in order",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Feed"}
+                                }
+                            },
+                        },
+                        "400": _error("bad after, limit or wait, or unknown query parameter"),
+                        "401": unauthorized,
+                        "410": _error(
+                            f"positions after `after` are no longer kept (this node keeps the "
+                            f"newest {cfg.max_finished} finished jobs)"
+                        ),
+                        "503": unavailable,
+                    },
+                }
+            },
+            "/work/{id}": {
+                "get": {
+                    "summary": "One job. With `wait`, answers once the job completed or failed "
+                    "on this node, or with its state after that many seconds.",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        wait,
                     ],
                     "responses": {
                         "200": {
@@ -152,7 +220,7 @@ def document(cfg: NodeConfig) -> Json:
                                 "application/json": {"schema": {"$ref": "#/components/schemas/Job"}}
                             },
                         },
-                        "400": _error("unknown query parameter"),
+                        "400": _error("bad wait or unknown query parameter"),
                         "401": unauthorized,
                         "404": _error("no such job"),
                         "503": unavailable,
@@ -271,6 +339,38 @@ def document(cfg: NodeConfig) -> Json:
                         "result": {"type": "string", "pattern": f"^{RESULT_PATTERN}$"},
                         "iterations": {"type": "integer"},
                         "completed_at": {"type": "number"},
+                    },
+                },
+                "Feed": {
+                    "type": "object",
+                    "required": ["completions", "next"],
+                    "properties": {
+                        "completions": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "position",
+                                    "id",
+                                    "status",
+                                    "iterations",
+                                    "finished_at",
+                                ],
+                                "properties": {
+                                    "position": {"type": "integer"},
+                                    "id": job_id,
+                                    "status": {"type": "string", "enum": ["completed", "failed"]},
+                                    "iterations": {"type": "integer"},
+                                    "finished_at": {"type": "number"},
+                                    "result": {
+                                        "type": "string",
+                                        "pattern": f"^{RESULT_PATTERN}$",
+                                    },
+                                    "error": {"type": "string"},
+                                },
+                            },
+                        },
+                        "next": {"type": "integer", "minimum": 0},
                     },
                 },
                 "Job": {

@@ -4,6 +4,7 @@ range; a bad one raises InvalidInput naming the field."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -48,6 +49,34 @@ def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | 
     if not lo <= value <= hi:
         raise InvalidInput(f"{name}: {value} is out of range; allowed {lo} to {hi}")
     return value
+
+
+def seconds_param(request: web.Request, name: str, hi: float) -> float:
+    """A number of seconds from 0 to `hi` (decimal, e.g. 2.5); 0 when absent."""
+    values = request.query.getall(name, [])
+    allowed = f"a number of seconds from 0 to {hi:g}"
+    if not values:
+        return 0.0
+    if len(values) > 1:
+        raise InvalidInput(f"{name}: given {len(values)} times; give it once, {allowed}")
+    raw = values[0]
+    try:
+        value = float(raw) if len(raw) <= 40 else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= hi:  # nan too
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise InvalidInput(f"{name}: {shown!r} is not {allowed}")
+    return value
+
+
+def wait_allowance(request: web.Request, hi: float) -> float:
+    """The `wait` a request asks for, for its deadline: 0 when absent or invalid (the
+    handler then refuses it)."""
+    try:
+        return seconds_param(request, "wait", hi)
+    except InvalidInput:
+        return 0.0
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

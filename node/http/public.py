@@ -7,8 +7,14 @@ from aiohttp import web
 from node.config import NodeConfig
 from node.errors import JobNotFound
 from node.http import openapi
-from node.http.openapi import DEFAULT_TOP, MAX_TOP
-from node.http.params import idempotency_key, int_param, only_params, read_body
+from node.http.openapi import (
+    DEFAULT_FEED_LIMIT,
+    DEFAULT_TOP,
+    MAX_FEED_LIMIT,
+    MAX_POSITION,
+    MAX_TOP,
+)
+from node.http.params import idempotency_key, int_param, only_params, read_body, seconds_param
 from node.http.service import Service
 from protocol.ids import JOB_ID
 
@@ -27,12 +33,20 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
         return web.json_response(await service.completed(top))
 
     async def work(request: web.Request) -> web.Response:
-        only_params(request)
+        only_params(request, "wait")
+        wait = seconds_param(request, "wait", cfg.max_wait)
         job_id = request.match_info["id"]
-        job = await service.job(job_id) if JOB_ID.fullmatch(job_id) else None
+        job = await service.job(job_id, wait) if JOB_ID.fullmatch(job_id) else None
         if job is None:
             raise JobNotFound(f"id: no job {job_id[:64]!r} on this node")
         return web.json_response(job)
+
+    async def completed_feed(request: web.Request) -> web.Response:
+        only_params(request, "after", "limit", "wait")
+        after = int_param(request, "after", 0, MAX_POSITION, 0)
+        limit = int_param(request, "limit", 1, MAX_FEED_LIMIT, DEFAULT_FEED_LIMIT)
+        wait = seconds_param(request, "wait", cfg.max_wait)
+        return web.json_response(await service.completions(after, limit, wait))
 
     async def status(request: web.Request) -> web.Response:
         only_params(request)
@@ -59,6 +73,7 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
         web.put("/enqueue", enqueue),
         web.post("/pullCompleted", pull_completed),
         web.get("/work/{id}", work),
+        web.get("/completed", completed_feed),
         web.get("/status", status),
         web.get("/healthz", healthz),
         web.get("/openapi.json", openapi_json),

@@ -39,7 +39,7 @@ async def _listen(cfg: NodeConfig, address: str, routes: list[web.RouteDef]) -> 
     app = web.Application(
         client_max_size=cfg.max_body_bytes + 1,
         middlewares=[
-            make_error_middleware(cfg.request_timeout),
+            make_error_middleware(cfg.request_timeout, cfg.max_wait),
             make_auth_middleware(cfg.secret, cfg.api_key),
         ],
     )

@@ -17,8 +17,15 @@ class Service(Protocol):
         """Store the payload on a majority, commit the job; its id (the earlier job's id when
         `key` was used before for the same payload and iterations)."""
 
-    async def job(self, job_id: str) -> dict[str, Any] | None:
-        """The job as the API shows it, or None when this node holds no such job."""
+    async def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any] | None:
+        """The job as the API shows it, or None when this node holds no such job. With
+        `wait`, once this node has applied its completion or failure, or after `wait`
+        seconds (a job this node does not hold yet is waited for too)."""
+
+    async def completions(self, after: int, limit: int, wait: float = 0.0) -> dict[str, Any]:
+        """The completion feed after position `after`: {"completions": up to `limit` finished
+        jobs in order, "next": the position to ask from next}; with `wait`, once there is one
+        or after `wait` seconds. Gone when positions after `after` were dropped by retention."""
 
     async def completed(self, top: int) -> list[dict[str, Any]]:
         """The `top` most recent completions, newest first."""

@@ -14,6 +14,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -76,6 +77,11 @@ class Metrics:
         self.leader_changes = Counter(
             "wq_raft_leader_changes",
             "Times this node saw the Raft leader change (checked every second).",
+            registry=r,
+        )
+        self.waiting = Gauge(
+            "wq_waiting_requests",
+            "Requests on this node waiting for a job to finish or for the completion feed.",
             registry=r,
         )
         # Set by the /metrics handler before rendering (reading it may need the database).

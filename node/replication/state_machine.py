@@ -58,6 +58,7 @@ _COMPLETE = (
         status="completed",
         result=bindparam("b_result"),
         done_seq=bindparam("b_seq"),
+        feed=bindparam("b_feed"),
         finished_at=bindparam("b_at"),
         error=None,
     )
@@ -420,6 +421,7 @@ class StateMachine:
                     .values(
                         status="failed",
                         done_seq=seq + pos,
+                        feed=self._next_feed(),
                         finished_at=cmd.at,
                         error=f"{cmd.reason}; gave up after {row.attempts} attempts",
                     )
@@ -454,7 +456,15 @@ class StateMachine:
             if row is None or row.status not in was:
                 continue  # unknown, or finished already: the first result stands
             was[row.status] += 1
-            updates.append({"b_id": job_id, "b_result": result, "b_seq": seq + pos, "b_at": cmd.at})
+            updates.append(
+                {
+                    "b_id": job_id,
+                    "b_result": result,
+                    "b_seq": seq + pos,
+                    "b_feed": self._next_feed(),
+                    "b_at": cmd.at,
+                }
+            )
             done.append(job_id)
             backlog += row.iterations
             self._events.append(
@@ -474,6 +484,11 @@ class StateMachine:
         self._bump("finished", len(done))
         self._trim(conn, cmd.retain)
         return done
+
+    def _next_feed(self) -> int:
+        """The next position in the completion feed: one more than the last given."""
+        self._bump("feed", 1)
+        return self.counts["feed"] + self._deltas["feed"]
 
     def _trim(self, conn: Connection, retain: int) -> None:
         """Drop the oldest finished jobs beyond `retain`."""

@@ -56,6 +56,8 @@ jobs = Table(
     Column("leased_at", Float),
     # Finish order, like seq; pullCompleted walks it backwards.
     Column("done_seq", Integer),
+    # Position in the completion feed: 1, 2, 3... in finish order, the same on every replica.
+    Column("feed", Integer),
     Column("finished_at", Float),
     Column("result", String),
     Column("error", String),
@@ -64,6 +66,8 @@ jobs = Table(
 Index("ix_jobs_status_seq", jobs.c.status, jobs.c.seq)
 # Retention: ORDER BY done_seq over finished jobs only.
 Index("ix_jobs_done_seq", jobs.c.done_seq, sqlite_where=jobs.c.done_seq.isnot(None))
+# The completion feed: WHERE feed > after ORDER BY feed LIMIT n.
+Index("ix_jobs_feed", jobs.c.feed, unique=True, sqlite_where=jobs.c.feed.isnot(None))
 # pullCompleted: WHERE status='completed' ORDER BY done_seq DESC LIMIT top, an index walk
 # (with the index above alone, SQLite sorted every completed job for each call).
 Index(
@@ -110,13 +114,15 @@ payloads = Table(
 )
 
 STATUSES = ("queued", "running", "completed", "failed")
-# backlog_iterations: iterations of the queued and running jobs, for the scaling policy.
+# backlog_iterations: iterations of the queued and running jobs, for the scaling policy;
+# feed: the last position given in the completion feed.
 COUNTERS = (
     "last_applied",
     "last_applied_term",
     "finished",
     "apply_failures",
     "backlog_iterations",
+    "feed",
 ) + STATUSES
 
 
@@ -182,6 +188,9 @@ class Store:
         event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
         with self.engine.begin() as conn:
             metadata.create_all(conn)
+            columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(jobs)")}
+            if "feed" not in columns:  # a store made before the completion feed
+                conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN feed INTEGER")
             for table in metadata.sorted_tables:  # indexes added since the store was made
                 for index in table.indexes:
                     index.create(conn, checkfirst=True)
@@ -262,6 +271,44 @@ class Store:
                 }
                 for r in conn.execute(q)
             ]
+
+    @staticmethod
+    def feed_query(after: int, limit: int) -> Select[Any]:
+        return (
+            select(
+                jobs.c.feed,
+                jobs.c.id,
+                jobs.c.status,
+                jobs.c.iterations,
+                jobs.c.finished_at,
+                jobs.c.result,
+                jobs.c.error,
+            )
+            .where(jobs.c.feed > after)
+            .order_by(jobs.c.feed)
+            .limit(limit)
+        )
+
+    def feed(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int, int]:
+        """The completion feed: the finished jobs at positions after `after`, in order (at
+        most `limit`); the first position still kept (older finished jobs were dropped by
+        retention); and the last position given. Index walks, in one read transaction."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(self.feed_query(after, limit)).all()
+            last = conn.execute(_COUNTER, {"n": "feed"}).scalar_one()
+            first = conn.execute(self.feed_query(-1, 1)).first()
+        finished = [
+            {
+                "position": r.feed,
+                "id": r.id,
+                "status": r.status,
+                "iterations": r.iterations,
+                "finished_at": r.finished_at,
+                **({"result": r.result} if r.status == "completed" else {"error": r.error}),
+            }
+            for r in rows
+        ]
+        return finished, last + 1 if first is None else first.feed, last
 
     @staticmethod
     def status_query(

@@ -23,7 +23,7 @@ def live(tmp_path_factory):
         cluster.stop()
 
 
-LIMITS = {"max_body_bytes": 65536, "max_iterations": 1000}
+LIMITS = {"max_body_bytes": 65536, "max_iterations": 1000, "max_wait": 1.0}
 CONFIG = NodeConfig(
     node_id="n",
     raft="127.0.0.1:1",

@@ -220,6 +220,7 @@ NAMES = [
     ("max_finished", "--max-finished", "max_finished", "WQ_MAX_FINISHED"),
     ("idempotency_window", "--idempotency-window", "idempotency_window", "WQ_IDEMPOTENCY_WINDOW"),
     ("request_timeout", "--request-timeout", "request_timeout", "WQ_REQUEST_TIMEOUT"),
+    ("max_wait", "--max-wait", "max_wait", "WQ_MAX_WAIT"),
     (
         "idle_connection_timeout",
         "--idle-connection-timeout",
@@ -297,6 +298,7 @@ RANGES = [
     ("max_finished", (1, 10**9), ["1", "1000000000"], ["0", "1000000001"], []),
     ("idempotency_window", (60, 30 * 86400), ["60", "2592000"], ["59.9", "2592000.1"], []),
     ("request_timeout", (0.5, 300), ["0.5", "300"], ["0.49", "300.01"], []),
+    ("max_wait", (0, 3600), ["0", "3600"], ["-0.01", "3600.01"], []),
     ("idle_connection_timeout", (1, 3600), ["1", "3600"], ["0.99", "3600.01"], []),
     ("lease_timeout", (1, 3600), ["1", "3600"], ["0.99", "3600.01"], []),
     ("max_attempts", (1, 100), ["1", "100"], ["0", "101"], []),

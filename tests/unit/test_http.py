@@ -43,8 +43,13 @@ class FakeService:
     async def enqueue(self, data, iterations, key):
         return await self._answer("enqueue", data, iterations, key, value=JOB)
 
-    async def job(self, job_id):
-        return await self._answer("job", job_id, value={"id": job_id, "status": "queued"})
+    async def job(self, job_id, wait=0.0):
+        return await self._answer("job", job_id, wait, value={"id": job_id, "status": "queued"})
+
+    async def completions(self, after, limit, wait=0.0):
+        return await self._answer(
+            "completions", after, limit, wait, value={"completions": [], "next": after}
+        )
 
     async def completed(self, top):
         return await self._answer("completed", top, value=[{"id": JOB, "result": RESULT}])
@@ -116,7 +121,7 @@ def call(service, method, path, *, cfg=None, **kwargs):
         async with aiohttp.ClientSession() as session:
             app = web.Application(
                 middlewares=[
-                    make_error_middleware(cfg.request_timeout),
+                    make_error_middleware(cfg.request_timeout, cfg.max_wait),
                     make_auth_middleware(cfg.secret, cfg.api_key),
                 ]
             )
@@ -206,7 +211,7 @@ def test_a_job_is_read_by_a_well_formed_id(path, status):
     service = FakeService()
     got, _, _ = call(service, "GET", path)
     assert got == status
-    assert service.calls == ([("job", JOB)] if status == 200 else [])
+    assert service.calls == ([("job", JOB, 0.0)] if status == 200 else [])
 
 
 @pytest.mark.parametrize("top, status", [("1", 200), ("1000", 200), ("0", 400), ("1001", 400)])
@@ -300,3 +305,44 @@ def test_a_malformed_peer_copy_is_refused_before_the_service():
     service = FakeService()
     status, _, answer = call(service, "POST", "/internal/payloads", data=b"[]\n", headers=AUTH)
     assert status == 400 and error_of(answer).startswith("body:") and service.calls == []
+
+
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        (f"/work/{JOB}?wait=-1", "wait"),
+        (f"/work/{JOB}?wait=61", "wait"),
+        (f"/work/{JOB}?wait=nan", "wait"),
+        (f"/work/{JOB}?wait=1&wait=2", "wait"),
+        ("/completed?after=-1", "after"),
+        ("/completed?after=x", "after"),
+        ("/completed?limit=0", "limit"),
+        ("/completed?limit=1001", "limit"),
+        ("/completed?wait=inf", "wait"),
+        ("/completed?top=3", "top"),
+    ],
+)
+def test_bad_waits_and_feed_positions_are_refused_naming_the_field(path, field):
+    service = FakeService()
+    status, _, answer = call(service, "GET", path)
+    assert status == 400 and error_of(answer).startswith(f"{field}:") and service.calls == []
+    assert "allowed" in error_of(answer) or "from" in error_of(answer)
+
+
+def test_waits_and_feed_positions_reach_the_service():
+    service = FakeService()
+    assert call(service, "GET", f"/work/{JOB}?wait=2.5")[0] == 200
+    assert call(service, "GET", "/completed")[0] == 200
+    assert call(service, "GET", "/completed?after=7&limit=3&wait=1")[0] == 200
+    assert service.calls == [
+        ("job", JOB, 2.5),
+        ("completions", 0, 100, 0.0),
+        ("completions", 7, 3, 1.0),
+    ]
+
+
+def test_a_request_that_waits_may_take_its_wait_beyond_the_request_timeout():
+    # The request timeout is 0.5 s; the service answers after 1 s.
+    assert call(FakeService(delay=1), "GET", f"/work/{JOB}?wait=2")[0] == 200
+    assert call(FakeService(delay=1), "GET", f"/work/{JOB}")[0] == 503
+    assert call(FakeService(delay=1), "GET", f"/work/{JOB}?wait=0.2")[0] == 503

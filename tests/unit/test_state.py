@@ -380,13 +380,99 @@ def test_a_failing_enqueue_among_others_fails_alone(machine):
     assert_counters_match(machine)
 
 
-@pytest.mark.parametrize("query", ["completed", "queued", "running"])
+@pytest.mark.parametrize("query", ["completed", "feed", "queued", "running"])
 def test_hot_queries_walk_an_index_instead_of_sorting(machine, query):
-    """pullCompleted and lease selection cost O(top), not a sort of every matching job: the
-    plans of the very queries `Store.completed` and `Store.jobs_with_status` run."""
+    """pullCompleted, the completion feed and lease selection cost O(top), not a sort of
+    every matching job: the plans of the very queries `Store.completed`, `Store.feed` and
+    `Store.jobs_with_status` run."""
     store = machine.store
-    q = store.completed_query(100) if query == "completed" else store.status_query(query, 100)
+    if query == "completed":
+        q = store.completed_query(100)
+    elif query == "feed":
+        q = store.feed_query(5, 100)
+    else:
+        q = store.status_query(query, 100)
     sql = str(q.compile(compile_kwargs={"literal_binds": True}))
     with machine.store.engine.connect() as conn:
         plan = " ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
     assert "USING INDEX" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def feed_ids(store, after=0, limit=100):
+    finished, first, last = store.feed(after, limit)
+    return [(f["position"], f["id"][:1], f["status"]) for f in finished], first, last
+
+
+def test_completions_and_failures_take_consecutive_feed_positions_in_finish_order(machine):
+    machine.run(c.Enqueue(tuple(job(n) for n in "abcde")))
+    machine.run(c.Lease("w", (jid("c"),), 1.0))
+    machine.run(c.Complete(((jid("b"), RESULT), (jid("a"), RESULT), (jid("b"), RESULT)), 2.0, 100))
+    # A rejected command in the same entry takes no position.
+    machine.index += 1
+    machine.apply(
+        machine.index,
+        [
+            c.encode(c.Requeue(((jid("c"), 1),), "lease expired", 1, 3.0, 100)),
+            ("complete", "not a tuple", 1.0, 10),
+            c.encode(c.Complete(((jid("e"), RESULT),), 3.0, 100)),
+        ],
+    )
+    assert feed_ids(machine.store) == (
+        [(1, "b", "completed"), (2, "a", "completed"), (3, "c", "failed"), (4, "e", "completed")],
+        1,
+        4,
+    )
+    assert feed_ids(machine.store, after=2, limit=1) == ([(3, "c", "failed")], 1, 4)
+    assert feed_ids(machine.store, after=4) == ([], 1, 4)
+    finished, _, _ = machine.store.feed(0, 100)
+    assert finished[0]["result"] == RESULT and "lease expired" in finished[2]["error"]
+    assert_counters_match(machine)
+
+
+def test_the_feed_is_the_same_on_a_replica_that_applies_the_same_entries(machine, tmp_path):
+    entries = [
+        [c.Enqueue(tuple(job(n) for n in "abcd"))],
+        [c.Complete(((jid("c"), RESULT),), 1.0, 100), c.Complete(((jid("a"), RESULT),), 1.0, 100)],
+        [c.Lease("w", (jid("b"),), 1.0)],
+        [
+            c.Requeue(((jid("b"), 1),), "gone", 1, 2.0, 100),
+            c.Complete(((jid("d"), RESULT),), 2.0, 3),
+        ],
+    ]
+    other = StateMachine(Store(str(tmp_path / "other")))
+    for cmds in entries:
+        machine.run(*cmds)
+        other.apply(machine.index, [c.encode(cmd) for cmd in cmds])
+    assert feed_ids(other.store) == feed_ids(machine.store)
+    # Retention (3 finished jobs kept) dropped the first position.
+    assert feed_ids(machine.store) == (
+        [(2, "a", "completed"), (3, "b", "failed"), (4, "d", "completed")],
+        2,
+        4,
+    )
+
+
+def test_a_store_made_before_the_feed_gains_it_empty(tmp_path):
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE jobs (id VARCHAR PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, "
+            "iterations INTEGER NOT NULL, size INTEGER NOT NULL, digest VARCHAR NOT NULL, "
+            "status VARCHAR NOT NULL, attempts INTEGER NOT NULL, worker VARCHAR, "
+            "enqueued_at FLOAT NOT NULL, leased_at FLOAT, done_seq INTEGER, finished_at FLOAT, "
+            "result VARCHAR, error VARCHAR)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO jobs VALUES ('" + jid("o") + "', 1, 1, 1, 'd', 'completed', 1, NULL, "
+            "1.0, NULL, 7, 2.0, '" + RESULT + "', NULL)"
+        )
+    engine.dispose()
+    m = StateMachine(Store(str(tmp_path)))
+    assert feed_ids(m.store) == ([], 1, 0)
+    m.apply(
+        2, [c.encode(c.Enqueue((job("a"),))), c.encode(c.Complete(((jid("a"), RESULT),), 1.0, 9))]
+    )
+    assert feed_ids(m.store) == ([(1, "a", "completed")], 1, 1)
+    assert m.store.completed(10)[1]["id"] == jid("o")

@@ -1,0 +1,120 @@
+"""Results without polling on a live cluster: a request waiting for a job is answered when the
+job finishes on that node; the completion feed is gap-free, the same on every node, and a
+consumer resumes it on another node after a kill without a gap or a repeat."""
+
+import threading
+import time
+
+import requests
+
+from bench.cluster import AUTH, expected_digest, wait_until
+from tests.integration.test_metrics import scrape
+
+
+def waiting(cluster, i: int) -> float:
+    return scrape(cluster, i)["wq_waiting_requests"]
+
+
+def lease_and_complete(cluster, job_id: str, payload: bytes, iterations: int) -> None:
+    """Act as a worker: lease the job through node 0 and report its result (hashlib)."""
+    r = requests.post(
+        cluster.url(0) + "/internal/lease",
+        headers=AUTH,
+        json={"worker": "hand", "wait": 5},
+        timeout=30,
+    )
+    assert r.status_code == 200 and [j["id"] for j in r.json()["jobs"]] == [job_id], r.text
+    r = requests.post(
+        cluster.url(0) + "/internal/complete",
+        headers=AUTH,
+        json={
+            "worker": "hand",
+            "results": [{"id": job_id, "result": expected_digest(payload, iterations)}],
+        },
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["accepted"] == [job_id], r.text
+
+
+def test_a_waiting_request_is_answered_when_the_job_completes(make_cluster):
+    cluster = make_cluster()
+    payload = b"waited for"
+    job_id = cluster.enqueue(0, payload, 3).json()["id"]
+    answers = []
+
+    def wait_for_it():
+        started = time.monotonic()
+        r = requests.get(f"{cluster.url(2)}/work/{job_id}", params={"wait": "50"}, timeout=70)
+        answers.append((r.status_code, r.json(), time.monotonic() - started))
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    try:
+        wait_until(lambda: waiting(cluster, 2) == 1, 20, "the request to wait on node 2")
+        assert not answers
+        lease_and_complete(cluster, job_id, payload, 3)
+    finally:
+        waiter.join(timeout=70)
+    ((status, job, seconds),) = answers
+    assert status == 200 and job["status"] == "completed", job
+    assert job["result"] == expected_digest(payload, 3)
+    assert seconds < 40  # answered by the completion, not at the end of its wait
+    assert waiting(cluster, 2) == 0
+
+
+def test_a_wait_for_a_job_that_does_not_finish_answers_its_state_after_the_wait(idle_cluster):
+    cluster = idle_cluster
+    job_id = cluster.enqueue(1, b"stays queued", 1).json()["id"]
+    started = time.monotonic()
+    r = requests.get(f"{cluster.url(1)}/work/{job_id}", params={"wait": "1.5"}, timeout=30)
+    assert r.status_code == 200 and r.json()["status"] == "queued"
+    assert time.monotonic() - started >= 1.5
+    r = requests.get(f"{cluster.url(1)}/work/{'f' * 32}", params={"wait": "0.5"}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"].startswith("id:")
+
+
+def read_feed(cluster, node: int, after: int, want: int, timeout: float) -> list[dict]:
+    """Completions after `after` from one node, until `want` of them, as a consumer would."""
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < want:
+        assert time.monotonic() < deadline, f"only {len(got)} of {want} completions"
+        r = requests.get(
+            f"{cluster.url(node)}/completed",
+            params={"after": str(after), "limit": "7", "wait": "5"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        body = r.json()
+        got += body["completions"]
+        after = body["next"]
+    return got
+
+
+def test_a_feed_consumer_moves_to_another_node_after_a_kill_and_misses_nothing(make_cluster):
+    cluster = make_cluster()
+    for n in range(2):
+        cluster.start_worker(f"w{n}")
+    leader = cluster.wait_leader()
+    first, second = [i for i in range(3) if i != leader]
+    expected = {}
+    for n in range(30):
+        payload = b"feed %d" % n
+        expected[cluster.enqueue(n % 3, payload, 10 + n).json()["id"]] = expected_digest(
+            payload, 10 + n
+        )
+    consumed = read_feed(cluster, first, 0, 12, 60)
+    position = consumed[-1]["position"]
+    cluster.kill_node(first)
+    for n in range(30, 60):
+        payload = b"feed %d" % n
+        node = (leader, second)[n % 2]
+        expected[cluster.enqueue(node, payload, 10 + n).json()["id"]] = expected_digest(
+            payload, 10 + n
+        )
+    consumed += read_feed(cluster, second, position, 60 - len(consumed), 120)
+    assert [c["position"] for c in consumed] == list(range(1, 61))
+    assert {c["id"]: c["result"] for c in consumed} == expected
+    assert all(c["status"] == "completed" for c in consumed)
+    # Every node holds the same feed.
+    assert read_feed(cluster, leader, 0, 60, 60) == consumed
