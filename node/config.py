@@ -170,6 +170,16 @@ class NodeConfig:
     max_body_bytes: int = option(
         1 << 20, help="largest accepted payload in bytes", range=(1, 64 << 20)
     )
+    max_batch_jobs: int = option(
+        1000,
+        help="most payloads in one POST /enqueue/batch",
+        range=(1, 4096),  # a batch is one proposal: at most MAX_PROPOSAL_ITEMS jobs
+    )
+    max_batch_bytes: int = option(
+        64 << 20,
+        help="most payload bytes in one POST /enqueue/batch, all parts together",
+        range=(1, 1 << 30),
+    )
     max_queued: int = option(
         1_000_000,
         help="jobs that may wait in the queue before enqueue answers 429",

@@ -107,6 +107,60 @@ class NodeService:
         self._metrics.enqueue_seconds.observe(time.perf_counter() - started)
         return result
 
+    async def enqueue_batch(self, items: list[tuple[bytes, int]], key: str | None) -> list[str]:
+        """Enqueue every (payload, iterations) as one Raft command: all the jobs or none."""
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        # Hashing many megabytes would stall the event loop; hashlib lets go of the GIL.
+        digests = await loop.run_in_executor(None, lambda: [digest_of(d) for d, _ in items])
+        n = len(items)
+        # A key per part, made from the batch's key so that no single enqueue's key (visible
+        # ASCII, no space) can be the same: a retry finds every part's job.
+        keys = [None if key is None else f"{key} {i}/{n}" for i in range(n)]
+        if key is not None:
+            known = await self._db(self._store.batch_keys, key)
+            if known:
+                if set(known) != set(keys):
+                    raise _key_reused()
+                return [
+                    _same_request(known[str(k)], digest, iterations)
+                    for k, digest, (_, iterations) in zip(keys, digests, items, strict=True)
+                ]
+        if self._machine.counts["queued"] + n > self.cfg.max_queued:
+            raise QueueFull(
+                f"queue: {n} more jobs would pass its capacity of {self.cfg.max_queued} queued "
+                "jobs; retry later"
+            )
+        self._check_quorum()
+        ids = [new_job_id() for _ in items]
+        copies = await asyncio.gather(
+            *(
+                self._payloads.replicate(job_id, data, digest)
+                for job_id, (data, _), digest in zip(ids, items, digests, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        failed = next((e for e in copies if isinstance(e, BaseException)), None)
+        if failed is not None:
+            raise failed
+        now = time.time()
+        result = await self._proposer.propose(
+            c.Enqueue(
+                tuple(
+                    c.NewJob(job_id, iterations, len(data), digest, now, k)
+                    for job_id, (data, iterations), digest, k in zip(
+                        ids, items, digests, keys, strict=True
+                    )
+                ),
+                self.cfg.idempotency_window,
+            )
+        )
+        if any(isinstance(r, KeyConflict) for r in result):
+            raise _key_reused()
+        log.info("%d jobs enqueued in a batch", n, extra={"jobs": ids})
+        self._metrics.enqueue_seconds.observe(time.perf_counter() - started)
+        return [str(r) for r in result]
+
     async def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()
         end = loop.time() + wait

@@ -113,6 +113,84 @@ def document(cfg: NodeConfig) -> Json:
                     },
                 }
             },
+            "/enqueue/batch": {
+                "post": {
+                    "summary": "Enqueue many payloads, one per part of a multipart/form-data "
+                    "body (curl -F p=@a.bin -F p=@b.bin), as one command: all the jobs are "
+                    "made or none. Iterations: the query's `iterations` for every part, or a "
+                    "part's own `X-Iterations` header.",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "iterations",
+                            "in": "query",
+                            "required": True,
+                            "description": "for every part; may be left out when every part "
+                            "has an X-Iterations header",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": cfg.max_iterations,
+                            },
+                        },
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "description": "a retry with the same key and parts returns the "
+                            "first batch's ids",
+                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+                        },
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["p"],
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "p": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": cfg.max_batch_jobs,
+                                            "items": {"type": "string", "format": "binary"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "every job is durable; their ids, in part order",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "required": ["ids"],
+                                        "properties": {"ids": {"type": "array", "items": job_id}},
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error(
+                            "not multipart/form-data, no parts or more than "
+                            f"{cfg.max_batch_jobs}, a part without iterations, a bad "
+                            "X-Iterations, malformed Idempotency-Key or unknown query parameter"
+                        ),
+                        "401": unauthorized,
+                        "413": _error(
+                            f"a part larger than {cfg.max_body_bytes} bytes, or parts larger "
+                            f"than {cfg.max_batch_bytes} bytes together"
+                        ),
+                        "422": _error("Idempotency-Key already used for another request"),
+                        "429": _error("the queue has no room for every part", retry=True),
+                        "503": unavailable,
+                    },
+                }
+            },
             "/pullCompleted": {
                 "post": {
                     "summary": "The most recently completed jobs, newest first.",

@@ -8,7 +8,8 @@ import math
 import re
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node.errors import InvalidInput, PayloadTooLarge
 from protocol.ids import JOB_ID
@@ -92,6 +93,58 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def payload_parts(
+    request: web.Request, max_parts: int, max_part_bytes: int, max_bytes: int, max_iterations: int
+) -> list[tuple[bytes, int | None]]:
+    """The parts of a multipart/form-data body, each one payload: (its bytes, the
+    iterations its `X-Iterations` part header gives, if any)."""
+    if request.content_type != "multipart/form-data":
+        raise InvalidInput(
+            "body: multipart/form-data with one part per payload is required "
+            "(curl -F p=@a.bin -F p=@b.bin)"
+        )
+    overhead = 1024 * (max_parts + 1)  # boundaries and part headers
+    if request.content_length is not None and request.content_length > max_bytes + overhead:
+        raise PayloadTooLarge(f"body: larger than the limit of {max_bytes} payload bytes")
+    parts: list[tuple[bytes, int | None]] = []
+    total = 0
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            n = len(parts) + 1
+            if not isinstance(part, BodyPartReader):
+                raise InvalidInput(f"part {n}: a nested multipart body is not a payload")
+            if n > max_parts:
+                raise InvalidInput(f"parts: more than {max_parts}; send 1 to {max_parts}")
+            iterations = _part_iterations(part.headers.get("X-Iterations"), n, max_iterations)
+            data = bytearray()
+            while chunk := await part.read_chunk(1 << 16):
+                data += chunk
+                total += len(chunk)
+                if len(data) > max_part_bytes:
+                    raise PayloadTooLarge(
+                        f"part {n}: larger than the limit of {max_part_bytes} bytes"
+                    )
+                if total > max_bytes:
+                    raise PayloadTooLarge(
+                        f"body: the parts hold more than the limit of {max_bytes} bytes"
+                    )
+            parts.append((bytes(data), iterations))
+    except (ValueError, AssertionError, RuntimeError, LookupError, HttpProcessingError) as e:
+        raise InvalidInput(f"body: not a valid multipart/form-data body ({e})"[:300]) from None
+    if not parts:
+        raise InvalidInput(f"parts: none; send 1 to {max_parts} payloads")
+    return parts
+
+
+def _part_iterations(raw: str | None, n: int, hi: int) -> int | None:
+    if raw is None:
+        return None
+    if not _DECIMAL.fullmatch(raw.strip()) or not 1 <= int(raw) <= hi:
+        raise InvalidInput(f"part {n}: X-Iterations {raw[:40]!r} is not an integer from 1 to {hi}")
+    return int(raw)
 
 
 def idempotency_key(request: web.Request) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.config import NodeConfig
-from node.errors import JobNotFound
+from node.errors import InvalidInput, JobNotFound
 from node.http import openapi
 from node.http.openapi import (
     DEFAULT_FEED_LIMIT,
@@ -14,7 +14,14 @@ from node.http.openapi import (
     MAX_POSITION,
     MAX_TOP,
 )
-from node.http.params import idempotency_key, int_param, only_params, read_body, seconds_param
+from node.http.params import (
+    idempotency_key,
+    int_param,
+    only_params,
+    payload_parts,
+    read_body,
+    seconds_param,
+)
 from node.http.service import Service
 from protocol.ids import JOB_ID
 
@@ -26,6 +33,28 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
         key = idempotency_key(request)
         data = await read_body(request, cfg.max_body_bytes)
         return web.json_response({"id": await service.enqueue(data, iterations, key)})
+
+    async def enqueue_batch(request: web.Request) -> web.Response:
+        only_params(request, "iterations")
+        default = (
+            int_param(request, "iterations", 1, cfg.max_iterations)
+            if "iterations" in request.query
+            else None
+        )
+        key = idempotency_key(request)
+        parts = await payload_parts(
+            request, cfg.max_batch_jobs, cfg.max_body_bytes, cfg.max_batch_bytes, cfg.max_iterations
+        )
+        items: list[tuple[bytes, int]] = []
+        for n, (data, iterations) in enumerate(parts, start=1):
+            its = iterations if iterations is not None else default
+            if its is None:
+                raise InvalidInput(
+                    f"iterations: missing for part {n}; give ?iterations=N for every part or "
+                    f"an X-Iterations header on the part, 1 to {cfg.max_iterations}"
+                )
+            items.append((data, its))
+        return web.json_response({"ids": await service.enqueue_batch(items, key)})
 
     async def pull_completed(request: web.Request) -> web.Response:
         only_params(request, "top")
@@ -71,6 +100,7 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
 
     return [
         web.put("/enqueue", enqueue),
+        web.post("/enqueue/batch", enqueue_batch),
         web.post("/pullCompleted", pull_completed),
         web.get("/work/{id}", work),
         web.get("/completed", completed_feed),

@@ -17,6 +17,10 @@ class Service(Protocol):
         """Store the payload on a majority, commit the job; its id (the earlier job's id when
         `key` was used before for the same payload and iterations)."""
 
+    async def enqueue_batch(self, items: list[tuple[bytes, int]], key: str | None) -> list[str]:
+        """Enqueue every (payload, iterations) as one command, all or none; the ids in order
+        (the earlier batch's ids when `key` was used before for the same parts)."""
+
     async def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any] | None:
         """The job as the API shows it, or None when this node holds no such job. With
         `wait`, once this node has applied its completion or failure, or after `wait`

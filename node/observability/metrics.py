@@ -53,7 +53,7 @@ class Metrics:
         }
         self.enqueue_seconds = Histogram(
             "wq_enqueue_duration_seconds",
-            "Time to acknowledge an enqueue served by this node.",
+            "Time to acknowledge an enqueue (one job, or a batch) served by this node.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

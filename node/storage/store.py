@@ -357,6 +357,13 @@ class Store:
             )
             return dict(row) if row else None
 
+    def batch_keys(self, key: str) -> dict[str, dict[str, Any]]:
+        """The idempotency keys a batch sent with `key` recorded (`key` and a space, then the
+        part's place, as NodeService.enqueue_batch makes them), by key."""
+        q = select(idempotency).where(idempotency.c.key > key + " ", idempotency.c.key < key + "!")
+        with self.engine.connect() as conn:
+            return {r["key"]: dict(r) for r in conn.execute(q).mappings()}
+
     def workers(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [

@@ -216,6 +216,8 @@ NAMES = [
     ("internal_http", "--internal-http", "internal_http", "WQ_INTERNAL_HTTP"),
     ("max_iterations", "--max-iterations", "max_iterations", "WQ_MAX_ITERATIONS"),
     ("max_body_bytes", "--max-body-bytes", "max_body_bytes", "WQ_MAX_BODY_BYTES"),
+    ("max_batch_jobs", "--max-batch-jobs", "max_batch_jobs", "WQ_MAX_BATCH_JOBS"),
+    ("max_batch_bytes", "--max-batch-bytes", "max_batch_bytes", "WQ_MAX_BATCH_BYTES"),
     ("max_queued", "--max-queued", "max_queued", "WQ_MAX_QUEUED"),
     ("max_finished", "--max-finished", "max_finished", "WQ_MAX_FINISHED"),
     ("idempotency_window", "--idempotency-window", "idempotency_window", "WQ_IDEMPOTENCY_WINDOW"),
@@ -294,6 +296,8 @@ NAMES = [
 RANGES = [
     ("max_iterations", (1, 2**31 - 1), ["1", "2147483647"], ["0", "2147483648"], []),
     ("max_body_bytes", (1, 64 << 20), ["1", "67108864"], ["0", "67108865"], []),
+    ("max_batch_jobs", (1, 4096), ["1", "4096"], ["0", "4097"], []),
+    ("max_batch_bytes", (1, 1 << 30), ["1", "1073741824"], ["0", "1073741825"], []),
     ("max_queued", (1, 10**8), ["1", "100000000"], ["0", "100000001"], []),
     ("max_finished", (1, 10**9), ["1", "1000000000"], ["0", "1000000001"], []),
     ("idempotency_window", (60, 30 * 86400), ["60", "2592000"], ["59.9", "2592000.1"], []),
@@ -523,3 +527,12 @@ def test_unusable_secrets_are_refused(env, message):
 
 def test_the_class_attributes_are_the_defaults():
     assert (NodeConfig.fsync, NodeConfig.max_attempts, NodeConfig.url) == ("on", 3, "")
+
+
+def test_a_batch_of_the_most_jobs_allowed_fits_one_proposal():
+    from dataclasses import fields
+
+    from node.replication.state_machine import MAX_PROPOSAL_ITEMS
+
+    (field,) = [f for f in fields(NodeConfig) if f.name == "max_batch_jobs"]
+    assert field.metadata["option"].range[1] == MAX_PROPOSAL_ITEMS

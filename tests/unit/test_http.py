@@ -43,6 +43,10 @@ class FakeService:
     async def enqueue(self, data, iterations, key):
         return await self._answer("enqueue", data, iterations, key, value=JOB)
 
+    async def enqueue_batch(self, items, key):
+        ids = [f"{n:032x}" for n in range(len(items))]
+        return await self._answer("enqueue_batch", items, key, value=ids)
+
     async def job(self, job_id, wait=0.0):
         return await self._answer("job", job_id, wait, value={"id": job_id, "status": "queued"})
 
@@ -346,3 +350,61 @@ def test_a_request_that_waits_may_take_its_wait_beyond_the_request_timeout():
     assert call(FakeService(delay=1), "GET", f"/work/{JOB}?wait=2")[0] == 200
     assert call(FakeService(delay=1), "GET", f"/work/{JOB}")[0] == 503
     assert call(FakeService(delay=1), "GET", f"/work/{JOB}?wait=0.2")[0] == 503
+
+
+def multipart(*parts, boundary="b0undary"):
+    """A multipart/form-data body: each part (data, extra part headers)."""
+    body = b""
+    for n, (data, headers) in enumerate(parts):
+        body += f"--{boundary}\r\n".encode()
+        body += f'Content-Disposition: form-data; name="p"; filename="f{n}"\r\n'.encode()
+        for name, value in headers.items():
+            body += f"{name}: {value}\r\n".encode()
+        body += b"\r\n" + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_batch_passes_each_part_with_its_iterations_and_the_key_to_the_service():
+    service = FakeService()
+    body, headers = multipart((b"one", {}), (b"", {"X-Iterations": "7"}), (b"three", {}))
+    status, _, answer = call(
+        service,
+        "POST",
+        "/enqueue/batch?iterations=5",
+        data=body,
+        headers={**headers, "Idempotency-Key": "k1"},
+    )
+    assert status == 200 and json.loads(answer)["ids"] == [f"{n:032x}" for n in range(3)]
+    assert service.calls == [("enqueue_batch", [(b"one", 5), (b"", 7), (b"three", 5)], "k1")]
+
+
+@pytest.mark.parametrize(
+    "query, parts, raw, status, field",
+    [
+        ("", [(b"a", {})], None, 400, "iterations"),
+        ("?iterations=0", [(b"a", {})], None, 400, "iterations"),
+        ("?iterations=1", [(b"a", {"X-Iterations": "x"})], None, 400, "part 1"),
+        ("?iterations=1", [(b"a", {}), (b"b", {"X-Iterations": "0"})], None, 400, "part 2"),
+        ("?iterations=1", [(b"a", {})] * 3, None, 400, "parts"),
+        ("?iterations=1", [], None, 400, "parts"),
+        ("?iterations=1", [(b"a", {}), (b"x" * 101, {})], None, 413, "part 2"),
+        ("?iterations=1", [(b"x" * 80, {}), (b"y" * 80, {})], None, 413, "body"),
+        ("?iterations=1", None, (b"just bytes", "application/octet-stream"), 400, "body"),
+        ("?iterations=1", None, (b"--x\r\nno end", "multipart/form-data; boundary=x"), 400, "body"),
+        ("?iterations=1", None, (b"", "multipart/form-data"), 400, "body"),
+        ("?iterations=1&x=1", [(b"a", {})], None, 400, "x"),
+    ],
+)
+def test_a_bad_batch_is_refused_whole_naming_what_is_wrong(query, parts, raw, status, field):
+    cfg = config("--max-batch-jobs", "2", "--max-body-bytes", "100", "--max-batch-bytes", "150")
+    if raw is None:
+        body, headers = multipart(*parts)
+    else:
+        body, headers = raw[0], {"Content-Type": raw[1]}
+    service = FakeService()
+    got, _, answer = call(
+        service, "POST", f"/enqueue/batch{query}", cfg=cfg, data=body, headers=headers
+    )
+    assert (got, service.calls) == (status, []), answer
+    assert error_of(answer).startswith(field), error_of(answer)
