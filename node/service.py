@@ -74,13 +74,45 @@ class NodeService:
 
     # --- public ----------------------------------------------------------------------
 
-    async def enqueue(self, data: bytes, iterations: int, key: str | None) -> str:
+    async def enqueue(self, data: bytes, iterations: int, key: str | None) -> dict[str, Any]:
+        last = self._machine.counts["feed"]  # before the job can exist
+        job_id, created = await self._enqueue(data, iterations, key)
+        return {"id": job_id, "after": await self._feed_after([job_id], created, last)}
+
+    async def enqueue_batch(
+        self, items: list[tuple[bytes, int]], key: str | None
+    ) -> dict[str, Any]:
+        last = self._machine.counts["feed"]
+        ids, created = await self._enqueue_batch(items, key)
+        return {"ids": ids, "after": await self._feed_after(ids, created, last)}
+
+    async def _feed_after(self, ids: list[str], created: set[str], last: int) -> int | None:
+        """A position in the completion feed that the completions of these jobs come after,
+        so that a client can follow the feed from it instead of asking for each job: `last`
+        (the feed's end before the jobs were created) for new jobs, and for jobs an
+        Idempotency-Key found, one before the position of any that already finished. None
+        when one of those finished without a position (before the feed existed) or is gone."""
+        found = [job_id for job_id in ids if job_id not in created]
+        if not found:
+            return last
+        states = await self._db(self._store.feed_positions, found)
+        after = last
+        for job_id in found:
+            status, position = states.get(job_id, (None, None))
+            if status is None or (status in FINISHED and position is None):
+                return None
+            if position is not None:
+                after = min(after, position - 1)
+        return after
+
+    async def _enqueue(self, data: bytes, iterations: int, key: str | None) -> tuple[str, set[str]]:
+        """The job's id, and the ids of the jobs this call created."""
         started = time.perf_counter()
         digest = digest_of(data)
         if key is not None:
             known = await self._db(self._store.idempotency_key, key)
             if known is not None:
-                return _same_request(known, digest, iterations)
+                return _same_request(known, digest, iterations), set()
         if self._machine.counts["queued"] >= self.cfg.max_queued:
             raise QueueFull(
                 f"queue: at its capacity of {self.cfg.max_queued} queued jobs; retry later"
@@ -105,10 +137,13 @@ class NodeService:
                 extra={"jobs": [job_id]},
             )
         self._metrics.enqueue_seconds.observe(time.perf_counter() - started)
-        return result
+        return result, {job_id} if result == job_id else set()
 
-    async def enqueue_batch(self, items: list[tuple[bytes, int]], key: str | None) -> list[str]:
-        """Enqueue every (payload, iterations) as one Raft command: all the jobs or none."""
+    async def _enqueue_batch(
+        self, items: list[tuple[bytes, int]], key: str | None
+    ) -> tuple[list[str], set[str]]:
+        """Enqueue every (payload, iterations) as one Raft command, all the jobs or none: their
+        ids, and those of the jobs this call created."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         # Hashing many megabytes would stall the event loop; hashlib lets go of the GIL.
@@ -125,7 +160,7 @@ class NodeService:
                 return [
                     _same_request(known[str(k)], digest, iterations)
                     for k, digest, (_, iterations) in zip(keys, digests, items, strict=True)
-                ]
+                ], set()
         if self._machine.counts["queued"] + n > self.cfg.max_queued:
             raise QueueFull(
                 f"queue: {n} more jobs would pass its capacity of {self.cfg.max_queued} queued "
@@ -159,7 +194,8 @@ class NodeService:
             raise _key_reused()
         log.info("%d jobs enqueued in a batch", n, extra={"jobs": ids})
         self._metrics.enqueue_seconds.observe(time.perf_counter() - started)
-        return [str(r) for r in result]
+        got = [str(r) for r in result]
+        return got, {r for r, new in zip(got, ids, strict=True) if r == new}
 
     async def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any] | None:
         loop = asyncio.get_running_loop()

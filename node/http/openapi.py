@@ -36,6 +36,12 @@ def document(cfg: NodeConfig) -> Json:
     unauthorized = _error("missing or wrong X-API-Key")
     secured: list[Json] = [{"apiKey": []}] if cfg.api_key else []
     job_id = {"type": "string", "pattern": f"^{JOB_ID_PATTERN}$"}
+    after = {
+        "type": "integer",
+        "nullable": True,
+        "description": "a completion-feed position: the job's completion comes after it "
+        "(GET /completed?after=...); null when the job finished before the feed existed",
+    }
     wait = {
         "name": "wait",
         "in": "query",
@@ -96,8 +102,8 @@ def document(cfg: NodeConfig) -> Json:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "required": ["id"],
-                                        "properties": {"id": job_id},
+                                        "required": ["id", "after"],
+                                        "properties": {"id": job_id, "after": after},
                                     }
                                 }
                             },
@@ -169,8 +175,11 @@ def document(cfg: NodeConfig) -> Json:
                                 "application/json": {
                                     "schema": {
                                         "type": "object",
-                                        "required": ["ids"],
-                                        "properties": {"ids": {"type": "array", "items": job_id}},
+                                        "required": ["ids", "after"],
+                                        "properties": {
+                                            "ids": {"type": "array", "items": job_id},
+                                            "after": after,
+                                        },
                                     }
                                 }
                             },

@@ -32,7 +32,7 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
         iterations = int_param(request, "iterations", 1, cfg.max_iterations)
         key = idempotency_key(request)
         data = await read_body(request, cfg.max_body_bytes)
-        return web.json_response({"id": await service.enqueue(data, iterations, key)})
+        return web.json_response(await service.enqueue(data, iterations, key))
 
     async def enqueue_batch(request: web.Request) -> web.Response:
         only_params(request, "iterations")
@@ -54,7 +54,7 @@ def routes(service: Service, cfg: NodeConfig) -> list[web.RouteDef]:
                     f"an X-Iterations header on the part, 1 to {cfg.max_iterations}"
                 )
             items.append((data, its))
-        return web.json_response({"ids": await service.enqueue_batch(items, key)})
+        return web.json_response(await service.enqueue_batch(items, key))
 
     async def pull_completed(request: web.Request) -> web.Response:
         only_params(request, "top")

@@ -13,13 +13,17 @@ from typing import Any, Protocol
 
 class Service(Protocol):
     # --- public ----------------------------------------------------------------------
-    async def enqueue(self, data: bytes, iterations: int, key: str | None) -> str:
-        """Store the payload on a majority, commit the job; its id (the earlier job's id when
-        `key` was used before for the same payload and iterations)."""
+    async def enqueue(self, data: bytes, iterations: int, key: str | None) -> dict[str, Any]:
+        """Store the payload on a majority, commit the job: {"id": its id (the earlier job's
+        id when `key` was used before for the same payload and iterations), "after": a
+        completion-feed position its completion comes after, or None}."""
 
-    async def enqueue_batch(self, items: list[tuple[bytes, int]], key: str | None) -> list[str]:
-        """Enqueue every (payload, iterations) as one command, all or none; the ids in order
-        (the earlier batch's ids when `key` was used before for the same parts)."""
+    async def enqueue_batch(
+        self, items: list[tuple[bytes, int]], key: str | None
+    ) -> dict[str, Any]:
+        """Enqueue every (payload, iterations) as one command, all or none: {"ids": in order
+        (the earlier batch's ids when `key` was used before for the same parts), "after":
+        as for `enqueue`, for all of them}."""
 
     async def job(self, job_id: str, wait: float = 0.0) -> dict[str, Any] | None:
         """The job as the API shows it, or None when this node holds no such job. With

@@ -350,6 +350,12 @@ class Store:
         with self.engine.connect() as conn:
             return {r.id: (r.status, r.worker, r.attempts) for r in conn.execute(q)}
 
+    def feed_positions(self, job_ids: list[str]) -> dict[str, tuple[str, int | None]]:
+        """id -> (status, position in the completion feed) for the ids that exist."""
+        q = select(jobs.c.id, jobs.c.status, jobs.c.feed).where(jobs.c.id.in_(job_ids))
+        with self.engine.connect() as conn:
+            return {r.id: (r.status, r.feed) for r in conn.execute(q)}
+
     def idempotency_key(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = (

@@ -118,3 +118,26 @@ def test_a_feed_consumer_moves_to_another_node_after_a_kill_and_misses_nothing(m
     assert all(c["status"] == "completed" for c in consumed)
     # Every node holds the same feed.
     assert read_feed(cluster, leader, 0, 60, 60) == consumed
+
+
+def test_an_enqueue_answers_a_feed_position_its_completion_comes_after(make_cluster):
+    cluster = make_cluster()
+
+    def put():
+        return requests.put(
+            f"{cluster.url(1)}/enqueue",
+            params={"iterations": "2"},
+            data=b"marked",
+            headers={"Idempotency-Key": "marked-1"},
+            timeout=30,
+        )
+
+    first = put()
+    assert first.status_code == 200, first.text
+    job_id, after = first.json()["id"], first.json()["after"]
+    lease_and_complete(cluster, job_id, b"marked", 2)
+    (done,) = read_feed(cluster, 2, after, 1, 30)
+    assert done["id"] == job_id and done["position"] > after
+    # A retry that finds the job finished says where it already is.
+    again = put()
+    assert again.json()["id"] == job_id and again.json()["after"] == done["position"] - 1

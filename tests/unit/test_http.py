@@ -41,11 +41,11 @@ class FakeService:
         return value
 
     async def enqueue(self, data, iterations, key):
-        return await self._answer("enqueue", data, iterations, key, value=JOB)
+        return await self._answer("enqueue", data, iterations, key, value={"id": JOB, "after": 0})
 
     async def enqueue_batch(self, items, key):
         ids = [f"{n:032x}" for n in range(len(items))]
-        return await self._answer("enqueue_batch", items, key, value=ids)
+        return await self._answer("enqueue_batch", items, key, value={"ids": ids, "after": 0})
 
     async def job(self, job_id, wait=0.0):
         return await self._answer("job", job_id, wait, value={"id": job_id, "status": "queued"})
@@ -167,7 +167,7 @@ def test_an_enqueue_passes_payload_iterations_and_key_to_the_service():
     status, _, answer = call(
         service, "PUT", "/enqueue?iterations=7", data=b"abc", headers={"Idempotency-Key": "k-1"}
     )
-    assert (status, json.loads(answer)) == (200, {"id": JOB})
+    assert (status, json.loads(answer)) == (200, {"id": JOB, "after": 0})
     assert service.calls == [("enqueue", b"abc", 7, "k-1")]
 
 
