@@ -10,7 +10,9 @@ import sys
 from typing import IO
 
 from client import commands
-from client.nodes import Nodes, NoNodeAnswers
+from client.aio import AsyncClient
+from client.errors import Unavailable
+from client.nodes import Nodes, NoNodeAnswers, default_urls
 from protocol.secrets import SecretUnreadable, read_secret
 
 NO_NODE = 3
@@ -21,12 +23,15 @@ errors; says so clearly when no node answers (exit code 3). Results and ids are 
 JSON lines to stdout (or --output), progress bars and errors to stderr.
 
 commands:
-  submit FILE...   upload each file as one job (iterated SHA-512, --iterations times);
-                   prints {"file", "id", "iterations"} per file. Each file keeps one
-                   Idempotency-Key across retries, so a retry never makes a second job.
+  submit FILE...   upload each file as one job (iterated SHA-512, --iterations times),
+                   --batch-size files per request; prints {"file", "id", "iterations",
+                   "after"} per file. Each request keeps one Idempotency-Key across
+                   retries, so a retry never makes a second job.
   wait JOBS...     wait until the jobs finish; JOBS are job ids or files of JSON lines as
                    submit prints them ('-' reads stdin). Prints {"id", "status", "result"}
-                   per job; --verify recomputes each digest from its file here.
+                   per job; --verify recomputes each digest from its file here. Reads the
+                   completion feed from the positions submit printed: no polling.
+  follow           print the completion feed after --after, in order, as it grows.
   pull             the most recently completed jobs (POST /pullCompleted).
   status           members, roles and health, the leader, the queue, workers and scaling.
 
@@ -76,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="SHA-512 iterations per job (1 to the cluster's --max-iterations)",
     )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="files per request (at most the cluster's --max-batch-jobs) [default: 100]",
+    )
 
     w = sub.add_parser(
         "wait",
@@ -90,12 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute each completed job's digest from its file (needs the "
         "'file' and 'iterations' that submit printed)",
     )
-    w.add_argument("--interval", type=float, default=1.0, help="seconds between polls [default: 1]")
     w.add_argument(
         "--wait-timeout",
         type=float,
         help="give up after this many seconds (exit code 1) [default: never]",
     )
+
+    f = sub.add_parser(
+        "follow",
+        help="print the completion feed",
+        description="Print every completion and failure after a position of the completion "
+        "feed, in order, as they happen; each line has the 'position' to resume from.",
+    )
+    f.add_argument("--after", type=int, default=0, help="the position to start after [default: 0]")
+    f.add_argument("--count", type=int, help="stop after this many [default: never]")
 
     pl = sub.add_parser(
         "pull",
@@ -118,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _urls(args: argparse.Namespace) -> list[str]:
     given = args.urls or []
     urls = [u.strip() for item in given for u in item.split(",") if u.strip()]
-    return urls or commands.default_urls()
+    return urls or default_urls()
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -127,21 +146,37 @@ def _api_key(args: argparse.Namespace) -> str:
 
 async def run(args: argparse.Namespace, out: IO[str]) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
+    if args.command in ("submit", "wait", "follow"):
+        async with AsyncClient(
+            _urls(args),
+            api_key=_api_key(args),
+            timeout=args.timeout,
+            deadline=args.deadline,
+            concurrency=args.concurrency,
+        ) as client:
+            if args.command == "submit":
+                return await commands.submit(
+                    client,
+                    args.files,
+                    args.iterations,
+                    out,
+                    progress,
+                    args.batch_size,
+                    args.concurrency,
+                )
+            if args.command == "wait":
+                return await commands.wait(
+                    client,
+                    commands.read_jobs(args.jobs),
+                    out,
+                    progress,
+                    args.verify,
+                    args.wait_timeout,
+                )
+            return await commands.follow(client, args.after, args.count, out)
     async with Nodes(
         _urls(args), _api_key(args), args.timeout, args.deadline, args.concurrency
     ) as nodes:
-        if args.command == "submit":
-            return await commands.submit(nodes, args.files, args.iterations, out, progress)
-        if args.command == "wait":
-            return await commands.wait(
-                nodes,
-                commands.read_jobs(args.jobs),
-                out,
-                progress,
-                args.verify,
-                args.interval,
-                args.wait_timeout,
-            )
         if args.command == "pull":
             return await commands.pull(nodes, args.top, out)
         return await commands.status(nodes, out, args.json)
@@ -152,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.concurrency < 1 or args.timeout <= 0 or args.deadline <= 0:
         parser.error("--concurrency, --timeout and --deadline must be positive")
-    if args.command == "submit" and args.iterations < 1:
-        parser.error("--iterations: at least 1")
+    if args.command == "submit" and (args.iterations < 1 or args.batch_size < 1):
+        parser.error("--iterations and --batch-size: at least 1")
+    if args.command == "follow" and (args.after < 0 or (args.count or 0) < 0):
+        parser.error("--after and --count: at least 0")
     try:
         out = open(args.output, "a", encoding="utf-8") if args.output else sys.stdout
     except OSError as e:
@@ -161,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with out if args.output else contextlib.nullcontext():
             return asyncio.run(run(args, out))
-    except NoNodeAnswers as e:
+    except (NoNodeAnswers, Unavailable) as e:
         print(f"wq: {e}", file=sys.stderr)
         return NO_NODE
     except (OSError, ValueError, SecretUnreadable) as e:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import time
 import uuid
+from dataclasses import asdict
 from typing import IO, Any, Iterable
 
 from tqdm import tqdm
 
+from client.aio import AsyncClient, AsyncJob
+from client.errors import InvalidRequest, JobFailed, TimedOut, UnknownJob
 from client.nodes import Nodes
 from protocol.ids import JOB_ID
 from protocol.work import iterate_sha512
@@ -20,9 +21,6 @@ from protocol.work import iterate_sha512
 OK, FAILED = 0, 1
 # One JSON line of input or output: a submitted job's record, a job as a node shows it.
 Record = dict[str, Any]
-# A node answers 404 for a job it has not applied yet (just submitted through another node);
-# a job is reported unknown only once every answer said so for this long.
-UNKNOWN_AFTER = 10.0
 
 
 def _emit(out: IO[str], record: Record) -> None:
@@ -37,42 +35,51 @@ def _bar(total: int, desc: str, unit: str, show: bool) -> tqdm:
 
 
 async def submit(
-    nodes: Nodes, files: list[str], iterations: int, out: IO[str], progress: bool
+    client: AsyncClient,
+    files: list[str],
+    iterations: int,
+    out: IO[str],
+    progress: bool,
+    batch_size: int,
+    concurrency: int,
 ) -> int:
-    """Upload each file as a job. Every file gets one Idempotency-Key for all its attempts,
-    so a retry (on this node or another) never creates a second job."""
-    gate = asyncio.Semaphore(nodes.concurrency)
+    """Upload the files as jobs, `batch_size` files per request (POST /enqueue/batch), up to
+    `concurrency` requests at once. Each request keeps one Idempotency-Key for all its
+    attempts, so a retry (on this node or another) never creates a second job."""
+    gate = asyncio.Semaphore(concurrency)
     bar = _bar(len(files), "submitted", "file", progress)
     failures = 0
 
-    async def one(path: str) -> None:
+    async def batch(paths: list[str]) -> None:
         nonlocal failures
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            failures += 1
-            bar.write(f"{path}: cannot read: {e.strerror}", file=sys.stderr)
-            bar.update(1)
+        items, readable = [], []
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    items.append((f.read(), iterations))
+                readable.append(path)
+            except OSError as e:
+                failures += 1
+                bar.write(f"{path}: cannot read: {e.strerror}", file=sys.stderr)
+                bar.update(1)
+        if not items:
             return
-        key = uuid.uuid4().hex
-        async with gate:
-            answer = await nodes.request(
-                "PUT",
-                "/enqueue",
-                data=data,
-                params={"iterations": str(iterations)},
-                headers={"Idempotency-Key": key},
-            )
-        if answer.status == 200:
-            _emit(out, {"file": path, "id": answer.body["id"], "iterations": iterations})
-        else:
-            failures += 1
-            bar.write(f"{path}: not submitted: {answer}", file=sys.stderr)
-        bar.update(1)
+        try:
+            async with gate:
+                jobs = await client.submit_many(items, key=uuid.uuid4().hex)
+        except InvalidRequest as e:
+            failures += len(readable)
+            for path in readable:
+                bar.write(f"{path}: not submitted: {e}", file=sys.stderr)
+            bar.update(len(readable))
+            return
+        for path, job in zip(readable, jobs, strict=True):
+            _emit(out, {"file": path, "id": job.id, "iterations": iterations, "after": job.after})
+        bar.update(len(readable))
 
     try:
-        await asyncio.gather(*(one(p) for p in files))
+        chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+        await asyncio.gather(*(batch(paths) for paths in chunks))
     finally:
         bar.close()
     if failures:
@@ -112,68 +119,68 @@ def _verify(record: Record, result: str) -> bool | None:
 
 
 async def wait(
-    nodes: Nodes,
+    client: AsyncClient,
     jobs: list[Record],
     out: IO[str],
     progress: bool,
     verify: bool,
-    interval: float,
     timeout: float | None,
 ) -> int:
-    """Poll until every job completed or failed; one JSON line per finished job."""
-    pending = {j["id"]: j for j in jobs}
-    gate = asyncio.Semaphore(nodes.concurrency)
-    bar = _bar(len(pending), "finished", "job", progress)
-    give_up = None if timeout is None else time.monotonic() + timeout
-    missing_since: dict[str, float] = {}
-    bad = 0
-
-    async def check(job_id: str) -> None:
-        nonlocal bad
-        async with gate:
-            answer = await nodes.request("GET", f"/work/{job_id}")
-        record = pending[job_id]
-        if answer.status == 200 and answer.body["status"] in ("queued", "running"):
-            return
-        if (
-            answer.status == 404
-            and time.monotonic() - missing_since.setdefault(job_id, time.monotonic())
-            < UNKNOWN_AFTER
-        ):
-            return
-        del pending[job_id]
-        bar.update(1)
-        line: Record = {k: record[k] for k in ("file", "iterations") if k in record}
-        if answer.status != 200:
-            bad += 1
-            _emit(out, {"id": job_id, "status": "unknown", "error": str(answer), **line})
-            return
-        job = answer.body
-        line.update({"id": job_id, "status": job["status"]})
-        if job["status"] == "completed":
-            line["result"] = job["result"]
-            if verify:
-                line["verified"] = await asyncio.to_thread(_verify, record, job["result"])
-                bad += line["verified"] is False
-        else:
-            bad += 1
-            line["error"] = job.get("error")
-        _emit(out, line)
-
+    """Wait until every job completed or failed, reading the completion feed from the
+    position `submit` printed (jobs named by id alone are asked for once); one JSON line
+    per finished job."""
+    records = {j["id"]: j for j in jobs}
+    handles = [
+        AsyncJob(client, job_id, r["after"] if isinstance(r.get("after"), int) else None)
+        for job_id, r in records.items()
+    ]
+    bar = _bar(len(records), "finished", "job", progress)
+    bad = finished = 0
     try:
-        while pending:
-            await asyncio.gather(*(check(job_id) for job_id in list(pending)))
-            if not pending:
-                break
-            if give_up is not None and time.monotonic() >= give_up:
-                print(f"{len(pending)} jobs still unfinished after {timeout:g}s", file=sys.stderr)
-                return FAILED
-            await asyncio.sleep(interval)
+        async for job in client.as_completed(handles, timeout):
+            record = records[job.id]
+            line: Record = {k: record[k] for k in ("file", "iterations") if k in record}
+            line["id"] = job.id
+            try:
+                result = await job.result()
+            except JobFailed as e:
+                bad += 1
+                line.update({"status": "failed", "error": e.error})
+            except UnknownJob as e:
+                bad += 1
+                line.update({"status": "unknown", "error": e.message})
+            else:
+                line.update({"status": "completed", "result": result})
+                if verify:
+                    line["verified"] = await asyncio.to_thread(_verify, record, result)
+                    bad += line["verified"] is False
+            _emit(out, line)
+            finished += 1
+            bar.update(1)
+    except TimedOut:
+        print(
+            f"{len(records) - finished} jobs still unfinished after {timeout:g}s", file=sys.stderr
+        )
+        return FAILED
     finally:
         bar.close()
     if bad:
         print(f"{bad} of {len(jobs)} jobs failed, are unknown or did not verify", file=sys.stderr)
     return FAILED if bad else OK
+
+
+async def follow(client: AsyncClient, after: int, count: int | None, out: IO[str]) -> int:
+    """Print the completion feed after position `after` as it grows (`count` entries, or
+    until interrupted)."""
+    if count == 0:
+        return OK
+    seen = 0
+    async for completion in client.completions(after):
+        _emit(out, {k: v for k, v in asdict(completion).items() if v is not None})
+        seen += 1
+        if count is not None and seen >= count:
+            break
+    return OK
 
 
 async def pull(nodes: Nodes, top: int, out: IO[str]) -> int:
@@ -232,11 +239,3 @@ async def status(nodes: Nodes, out: IO[str], as_json: bool) -> int:
             f"{', last decision: ' + last['reason'] if last else ''}\n"
         )
     return OK
-
-
-def default_urls() -> list[str]:
-    text = (
-        os.environ.get("WQ_URLS")
-        or "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
-    )
-    return [u.strip() for u in text.split(",") if u.strip()]

@@ -3,13 +3,23 @@ between the nodes until a deadline (protocol.failover), the API key on every req
 
 from __future__ import annotations
 
+import os
 from typing import Mapping
 
 import aiohttp
 
 from protocol.failover import Answer, Failover, NoNodeAnswers
 
-__all__ = ["Answer", "NoNodeAnswers", "Nodes"]
+__all__ = ["Answer", "NoNodeAnswers", "Nodes", "default_urls"]
+
+
+def default_urls() -> list[str]:
+    """WQ_URLS (comma-separated), else the three nodes of ./run_local.sh."""
+    text = (
+        os.environ.get("WQ_URLS")
+        or "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
+    )
+    return [u.strip() for u in text.split(",") if u.strip()]
 
 
 class Nodes:
@@ -53,7 +63,10 @@ class Nodes:
         data: bytes | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Answer:
         if self._failover is None:
             raise RuntimeError("use Nodes as an async context manager")
-        return await self._failover.request(method, path, data=data, params=params, headers=headers)
+        return await self._failover.request(
+            method, path, data=data, params=params, headers=headers, timeout=timeout
+        )

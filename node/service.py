@@ -214,7 +214,7 @@ class NodeService:
         end = loop.time() + wait
         while True:
             with self._waits.feed() as woken:
-                finished, first, _ = await self._db(self._store.feed, after, limit)
+                finished, first, last = await self._db(self._store.feed, after, limit)
                 if after < first - 1:
                     raise Gone(
                         f"after: positions {after + 1} to {first - 1} are no longer kept (a "
@@ -226,6 +226,7 @@ class NodeService:
                     return {
                         "completions": finished,
                         "next": finished[-1]["position"] if finished else after,
+                        "last": last,
                     }
                 await until(woken, end - loop.time())
 

@@ -430,7 +430,7 @@ def document(cfg: NodeConfig) -> Json:
                 },
                 "Feed": {
                     "type": "object",
-                    "required": ["completions", "next"],
+                    "required": ["completions", "next", "last"],
                     "properties": {
                         "completions": {
                             "type": "array",
@@ -458,6 +458,11 @@ def document(cfg: NodeConfig) -> Json:
                             },
                         },
                         "next": {"type": "integer", "minimum": 0},
+                        "last": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "the last position this node has given",
+                        },
                     },
                 },
                 "Job": {

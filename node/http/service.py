@@ -32,7 +32,8 @@ class Service(Protocol):
 
     async def completions(self, after: int, limit: int, wait: float = 0.0) -> dict[str, Any]:
         """The completion feed after position `after`: {"completions": up to `limit` finished
-        jobs in order, "next": the position to ask from next}; with `wait`, once there is one
+        jobs in order, "next": the position to ask from next, "last": the last position this
+        node has given}; with `wait`, once there is one
         or after `wait` seconds. Gone when positions after `after` were dropped by retention."""
 
     async def completed(self, top: int) -> list[dict[str, Any]]:

@@ -56,6 +56,14 @@ def test_submit_200_files_wait_verify_pull_and_status(working_cluster, tmp_path)
         assert x["status"] == "completed" and x["verified"] is True
         assert x["result"] == expected_digest(files[s["file"]], 300)
 
+    # The feed holds every one of them, at consecutive positions.
+    first = min(s["after"] for s in submitted)
+    r = wq("--url", cluster.url(1), "follow", "--after", str(first), "--count", "200")
+    assert r.returncode == 0, r.stderr
+    followed = json_lines(r.stdout)
+    assert [x["position"] for x in followed] == list(range(first + 1, first + 201))
+    assert {x["id"]: x["result"] for x in followed} == {x: y["result"] for x, y in results.items()}
+
     r = wq("--url", cluster.url(2), "pull", "--top", "1000")
     assert r.returncode == 0, r.stderr
     assert {s["id"] for s in submitted} <= {x["id"] for x in json_lines(r.stdout)}
@@ -92,6 +100,8 @@ def test_a_node_killed_mid_submit_makes_no_job_twice(make_cluster, tmp_path):
             "submit",
             *files,
             "--iterations",
+            "5",
+            "--batch-size",
             "5",
         ],
         stdout=subprocess.DEVNULL,

@@ -52,7 +52,7 @@ class FakeService:
 
     async def completions(self, after, limit, wait=0.0):
         return await self._answer(
-            "completions", after, limit, wait, value={"completions": [], "next": after}
+            "completions", after, limit, wait, value={"completions": [], "next": after, "last": 0}
         )
 
     async def completed(self, top):
