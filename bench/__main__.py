@@ -11,7 +11,17 @@ import sys
 import time
 import traceback
 
-from bench import capacity, endtoend, failover, ingest, kernel, overhead, scaleup, scaling
+from bench import (
+    capacity,
+    endtoend,
+    failover,
+    ingest,
+    kernel,
+    overhead,
+    scaleup,
+    scaling,
+    waiters,
+)
 
 BENCHMARKS = {
     "ingest": ingest,
@@ -22,6 +32,7 @@ BENCHMARKS = {
     "scaling": scaling,
     "overhead": overhead,
     "capacity": capacity,
+    "waiters": waiters,
 }
 
 

@@ -1,6 +1,7 @@
 """`python -m bench ingest`: acknowledged enqueues per second, latency and CPU time per
 enqueue, 64 and 16 concurrent clients, 16 KB bodies (and 256 KB at 64 clients), nothing
-computed; the three-node cluster from this checkout, with --fsync off and on, beside the
+computed, and 16 KB bodies in batches of 100 (POST /enqueue/batch) from 8 clients; the
+three-node cluster from this checkout, with --fsync off and on, beside the
 single-node, non-replicated reference (bench/baseline_server.py) in the same run, with the same
 load generator on the same machine. CPU time is read from /proc for every serving process (the
 three nodes; the baseline's one) over the measured window."""
@@ -20,6 +21,8 @@ from bench.load import run_load
 from node.config import NodeConfig
 
 SIZES = {"16 KB": 16 * 1024, "256 KB": 256 * 1024}
+BATCH = 100
+BATCH_CLIENTS, BATCH_CLIENTS_QUICK = 8, 2
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,10 +68,10 @@ def _baseline(root: Path, size: int, seconds: float, warmup: float, clients: int
 
 
 def _cluster(
-    root: Path, size: int, seconds: float, warmup: float, clients: int, fsync: str
+    root: Path, size: int, seconds: float, warmup: float, clients: int, fsync: str, batch: int = 1
 ) -> dict:
     with Cluster(
-        root / f"cluster-{size}-{fsync}-{clients}",
+        root / f"cluster-{size}-{fsync}-{clients}-{batch}",
         max_workers=0,
         request_timeout=10,
         max_body_bytes=1 << 20,
@@ -82,6 +85,7 @@ def _cluster(
             seconds=seconds,
             warmup=warmup,
             pids=[proc.pid for proc in cluster.procs.values()],
+            batch=batch,
         )
 
 
@@ -107,6 +111,13 @@ def run(args: argparse.Namespace) -> dict:
                     rows[row_name(f"cluster fsync {fsync}", label, clients)] = _cluster(
                         Path(tmp), size, seconds, warmup, clients, fsync
                     )
+        # Bulk submission: POST /enqueue/batch, BATCH payloads of 16 KB per request, from a
+        # few clients (each request already carries BATCH jobs).
+        clients = BATCH_CLIENTS_QUICK if args.quick else BATCH_CLIENTS
+        results["batch"] = {"size": BATCH, "clients": clients}
+        rows[row_name(f"cluster fsync {NodeConfig.fsync} batch {BATCH}", "16 KB", clients)] = (
+            _cluster(Path(tmp), 16 << 10, seconds, warmup, clients, NodeConfig.fsync, BATCH)
+        )
     return results
 
 
@@ -184,6 +195,19 @@ def targets(results: dict) -> list[str]:
         ),
         _check(ratio >= 0.5, f"256 KB: {ratio:.2f} of the baseline's throughput (target 0.5)"),
     ]
+    bulk_clients = results["batch"]["clients"]
+    bulk = rows[row_name(f"cluster fsync {default} batch {BATCH}", "16 KB", bulk_clients)]
+    single = rows[row_name(f"cluster fsync {default}", "16 KB", first)]
+    checks.append(
+        _check(
+            True,
+            f"16 KB in batches of {BATCH} ({bulk_clients} clients): {bulk['per_second']} jobs/s, "
+            f"{bulk['cpu_ms_per_ack']} ms of cluster CPU per job, against "
+            f"{single['per_second']}/s and {single['cpu_ms_per_ack']} ms one per request "
+            f"({first} clients): {bulk['per_second'] / (single['per_second'] or 1):.1f}x "
+            "(measured, no target)",
+        )
+    )
     for label in SIZES:
         ours_rate = rows[row_name(f"cluster fsync {default}", label, first)]["per_second"]
         alt = rows[row_name(f"cluster fsync {other}", label, first)]["per_second"]

@@ -12,6 +12,7 @@ import time
 import aiohttp
 
 from bench.cpu import cpu_seconds
+from client.aio import multipart_body
 
 
 async def _run(
@@ -22,8 +23,12 @@ async def _run(
     warmup: float,
     headers: dict[str, str],
     pids: list[int],
+    batch: int,
 ) -> dict:
     payload = os.urandom(body_bytes)
+    if batch > 1:  # POST /enqueue/batch: `batch` payloads of `body_bytes` per request
+        payload, content_type = multipart_body([(os.urandom(body_bytes), 1) for _ in range(batch)])
+        headers = {**headers, "Content-Type": content_type}
     latencies: list[float] = []
     errors: dict[str, int] = {}
     start = time.perf_counter()
@@ -32,10 +37,13 @@ async def _run(
     timeout = aiohttp.ClientTimeout(total=30)
 
     async def client(n: int, session: aiohttp.ClientSession) -> None:
-        url = f"{urls[n % len(urls)]}/enqueue?iterations=1"
+        if batch > 1:
+            method, url = "POST", f"{urls[n % len(urls)]}/enqueue/batch"
+        else:
+            method, url = "PUT", f"{urls[n % len(urls)]}/enqueue?iterations=1"
         while (sent := time.perf_counter()) < measure_to:
             try:
-                async with session.put(url, data=payload, headers=headers) as r:
+                async with session.request(method, url, data=payload, headers=headers) as r:
                     await r.read()
                     status = str(r.status)
             except (TimeoutError, aiohttp.ClientError) as e:
@@ -57,20 +65,23 @@ async def _run(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(sample_cpu(), *(client(n, session) for n in range(clients)))
     latencies.sort()
-    count = len(latencies)
+    count = len(latencies) * batch  # jobs acknowledged
 
     def pct(p: float) -> float | None:
-        return round(latencies[min(count - 1, int(p * count))] * 1000, 1) if count else None
+        n = len(latencies)
+        return round(latencies[min(n - 1, int(p * n))] * 1000, 1) if n else None
 
     return {
         "acknowledged": count,
+        "jobs_per_request": batch,
         "per_second": round(count / seconds, 1),
         "mb_per_second": round(count * body_bytes / seconds / 1e6, 1),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if count else None,
         "errors": errors,
-        # CPU milliseconds the serving processes spent per answered request, all together.
+        # Latencies are per request; the rest per job. CPU milliseconds the serving processes
+        # spent per acknowledged job, all together.
         "cpu_ms_per_ack": round((cpu[1] - cpu[0]) / count * 1000, 3) if pids and count else None,
         "cpu_cores": round((cpu[1] - cpu[0]) / seconds, 2) if pids else None,
     }
@@ -85,9 +96,13 @@ def run_load(
     warmup: float = 2.0,
     headers: dict[str, str] | None = None,
     pids: list[int] | None = None,
+    batch: int = 1,
 ) -> dict:
-    """The load's figures; `pids` are the serving processes whose CPU time is measured."""
-    return asyncio.run(_run(urls, body_bytes, clients, seconds, warmup, headers or {}, pids or []))
+    """The load's figures; `pids` are the serving processes whose CPU time is measured. With
+    `batch` above 1, each request is a POST /enqueue/batch of that many payloads."""
+    return asyncio.run(
+        _run(urls, body_bytes, clients, seconds, warmup, headers or {}, pids or [], batch)
+    )
 
 
 async def _enqueue_many(

@@ -180,7 +180,7 @@ class AsyncClient:
         Idempotency-Key (`key` and the request's number, when `key` is given)."""
         jobs: list[AsyncJob] = []
         for n, chunk in enumerate(self._chunks(items)):
-            body, content_type = _multipart(chunk)
+            body, content_type = multipart_body(chunk)
             answer = await self._call(
                 "POST",
                 "/enqueue/batch",
@@ -375,7 +375,7 @@ def _error(answer: Answer) -> WorkQueueError:
     return WorkQueueError(str(answer))
 
 
-def _multipart(items: list[tuple[bytes, int]]) -> tuple[bytes, str]:
+def multipart_body(items: list[tuple[bytes, int]]) -> tuple[bytes, str]:
     """A multipart/form-data body, one part per payload with its X-Iterations; the boundary
     is random, so no payload holds it."""
     boundary = uuid.uuid4().hex

@@ -66,6 +66,7 @@ class NodeService:
         self._proposer = proposer
         self._payloads = payloads
         self._waits = waits
+        self._job_reads: dict[tuple[str, int], asyncio.Future[Row | None]] = {}
         self._scheduler = scheduler
         self._roster = roster
         self._scaler = scaler
@@ -202,12 +203,25 @@ class NodeService:
         end = loop.time() + wait
         while True:
             with self._waits.job(job_id) as woken:
-                job = await self._db(self._store.job, job_id)
+                job = await self._read_job(job_id)
                 remaining = end - loop.time()
                 finished = job is not None and job["status"] in FINISHED
                 if finished or remaining <= 0 or self._waits.closed:
                     return None if job is None else _job_view(job)
                 await until(woken, remaining)
+
+    async def _read_job(self, job_id: str) -> Row | None:
+        """The job as the store holds it. Requests that ask for the same job while no finish
+        was applied share one read: thousands of waiters of a few jobs, woken together, cost
+        a few reads (a read begun before the last wake-up is never shared, as it may predate
+        that finish)."""
+        key = (job_id, self._waits.generation)
+        read = self._job_reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self._db(self._store.job, job_id))
+            self._job_reads[key] = read
+            read.add_done_callback(lambda _: self._job_reads.pop(key, None))
+        return await asyncio.shield(read)
 
     async def completions(self, after: int, limit: int, wait: float = 0.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -34,6 +34,9 @@ class Waits:
         self._jobs: dict[str, set[asyncio.Future[None]]] = {}
         self._feed: set[asyncio.Future[None]] = set()
         self.closed = False
+        # Counts the wake-ups: a read of the store begun at the current generation sees every
+        # finish whose waiters were woken before it, so waiters registered since may share it.
+        self.generation = 0
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._jobs.values()) + len(self._feed)
@@ -68,6 +71,7 @@ class Waits:
     def finished(self, job_ids: list[str] | None) -> None:
         """Wake the waiters of these jobs and of the feed; None (the store was replaced by a
         snapshot) wakes every waiter."""
+        self.generation += 1
         if job_ids is None:
             for waiters in self._jobs.values():
                 _wake(waiters)

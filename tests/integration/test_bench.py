@@ -46,7 +46,10 @@ def check_ingest(r: dict) -> None:
         "baseline 256 KB 16c",
         "cluster fsync off 256 KB 16c",
         "cluster fsync on 256 KB 16c",
+        "cluster fsync on batch 100 16 KB 2c",
     }
+    assert r["batch"] == {"size": 100, "clients": 2}
+    assert r["rows"]["cluster fsync on batch 100 16 KB 2c"]["jobs_per_request"] == 100
     for row in r["rows"].values():
         assert row["acknowledged"] > 0 and row["errors"] == {}
         assert 0 < row["p50_ms"] <= row["p99_ms"]
@@ -104,6 +107,11 @@ def check_capacity(r: dict) -> None:
     assert 0 < r["completed"]["pull_top1000"]["p50_ms"] <= r["completed"]["pull_top1000"]["p99_ms"]
 
 
+def check_waiters(r: dict) -> None:
+    assert r["answered"] == r["waiters"] > 0 and r["all_correct"] and r["answered_early"] == 0
+    assert 0 < r["rss_before_mb"] and 0 <= r["wake_p50_ms"] <= r["wake_p99_ms"] <= r["wake_max_ms"]
+
+
 def check_end_to_end(r: dict) -> None:
     systems = [row["system"] for row in r["rows"]]
     assert systems[0] == "this cluster, 3 nodes" and systems[1].startswith("Celery")
@@ -122,6 +130,7 @@ def check_end_to_end(r: dict) -> None:
         ("scale-up", check_scale_up, 300),
         ("overhead", check_overhead, 300),
         ("capacity", check_capacity, 300),
+        ("waiters", check_waiters, 300),
         pytest.param("end-to-end", check_end_to_end, 1800, marks=pytest.mark.slow),
     ],
 )

@@ -8,6 +8,7 @@ import time
 import requests
 
 from bench.cluster import AUTH, expected_digest, wait_until
+from bench.waiters import measure
 from tests.integration.test_metrics import scrape
 
 
@@ -141,3 +142,12 @@ def test_an_enqueue_answers_a_feed_position_its_completion_comes_after(make_clus
     # A retry that finds the job finished says where it already is.
     again = put()
     assert again.json()["id"] == job_id and again.json()["after"] == done["position"] - 1
+
+
+def test_ten_thousand_waiters_on_one_node_are_all_answered_by_the_completions(make_cluster):
+    cluster = make_cluster(max_wait=300)
+    got = measure(cluster, 1, 10_000)
+    assert got["answered"] == 10_000 and got["all_correct"], got
+    assert got["answered_early"] == 0, got
+    # What a waiting request holds on the node: its connection, request and one future.
+    assert got["kb_per_waiter"] < 100, got
