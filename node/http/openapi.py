@@ -31,6 +31,16 @@ def _error(description: str, retry: bool = False) -> Json:
     return response
 
 
+def idempotency_key(description: str) -> Json:
+    return {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+    }
+
+
 def document(cfg: NodeConfig) -> Json:
     unavailable = _error("no leader or no majority within the request timeout", retry=True)
     unauthorized = _error("missing or wrong X-API-Key")
@@ -42,6 +52,16 @@ def document(cfg: NodeConfig) -> Json:
         "description": "a completion-feed position: the job's completion comes after it "
         "(GET /completed?after=...); null when the job finished before the feed existed",
     }
+
+    def iterations(description: str | None = None) -> Json:
+        param: Json = {
+            "name": "iterations",
+            "in": "query",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1, "maximum": cfg.max_iterations},
+        }
+        return param | ({"description": description} if description else {})
+
     wait = {
         "name": "wait",
         "in": "query",
@@ -63,23 +83,8 @@ def document(cfg: NodeConfig) -> Json:
                     "summary": "Enqueue a payload; answers once the job is durable.",
                     "security": secured,
                     "parameters": [
-                        {
-                            "name": "iterations",
-                            "in": "query",
-                            "required": True,
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": cfg.max_iterations,
-                            },
-                        },
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": "a retry with the same key returns the first job's id",
-                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
-                        },
+                        iterations(),
+                        idempotency_key("a retry with the same key returns the first job's id"),
                     ],
                     "requestBody": {
                         "required": False,
@@ -127,26 +132,13 @@ def document(cfg: NodeConfig) -> Json:
                     "part's own `X-Iterations` header.",
                     "security": secured,
                     "parameters": [
-                        {
-                            "name": "iterations",
-                            "in": "query",
-                            "required": True,
-                            "description": "for every part; may be left out when every part "
-                            "has an X-Iterations header",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": cfg.max_iterations,
-                            },
-                        },
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": "a retry with the same key and parts returns the "
-                            "first batch's ids",
-                            "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
-                        },
+                        iterations(
+                            "for every part; may be left out when every part has an "
+                            "X-Iterations header"
+                        ),
+                        idempotency_key(
+                            "a retry with the same key and parts returns the first batch's ids"
+                        ),
                     ],
                     "requestBody": {
                         "required": True,
