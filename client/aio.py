@@ -279,6 +279,8 @@ class AsyncClient:
         """Submit each payload and yield (payload, result) as the jobs finish, with at most
         `window` jobs submitted and unfinished at a time. Raises JobFailed for a job that
         failed (the others keep running)."""
+        if window < 1:
+            raise ValueError("window must be at least 1")
         it = iter(items)
         pending: dict[str, bytes] = {}
         after: int | None = None
