@@ -423,6 +423,11 @@ class NodeService:
             "launches": scaler.launches,
             "idle_timeout": self.idle_timeout_told(),
             "last_decision": None if d is None else {"start": d.start, "reason": d.reason},
+            "boot_failures": {
+                "in_a_row": scaler.boot_failures,
+                "next_launch_in": round(max(0.0, scaler.retry_at - time.time()), 1),
+                "reason": scaler.backoff_reason(time.time()) if scaler.boot_failures else None,
+            },
             "decisions": list(scaler.recent),
         }
 

@@ -84,9 +84,9 @@ def manager_policy(
                 "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
             },
             {
-                "Sid": "TerminateOurWorkers",
+                "Sid": "TerminateOurWorkersAndReadTheirConsole",
                 "Effect": "Allow",
-                "Action": "ec2:TerminateInstances",
+                "Action": ["ec2:TerminateInstances", "ec2:GetConsoleOutput"],
                 "Resource": f"{ec2}:instance/*",
                 "Condition": {"StringEquals": is_our_worker},
             },

@@ -8,6 +8,7 @@ payload bytes are what this node itself served and sent. Gauges are read when sc
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from prometheus_client import (
@@ -176,3 +177,13 @@ class _NodeCollector:
             )
             launches.add_metric([scaler.backend.name], scaler.launches)
             yield launches
+            yield GaugeMetricFamily(
+                "wq_worker_boot_failures",
+                "Workers in a row that never registered; launches wait while above zero.",
+                value=scaler.boot_failures,
+            )
+            yield GaugeMetricFamily(
+                "wq_worker_launch_wait_seconds",
+                "Seconds until the next launch is allowed after boot failures.",
+                value=max(0.0, scaler.retry_at - time.time()),
+            )

@@ -27,6 +27,13 @@ ARRIVAL_WINDOW = 1800.0
 # After a leader change, workers of the previous leader re-register within a few seconds (all
 # their long-polls break with it); the new leader launches and terminates nothing before then.
 ADOPTION_GRACE = 5.0
+# After workers in a row never registered (a broken image or package, no route to the
+# managers), launches wait BOOT_BACKOFF * 2**(failures - 1), at most BOOT_BACKOFF_CAP; the
+# first worker that registers ends the wait.
+BOOT_BACKOFF = 60.0
+BOOT_BACKOFF_CAP = 1800.0
+# Of the workers terminated at once for never registering, this many have their boot log read.
+BOOT_LOGS_READ = 3
 STEP_INTERVAL = 1.0
 SCALE_SOON_INTERVAL = 0.2
 
@@ -59,6 +66,9 @@ class Scaler:
         self.recent: deque[ScalingStep] = deque(maxlen=20)
         self._seen_running: set[str] = set()
         self._grace_until = 0.0
+        self._registered: set[str] = set()  # running workers seen live at least once
+        self.boot_failures = 0  # workers in a row that never registered
+        self.retry_at = 0.0  # no launch before this, after boot failures
 
     def became_leader(self, now: float) -> None:
         self._grace_until = now + ADOPTION_GRACE
@@ -94,6 +104,11 @@ class Scaler:
         # Workers holding a lease in the replicated state are live even before they report here.
         live = self.roster.live(now)
         live.update({w: {} for w in busy if w not in live})
+        self._registered &= set(running)
+        for w in running:
+            if w in live and w not in self._registered:
+                self._registered.add(w)
+                self.boot_failures, self.retry_at = 0, 0.0
         booting = [
             w
             for w, launched in running.items()
@@ -107,6 +122,16 @@ class Scaler:
         self.booting = len(booting)
         adopting = now < self._grace_until
         if silent and not adopting:
+            for w in [w for w in silent if w not in self._registered][:BOOT_LOGS_READ]:
+                said = self.backend.boot_log(w)
+                if said:
+                    log.warning(
+                        "scaling: worker %s never registered; the last lines its machine "
+                        "printed:\n%s",
+                        w,
+                        said,
+                        extra={"workers": [w]},
+                    )
             log.warning(
                 "scaling: terminating %d %s workers that never registered or stopped polling: %s",
                 len(silent),
@@ -116,6 +141,12 @@ class Scaler:
             )
             self.backend.terminate(silent)
             self.actions["terminate"] += 1
+            never = [w for w in silent if w not in self._registered]
+            if never:
+                self.boot_failures += len(never)
+                wait = min(BOOT_BACKOFF_CAP, BOOT_BACKOFF * 2 ** (self.boot_failures - 1))
+                self.retry_at = now + wait
+                log.warning("scaling: %s", self.backoff_reason(now))
         workers = tuple(
             Worker(
                 busy=w in busy,
@@ -141,6 +172,8 @@ class Scaler:
                 decision.idle_timeout,
                 "new leader: waiting for the previous leader's workers to report",
             )
+        if decision.start and now < self.retry_at:
+            decision = Decision(0, decision.idle_timeout, self.backoff_reason(now))
         started: list[str] = []
         if decision.start:
             started = self.backend.launch(decision.start)
@@ -178,6 +211,14 @@ class Scaler:
             )
         self.decision = decision
         return decision
+
+    def backoff_reason(self, now: float) -> str:
+        """Why launches wait after boot failures, e.g. "3 workers in a row never registered;
+        next try in 4 min"."""
+        left = max(0.0, self.retry_at - now)
+        when = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+        workers = "worker" if self.boot_failures == 1 else "workers in a row"
+        return f"{self.boot_failures} {workers} never registered; next try in {when}"
 
 
 def _kind(reason: str) -> str:

@@ -78,6 +78,7 @@ def run_boot(script: str, tmp: Path, aws) -> tuple[subprocess.Popen, Path]:
     (tmp / "overrides.sh").write_text(f"""
 WQ_ROOT={tmp}/root
 WQ_LOG={tmp}/bootstrap.log
+WQ_CONSOLE={tmp}/console
 install_python() {{ echo {sys.base_prefix}/bin/python3; }}
 power_off() {{ echo "exit status $?" > {marker}; }}
 """)
@@ -121,6 +122,16 @@ def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_clus
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     log = (tmp_path / "bootstrap.log").read_text()
     assert "worker exited" in log and SECRET not in log
+    console = (tmp_path / "console").read_text().splitlines()
+    assert [line.split(" 20")[0] for line in console] == [
+        "wq-bootstrap: bootstrap started",
+        "wq-bootstrap: installing Python",
+        "wq-bootstrap: downloading the package",
+        "wq-bootstrap: installing the package",
+        "wq-bootstrap: reading the cluster secret",
+        "wq-bootstrap: starting the worker",
+        "wq-bootstrap: worker exited",
+    ]
     if shutil.which("cc") or shutil.which("gcc"):
         assert "SHA-512 kernel: c" in log  # compiled on the "instance" itself
 
@@ -138,3 +149,8 @@ def test_a_failed_step_still_powers_the_instance_off(aws, tmp_path):
     assert marker.read_text().strip() not in ("", "exit status 0")
     assert time.monotonic() - started < 60
     assert not (tmp_path / "root" / "secret").exists()
+    # The console says which step failed, and ends with the log's last lines: curl's error.
+    console = (tmp_path / "console").read_text()
+    assert "wq-bootstrap: downloading the package\n" in console
+    assert "installing the package" not in console
+    assert console.rstrip().splitlines()[-1].startswith("wq-bootstrap: curl: (22)"), console

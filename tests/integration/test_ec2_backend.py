@@ -1,6 +1,7 @@
 """The EC2 backend through real boto3 calls against a moto server started here."""
 
 import base64
+import logging
 import os
 import time
 
@@ -137,3 +138,31 @@ def test_the_max_holds_across_a_leader_change(ec2):
             time.time(), queued=50, backlog_iterations=50 * 10**9, oldest_queued_at=None, busy=set()
         )
     assert len(alive(ec2)) == 4
+
+
+def test_a_worker_that_never_registers_has_its_console_logged_and_launches_back_off(ec2, caplog):
+    scaler = Scaler(
+        backend(ec2),
+        Roster(ttl=20),
+        Limits(max_workers=1, start_cost=45, default_speed=1e6),
+        boot_timeout=60,
+    )
+    now = time.time()
+
+    def step(at: float):
+        return scaler.step(
+            at, queued=1, backlog_iterations=10**9, oldest_queued_at=None, busy=set()
+        )
+
+    step(now)
+    assert len(alive(ec2)) == 1
+    with caplog.at_level(logging.WARNING, logger="node.scaling.loop"):
+        decision = step(now + 61)
+    # The instance's console output (moto's sample boot log) is in the node's log.
+    assert "never registered; the last lines its machine printed" in caplog.text
+    assert "Kernel command line" in caplog.text
+    assert alive(ec2) == []
+    assert decision.start == 0
+    assert decision.reason == "1 worker never registered; next try in 60 s"
+    assert step(now + 120).start == 0 and alive(ec2) == []
+    assert step(now + 122).start == 1 and len(alive(ec2)) == 1

@@ -4,6 +4,8 @@ leader change without being orphaned or doubled."""
 import threading
 import time
 
+import requests
+
 from bench.cluster import expected_digest, processes_mentioning, wait_until
 
 
@@ -75,3 +77,35 @@ def test_a_new_leader_neither_orphans_nor_doubles_the_workers(make_cluster):
     assert max(peak) <= 3, f"more workers than the maximum: {max(peak)}"
     # Orphans are not left behind: once idle they leave, wherever they were started.
     wait_until(lambda: not local_workers(cluster), 60, "every worker to leave when idle")
+
+
+def test_workers_that_never_register_pause_launches_and_status_says_why(make_cluster, tmp_path):
+    # A worker package that starts but never reaches the managers (as a broken image would):
+    # it shadows the real one for the workers the leader starts, not for the nodes.
+    broken = tmp_path / "broken" / "worker"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "__main__.py").write_text("import time\ntime.sleep(600)\n")
+    cluster = make_cluster(
+        max_workers=1,
+        boot_timeout=10,
+        extra_env={"PYTHONPATH": str(broken.parent), "PYTHONSAFEPATH": "1"},
+    )
+    leader = cluster.wait_leader()
+    cluster.enqueue(0, b"waits for a worker", 1)
+    wait_until(lambda: len(local_workers(cluster)) == 1, 30, "a worker to be started")
+    scaling = wait_until(
+        lambda: (s := cluster.status(leader)["scaling"])["boot_failures"]["in_a_row"] == 1 and s,
+        60,
+        "the worker to be terminated for never registering",
+    )
+    assert local_workers(cluster) == []
+    reason = scaling["boot_failures"]["reason"]
+    assert reason.startswith("1 worker never registered; next try in"), reason
+    assert 0 < scaling["boot_failures"]["next_launch_in"] <= 60
+    # No second launch while the wait lasts, and the scaling decision says why.
+    status = cluster.status(leader)["scaling"]
+    assert status["launches"] == 1
+    assert status["last_decision"]["reason"].startswith("1 worker never registered")
+    metrics = requests.get(cluster.url(leader) + "/metrics", timeout=10).text
+    assert "wq_worker_boot_failures 1.0" in metrics.splitlines()

@@ -40,7 +40,7 @@ def assert_least_privilege(doc: dict, name: str) -> None:
         if "*" in resources:
             assert all(a.startswith("ec2:Describe") for a in actions), st
         tag_condition = st.get("Condition", {}).get("StringEquals", {})
-        if "ec2:TerminateInstances" in actions:
+        if "ec2:TerminateInstances" in actions or "ec2:GetConsoleOutput" in actions:
             assert tag_condition.get("ec2:ResourceTag/wq-cluster") == name, st
             assert tag_condition.get("ec2:ResourceTag/wq-role") == "worker", st
         if "ec2:RunInstances" in actions and any(":instance/" in r for r in resources):
@@ -95,6 +95,12 @@ def test_the_manager_launches_only_into_its_network_from_its_image():
             "Sid": "x",
             "Effect": "Allow",
             "Action": "ec2:RunInstances",
+            "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*",
+        },
+        {
+            "Sid": "x",
+            "Effect": "Allow",
+            "Action": "ec2:GetConsoleOutput",
             "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*",
         },
         {"Sid": "x", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"},

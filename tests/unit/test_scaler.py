@@ -1,7 +1,7 @@
 """The leader's scaling loop against the in-memory backend, with a hand-driven clock."""
 
 from node.scaling.backends.fake import FakeBackend
-from node.scaling.loop import Scaler
+from node.scaling.loop import BOOT_BACKOFF_CAP, Scaler
 from node.scaling.policy import Limits
 from node.scheduling.roster import Roster
 
@@ -143,3 +143,45 @@ def test_arrivals_ask_for_a_step_only_while_no_worker_is_up_or_booting():
     clock.now += 1
     scaler.step(clock.now, queued=2, backlog_iterations=2 * M, oldest_queued_at=None, busy=set())
     assert not scaler.jobs_arrived([(clock.now, M)], clock.now)  # one is up
+
+
+def fail_to_boot(clock, backend, scaler, boot_timeout=60):
+    """Launch on a backlog; the worker never registers and is terminated after the timeout."""
+    before = len(backend.launched)
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    assert len(backend.launched) == before + 1
+    clock.now += boot_timeout + 1
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+
+
+def test_launches_back_off_after_workers_in_a_row_never_register():
+    clock, backend, roster, scaler = make(max_workers=1)
+    expected_waits = [60, 120, 240, 480]
+    for failures, wait in enumerate(expected_waits, start=1):
+        fail_to_boot(clock, backend, scaler)
+        assert scaler.boot_failures == failures and len(backend.terminated) == failures
+        launched = len(backend.launched)
+        clock.now += wait - 2  # the step that terminated it was one second after the timeout
+        d = scaler.step(
+            clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set()
+        )
+        assert len(backend.launched) == launched and d.start == 0
+        workers = "worker" if failures == 1 else "workers in a row"
+        assert d.reason.startswith(f"{failures} {workers} never registered; next try in")
+        clock.now += 2
+    # The wait stops doubling at the cap.
+    scaler.boot_failures = 10
+    fail_to_boot(clock, backend, scaler)
+    assert scaler.retry_at - clock.now == BOOT_BACKOFF_CAP
+
+
+def test_a_worker_that_registers_ends_the_backoff():
+    clock, backend, roster, scaler = make(max_workers=2)
+    fail_to_boot(clock, backend, scaler)
+    assert scaler.boot_failures == 1
+    clock.now += 60
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    worker = backend.launched[-1]
+    roster.touch(worker, {}, clock.now)
+    scaler.step(clock.now, queued=1, backlog_iterations=M, oldest_queued_at=None, busy=set())
+    assert (scaler.boot_failures, scaler.retry_at) == (0, 0.0)

@@ -23,5 +23,9 @@ class Backend(Protocol):
     def terminate(self, worker_ids: list[str]) -> None:
         """Stop workers that never registered or went silent."""
 
+    def boot_log(self, worker_id: str) -> str | None:
+        """The last of what a worker's machine printed while it booted, where the backend
+        can read it (EC2's console output); None where it cannot."""
+
     def stop_all(self) -> None:
         """The node is shutting down: stop what must not outlive it."""

@@ -12,9 +12,12 @@ tests pass ones pointed at moto.
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from node.scaling.backends.userdata import PACKAGE_URL_SECONDS, worker_script
 
@@ -25,6 +28,8 @@ CLUSTER_TAG = "wq-cluster"
 ROLE_TAG = "wq-role"
 WORKER_TAG = "wq-worker-id"
 ALIVE_STATES = ["pending", "running"]
+# Lines of a worker's console output logged when it never registered.
+BOOT_LOG_LINES = 20
 
 
 class EC2Backend:
@@ -140,6 +145,25 @@ class EC2Backend:
         if ids:
             self._ec2.terminate_instances(InstanceIds=ids)
             log.warning("terminated instances %s", ", ".join(ids))
+
+    def boot_log(self, worker_id: str) -> str | None:
+        """The instance's console output (the bootstrap script writes its progress there),
+        its last BOOT_LOG_LINES lines."""
+        instance = self._instances.get(worker_id)
+        if instance is None:
+            return None
+        try:
+            output = self._ec2.get_console_output(InstanceId=instance).get("Output")
+        except (BotoCoreError, ClientError) as e:
+            log.info("no console output of instance %s: %s", instance, e)
+            return None
+        if not output:
+            return None
+        try:
+            text = base64.b64decode(output).decode(errors="replace")
+        except ValueError:
+            text = output
+        return "\n".join(text.splitlines()[-BOOT_LOG_LINES:])
 
     def stop_all(self) -> None:
         """Instances outlive a manager: the next leader adopts them by tag."""

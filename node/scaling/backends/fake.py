@@ -18,6 +18,7 @@ class FakeBackend:
         self.alive: dict[str, float] = {}
         self.launched: list[str] = []
         self.terminated: list[str] = []
+        self.logs: dict[str, str] = {}  # what boot_log answers, set by a test
 
     def launch(self, count: int) -> list[str]:
         ids = [f"fake-{next(self._ids)}" for _ in range(count)]
@@ -33,6 +34,9 @@ class FakeBackend:
         for worker_id in worker_ids:
             self.alive.pop(worker_id, None)
             self.terminated.append(worker_id)
+
+    def boot_log(self, worker_id: str) -> str | None:
+        return self.logs.get(worker_id)
 
     def stop_all(self) -> None:
         self.alive.clear()

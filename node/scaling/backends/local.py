@@ -66,6 +66,9 @@ class LocalBackend:
                 entry[0].kill()
                 entry[0].wait()
 
+    def boot_log(self, worker_id: str) -> str | None:
+        return None  # a local worker writes to the node's own stderr
+
     def stop_all(self, timeout: float = 5.0) -> None:
         for proc, _ in self._procs.values():
             if proc.poll() is None:

@@ -30,7 +30,20 @@ PRELUDE = r"""#!/bin/bash
 set -euo pipefail
 WQ_ROOT=/opt/wq
 WQ_LOG=/var/log/wq-bootstrap.log
+# The serial console, which EC2's GetConsoleOutput reads: the steps, and the log's last lines
+# when the script fails, go there too, so a machine that never comes up can say why.
+WQ_CONSOLE=/dev/console
 
+console() {{
+    printf 'wq-bootstrap: %s\n' "$@" >>"$WQ_CONSOLE" 2>/dev/null || true
+}}
+step() {{
+    echo "$*"
+    console "$*"
+}}
+console_tail() {{
+    tail -n 20 "$WQ_LOG" 2>/dev/null | sed 's/^/wq-bootstrap: /' >>"$WQ_CONSOLE" 2>/dev/null || true
+}}
 install_python() {{
     dnf install -y python3.11 python3.11-pip python3.11-devel gcc >/dev/null
     command -v python3.11
@@ -40,13 +53,17 @@ if [ -n "${{WQ_BOOT_OVERRIDES:-}}" ]; then . "$WQ_BOOT_OVERRIDES"; fi
 
 mkdir -p "$WQ_ROOT"
 exec >>"$WQ_LOG" 2>&1
-echo "bootstrap started $(date -u +%FT%TZ)"
+step "bootstrap started $(date -u +%FT%TZ)"
 {on_exit}
+step "installing Python"
 PYTHON=$(install_python)
 "$PYTHON" -m venv "$WQ_ROOT/venv"
+step "downloading the package"
 curl -fsSL --retry 8 --retry-connrefused -o "$WQ_ROOT/{package}" {package_url}
+step "installing the package"
 "$WQ_ROOT/venv/bin/pip" install --quiet --disable-pip-version-check "$WQ_ROOT/{package}"
 "$WQ_ROOT/venv/bin/python" -c 'import worker.compute as c; print("SHA-512 kernel:", c.KERNEL)'
+step "reading the cluster secret"
 "$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {secret_parameter} "$WQ_ROOT/secret"
 """
 
@@ -55,9 +72,10 @@ WORKER = r"""power_off() {
 }
 """
 
-WORKER_MAIN = r"""WQ_SECRET_FILE="$WQ_ROOT/secret" WQ_WORKER_BACKEND=ec2 "$WQ_ROOT/venv/bin/python" -m worker \
+WORKER_MAIN = r"""step "starting the worker"
+WQ_SECRET_FILE="$WQ_ROOT/secret" WQ_WORKER_BACKEND=ec2 "$WQ_ROOT/venv/bin/python" -m worker \
     --managers {managers} --id {worker_id} --idle-timeout {idle_timeout:g} || true
-echo "worker exited $(date -u +%FT%TZ)"
+step "worker exited $(date -u +%FT%TZ)"
 """
 
 MANAGER = r"""start_node() {
@@ -91,7 +109,7 @@ cat >"$WQ_ROOT/node.env" <<ENV
 {env}
 ENV
 start_node
-echo "node started $(date -u +%FT%TZ)"
+step "node started $(date -u +%FT%TZ)"
 """
 
 
@@ -138,7 +156,9 @@ def worker_script(
     return _prelude(
         "Worker bootstrap: install the package, run one worker, power off when it exits.",
         WORKER,
-        "trap power_off EXIT",
+        # Failed: the log's tail to the console first; power_off still sees the status.
+        """trap 'status=$?; set +e; [ "$status" -eq 0 ] || console_tail; (exit "$status"); """
+        """power_off' EXIT""",
         package_url=package_url,
         package=package,
         region=region,
@@ -164,7 +184,7 @@ def manager_script(
     return _prelude(
         "Manager bootstrap: install the package, configure the node, run it under systemd.",
         MANAGER,
-        "",
+        """trap 'status=$?; set +e; [ "$status" -eq 0 ] || console_tail' EXIT""",
         package_url=package_url,
         package=package,
         region=region,
