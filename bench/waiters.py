@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import requests
 
-from bench.capacity import percentiles
+from bench.capacity import percentiles, rss_mb
 from bench.cluster import AUTH, Cluster, expected_digest, wait_until
 from protocol.wire import MAX_LEASE_JOBS
 
@@ -23,12 +23,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--waiters", type=int, help="concurrent waiting requests [default: 10,000; --quick: 500]"
     )
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return kb / 1024
 
 
 def waiting(cluster: Cluster, node: int) -> float:
@@ -109,9 +103,10 @@ def measure(cluster: Cluster, node: int, waiters: int, jobs: int = MAX_LEASE_JOB
     }
 
 
-def complete(cluster: Cluster, payloads: dict[str, bytes]) -> float:
-    """Lease and complete every job in one call each, as a worker; when the completion was
-    acknowledged (monotonic)."""
+def complete(cluster: Cluster, payloads: dict[str, bytes], iterations: int = 3) -> float:
+    """Lease and complete every job (job id -> payload, all of `iterations`) in one call each,
+    as a worker, the results from hashlib; when the completion was acknowledged
+    (monotonic)."""
     r = requests.post(
         cluster.url(0) + "/internal/lease",
         headers=AUTH,
@@ -119,7 +114,7 @@ def complete(cluster: Cluster, payloads: dict[str, bytes]) -> float:
         timeout=30,
     )
     assert {j["id"] for j in r.json()["jobs"]} == set(payloads), r.text
-    results = [{"id": i, "result": expected_digest(p, 3)} for i, p in payloads.items()]
+    results = [{"id": i, "result": expected_digest(p, iterations)} for i, p in payloads.items()]
     r = requests.post(
         cluster.url(0) + "/internal/complete",
         headers=AUTH,

@@ -7,34 +7,8 @@ import time
 
 import requests
 
-from bench.cluster import AUTH, expected_digest, wait_until
-from bench.waiters import measure
-from tests.integration.test_metrics import scrape
-
-
-def waiting(cluster, i: int) -> float:
-    return scrape(cluster, i)["wq_waiting_requests"]
-
-
-def lease_and_complete(cluster, job_id: str, payload: bytes, iterations: int) -> None:
-    """Act as a worker: lease the job through node 0 and report its result (hashlib)."""
-    r = requests.post(
-        cluster.url(0) + "/internal/lease",
-        headers=AUTH,
-        json={"worker": "hand", "wait": 5},
-        timeout=30,
-    )
-    assert r.status_code == 200 and [j["id"] for j in r.json()["jobs"]] == [job_id], r.text
-    r = requests.post(
-        cluster.url(0) + "/internal/complete",
-        headers=AUTH,
-        json={
-            "worker": "hand",
-            "results": [{"id": job_id, "result": expected_digest(payload, iterations)}],
-        },
-        timeout=30,
-    )
-    assert r.status_code == 200 and r.json()["accepted"] == [job_id], r.text
+from bench.cluster import expected_digest, wait_until
+from bench.waiters import complete, measure, waiting
 
 
 def test_a_waiting_request_is_answered_when_the_job_completes(make_cluster):
@@ -53,7 +27,7 @@ def test_a_waiting_request_is_answered_when_the_job_completes(make_cluster):
     try:
         wait_until(lambda: waiting(cluster, 2) == 1, 20, "the request to wait on node 2")
         assert not answers
-        lease_and_complete(cluster, job_id, payload, 3)
+        complete(cluster, {job_id: payload}, 3)
     finally:
         waiter.join(timeout=70)
     ((status, job, seconds),) = answers
@@ -136,7 +110,7 @@ def test_an_enqueue_answers_a_feed_position_its_completion_comes_after(make_clus
     first = put()
     assert first.status_code == 200, first.text
     job_id, after = first.json()["id"], first.json()["after"]
-    lease_and_complete(cluster, job_id, b"marked", 2)
+    complete(cluster, {job_id: b"marked"}, 2)
     (done,) = read_feed(cluster, 2, after, 1, 30)
     assert done["id"] == job_id and done["position"] > after
     # A retry that finds the job finished says where it already is.
