@@ -26,26 +26,21 @@ def only_params(request: web.Request, *allowed: str) -> None:
     """Refuse unknown query parameters, so a misspelt one is not silently ignored."""
     for name in request.query:
         if name not in allowed:
-            shown = name if len(name) <= 40 else name[:40] + "..."
             raise InvalidInput(
-                f"{shown}: unknown query parameter; allowed: {', '.join(allowed) or 'none'}"
+                f"{_shown(name)}: unknown query parameter; allowed: {', '.join(allowed) or 'none'}"
             )
 
 
 def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | None = None) -> int:
     """A decimal integer query parameter within [lo, hi]; InvalidInput names it otherwise."""
-    values = request.query.getall(name, [])
     allowed = f"a decimal integer from {lo} to {hi}"
-    if not values:
+    raw = _one(request, name, allowed)
+    if raw is None:
         if default is None:
             raise InvalidInput(f"{name}: missing; {allowed} is required")
         return default
-    if len(values) > 1:
-        raise InvalidInput(f"{name}: given {len(values)} times; give it once, {allowed}")
-    raw = values[0]
     if not _DECIMAL.fullmatch(raw):
-        shown = raw if len(raw) <= 40 else raw[:40] + "..."
-        raise InvalidInput(f"{name}: {shown!r} is not {allowed}")
+        raise InvalidInput(f"{name}: {_shown(raw)!r} is not {allowed}")
     value = int(raw)
     if not lo <= value <= hi:
         raise InvalidInput(f"{name}: {value} is out of range; allowed {lo} to {hi}")
@@ -54,21 +49,30 @@ def int_param(request: web.Request, name: str, lo: int, hi: int, default: int | 
 
 def seconds_param(request: web.Request, name: str, hi: float) -> float:
     """A number of seconds from 0 to `hi` (decimal, e.g. 2.5); 0 when absent."""
-    values = request.query.getall(name, [])
     allowed = f"a number of seconds from 0 to {hi:g}"
-    if not values:
+    raw = _one(request, name, allowed)
+    if raw is None:
         return 0.0
-    if len(values) > 1:
-        raise InvalidInput(f"{name}: given {len(values)} times; give it once, {allowed}")
-    raw = values[0]
     try:
         value = float(raw) if len(raw) <= 40 else math.nan
     except ValueError:
         value = math.nan
     if not 0 <= value <= hi:  # nan too
-        shown = raw if len(raw) <= 40 else raw[:40] + "..."
-        raise InvalidInput(f"{name}: {shown!r} is not {allowed}")
+        raise InvalidInput(f"{name}: {_shown(raw)!r} is not {allowed}")
     return value
+
+
+def _one(request: web.Request, name: str, allowed: str) -> str | None:
+    """The query parameter's one value, None when absent; InvalidInput when given twice."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidInput(f"{name}: given {len(values)} times; give it once, {allowed}")
+    return values[0] if values else None
+
+
+def _shown(raw: str) -> str:
+    """A client's text as an error quotes it: at most 40 characters."""
+    return raw if len(raw) <= 40 else raw[:40] + "..."
 
 
 def wait_allowance(request: web.Request, hi: float) -> float:
