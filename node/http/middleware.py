@@ -16,6 +16,9 @@ from node.http.params import wait_allowance
 
 log = logging.getLogger(__name__)
 
+# What a client is told of a fault of ours; the details go to the node's log only.
+INTERNAL_ERROR = "internal error; see the node's log"
+
 
 def json_error(status: int, message: str, retry_after: int | None = None) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after else None
@@ -48,7 +51,7 @@ def make_error_middleware(request_timeout: float, max_wait: float = 0.0) -> Midd
             raise
         except Exception:
             log.exception("internal error on %s %s", request.method, request.path)
-            return json_error(500, "internal error; see the node's log")
+            return json_error(500, INTERNAL_ERROR)
 
     return errors
 

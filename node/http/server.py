@@ -11,7 +11,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from node.config import NodeConfig
 from node.http import dashboard, internal, public
-from node.http.middleware import json_error, make_auth_middleware, make_error_middleware
+from node.http.middleware import (
+    INTERNAL_ERROR,
+    json_error,
+    make_auth_middleware,
+    make_error_middleware,
+)
 from node.http.service import Service
 
 log = logging.getLogger(__name__)
@@ -82,7 +87,7 @@ class _JsonErrorHandler(web.RequestHandler):
             text = f"request: not valid HTTP ({str(detail or 'malformed').strip()[:200]})"
         else:
             log.error("internal error on a request from %s", request.remote, exc_info=exc)
-            text = "internal error; see the node's log"
+            text = INTERNAL_ERROR
         response = json_error(status, text)
         response.force_close()
         return response
