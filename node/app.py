@@ -23,7 +23,7 @@ from node.replication.proposer import Proposer
 from node.replication.raft import RaftNode
 from node.replication.state_machine import StateMachine
 from node.replication.waits import Waits, finished_jobs
-from node.scaling.factory import make_backend, scaling_limits
+from node.scaling.factory import make_backend, make_manager_slots, scaling_limits
 from node.scaling.loop import Scaler, ScalingLoop
 from node.scheduling.duties import collect_payloads, leader_duties
 from node.scheduling.leases import Scheduler
@@ -129,6 +129,9 @@ class Node:
         ]
         if self.scaling is not None:
             self._tasks.append(asyncio.create_task(self.scaling.run()))
+        slots = make_manager_slots(cfg)
+        if slots is not None:
+            self._tasks.append(asyncio.create_task(slots.run(self.raft.is_leader)))
         addresses = [a for a in (cfg.http, cfg.internal_http) if a]
         log.info(
             "node %s serving HTTP on %s, Raft on %s, %d peers",

@@ -269,6 +269,13 @@ class NodeConfig:
         help="SSM SecureString parameter holding the cluster secret, which EC2 workers read "
         "with their instance role at boot",
     )
+    ec2_relaunch_managers: str = option(
+        "off",
+        help="on: the leader relaunches a manager of this cluster whose instance was terminated, "
+        "from its launch template onto its network interface and data volume (as `provision up` "
+        "creates them)",
+        choices=("on", "off"),
+    )
     ec2_start_cost: float = option(
         45.0, help="seconds from launch to a polling EC2 worker", range=(0, 3600)
     )
@@ -430,6 +437,8 @@ def _check_raft(cfg: NodeConfig) -> None:
 
 
 def _check_ec2(cfg: NodeConfig) -> None:
+    if cfg.ec2_relaunch_managers == "on" and cfg.backend != "ec2":
+        raise ConfigError("ec2_relaunch_managers: on only with --backend ec2")
     if cfg.backend != "ec2" or cfg.max_workers == 0:
         return
     if not cfg.ec2_ami:

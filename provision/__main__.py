@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="create or repair a deployment, wait until every manager is healthy, print their URLs",
         description="Create whatever the deployment lacks and find the rest: "
         "running it again creates nothing twice, and relaunches a "
-        "terminated manager with its old address and identity.",
+        "terminated manager with its old address, identity and data volume "
+        "(the leader also does that by itself).",
     )
     up.add_argument(
         "--client-cidr",
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULTS.max_workers,
         help=f"workers at most, across the cluster [default: {DEFAULTS.max_workers}]",
+    )
+    up.add_argument(
+        "--data-volume-gb",
+        type=int,
+        default=DEFAULTS.data_volume_gb,
+        help="size of each manager's data volume (encrypted gp3), GiB; applies to volumes "
+        f"created from then on [default: {DEFAULTS.data_volume_gb}]",
     )
     up.add_argument(
         "--subnet",

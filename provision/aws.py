@@ -11,7 +11,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from node.scaling.backends.ec2 import CLUSTER_TAG, ROLE_TAG
-from provision.deployment import MANAGER_TAG, Deployment
+from node.scaling.backends.managers import MANAGER_TAG
+from provision.deployment import Deployment
 
 LIVE = ["pending", "running", "stopping", "stopped"]
 NOT_TERMINATED = LIVE + ["shutting-down"]
@@ -87,6 +88,22 @@ def addresses(c: Clients, d: Deployment) -> dict[str, dict]:
     """Managers' Elastic IPs by manager id: their public URLs survive a replacement."""
     found = c.ec2.describe_addresses(Filters=_ours(d))["Addresses"]
     return {tags_of(a).get(MANAGER_TAG, a["AllocationId"]): a for a in found}
+
+
+def volumes(c: Clients, d: Deployment) -> dict[str, dict]:
+    """Managers' data volumes by manager id: each holds its manager's Raft log and store."""
+    found = []
+    for page in c.ec2.get_paginator("describe_volumes").paginate(
+        Filters=_ours(d) + [{"Name": "tag-key", "Values": [MANAGER_TAG]}]
+    ):
+        found += page["Volumes"]
+    return {tags_of(v)[MANAGER_TAG]: v for v in found}
+
+
+def templates(c: Clients, d: Deployment) -> dict[str, dict]:
+    """Managers' launch templates by manager id."""
+    found = c.ec2.describe_launch_templates(Filters=_ours(d))["LaunchTemplates"]
+    return {tags_of(t).get(MANAGER_TAG, t["LaunchTemplateName"]): t for t in found}
 
 
 def role(c: Clients, name: str) -> dict | None:

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 
 from node.scaling.backends.ec2 import CLUSTER_TAG
+from node.scaling.backends.managers import manager_template
 
-MANAGER_TAG = "wq-manager"
 HTTP_PORT = 8000  # public API, open to the client CIDR
 INTERNAL_PORT = 8100  # internal routes (peers, workers), open to members only
 RAFT_PORT = 7000
@@ -37,6 +37,7 @@ class Deployment:
     max_workers: int = 4
     subnet: str = ""  # default: the default VPC's subnet in the first zone
     ami: str = ""  # default: the latest Amazon Linux 2023
+    data_volume_gb: int = 20
 
     def validate(self, *, for_up: bool = False) -> Deployment:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,19}", self.name):
@@ -60,6 +61,8 @@ class Deployment:
             ipaddress.ip_network(self.client_cidr, strict=True)
         except ValueError as e:
             raise SettingsError(f"client_cidr: {e}") from None
+        if not 1 <= self.data_volume_gb <= 16384:
+            raise SettingsError("data_volume_gb: 1 to 16384 (GiB, gp3's range)")
         for field in ("manager_type", "worker_type"):
             if not re.fullmatch(r"[a-z0-9-]+\.[a-z0-9]+", getattr(self, field)):
                 raise SettingsError(f"{field}: an EC2 instance type like t3.small")
@@ -93,6 +96,10 @@ class Deployment:
     def alarm_prefix(self) -> str:
         # Dots cannot occur in a name, so one deployment's prefix never matches another's.
         return f"wq.{self.name}."
+
+    def template(self, manager: str) -> str:
+        """The manager slot's launch template; the leader finds it by the same name."""
+        return manager_template(self.name, manager)
 
     def alarm(self, manager: str, action: str) -> str:
         return f"{self.alarm_prefix}{manager}.{action}"

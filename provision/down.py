@@ -1,8 +1,10 @@
 """`provision down`: delete everything the deployment owns, workers included.
 
-Managers go first, so that no leader launches a worker while the workers are being
-terminated; then whatever instances remain, then what they used. Each step finds its
-resources again, so running `down` twice, or after a `down` that was interrupted, is safe.
+The managers' launch templates go first, so that no leader relaunches a manager being
+terminated; then the managers, so that no leader launches a worker while the workers are
+being terminated; then whatever instances remain, then what they used, the managers' data
+volumes (their jobs) among it. Each step finds its resources again, so running `down` twice,
+or after a `down` that was interrupted, is safe.
 """
 
 from __future__ import annotations
@@ -23,8 +25,14 @@ def down(c: Clients, d: Deployment) -> None:
     if alarms:
         c.cloudwatch.delete_alarms(AlarmNames=alarms)
         say("deleted", f"{len(alarms)} alarm(s)")
+    for m, template in sorted(aws.templates(c, d).items()):
+        c.ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
+        say("deleted", f"launch template {template['LaunchTemplateName']} ({m})")
     _terminate(c, d, role="manager")
     _terminate(c, d, role=None)
+    for m, volume in sorted(aws.volumes(c, d).items()):
+        _retry(lambda v=volume: c.ec2.delete_volume(VolumeId=v["VolumeId"]))
+        say("deleted", f"data volume {volume['VolumeId']} ({m})")
     for m, address in aws.addresses(c, d).items():
         if "AssociationId" in address:
             c.ec2.disassociate_address(AssociationId=address["AssociationId"])
@@ -73,17 +81,23 @@ def _terminate(c: Clients, d: Deployment, role: str | None) -> None:
 
 
 def _retry(call) -> None:
-    """Network interfaces and groups stay in use for a while after their instance is gone."""
+    """Network interfaces, volumes and groups stay in use for a while after their instance is
+    gone."""
     deadline = time.monotonic() + DEPENDENCY_SECONDS
     while True:
         try:
             call()
             return
         except ClientError as e:
-            if error_code(e) in ("InvalidNetworkInterfaceID.NotFound", "InvalidGroup.NotFound"):
+            if error_code(e) in (
+                "InvalidNetworkInterfaceID.NotFound",
+                "InvalidGroup.NotFound",
+                "InvalidVolume.NotFound",
+            ):
                 return
             if (
-                error_code(e) not in ("DependencyViolation", "InvalidNetworkInterface.InUse")
+                error_code(e)
+                not in ("DependencyViolation", "InvalidNetworkInterface.InUse", "VolumeInUse")
                 or time.monotonic() > deadline
             ):
                 raise

@@ -1,12 +1,13 @@
 """IAM policy documents for the managers and the workers, as pure functions.
 
 Least privilege:
-- Managers may run instances only when the launch tags them as this deployment's workers,
-  only into the deployment's subnet and security group, from one AMI; they may tag only at
-  launch, terminate only instances tagged as this deployment's workers, pass only the worker
-  role, read only the packages in the deployment's bucket and its two parameters.
-  `ec2:DescribeInstances` is the one action on `*`: EC2's describe actions do not support
-  resource-level permissions.
+- Managers may run instances only when the launch tags them as this deployment's workers or
+  managers, only into the deployment's subnet and security group, from its AMIs and (for a
+  manager) its launch templates; they may tag only at launch, terminate only instances tagged
+  as this deployment's workers, pass only the worker and manager roles, attach only the
+  deployment's data volumes to its managers, read only the packages in the deployment's bucket
+  and its two parameters. Three EC2 describe actions are the only ones on `*`: they do not
+  support resource-level permissions.
 - Workers may read the cluster secret and nothing else (the package reaches them through a
   short-lived presigned URL that the manager puts in their user data).
 No statement uses a wildcard action.
@@ -15,6 +16,7 @@ No statement uses a wildcard action.
 from __future__ import annotations
 
 from node.scaling.backends.ec2 import CLUSTER_TAG, ROLE_TAG
+from node.scaling.backends.managers import MANAGER_TAG
 from provision.package import PACKAGE_PREFIX
 
 EC2_TRUST = {
@@ -38,6 +40,7 @@ def manager_policy(
     security_group: str,
     images: list[str],
     worker_role_arn: str,
+    manager_role_arn: str,
     bucket: str,
     parameters: list[str],
 ) -> dict:
@@ -63,6 +66,25 @@ def manager_policy(
                         f"aws:RequestTag/{ROLE_TAG}": "worker",
                     }
                 },
+            },
+            {
+                "Sid": "RelaunchTaggedManagers",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": f"{ec2}:instance/*",
+                "Condition": {
+                    "StringEquals": {
+                        f"aws:RequestTag/{CLUSTER_TAG}": name,
+                        f"aws:RequestTag/{ROLE_TAG}": "manager",
+                    }
+                },
+            },
+            {
+                "Sid": "FromOurLaunchTemplates",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": f"{ec2}:launch-template/*",
+                "Condition": {"StringEquals": {f"ec2:ResourceTag/{CLUSTER_TAG}": name}},
             },
             {
                 "Sid": "LaunchIntoOurNetworkFromOurImage",
@@ -91,16 +113,30 @@ def manager_policy(
                 "Condition": {"StringEquals": is_our_worker},
             },
             {
-                "Sid": "FindWorkers",
+                "Sid": "AttachOurDataVolumesToOurManagers",
                 "Effect": "Allow",
-                "Action": "ec2:DescribeInstances",
+                "Action": "ec2:AttachVolume",
+                "Resource": [f"{ec2}:volume/*", f"{ec2}:instance/*"],
+                "Condition": {
+                    "StringEquals": {f"ec2:ResourceTag/{CLUSTER_TAG}": name},
+                    "Null": {f"ec2:ResourceTag/{MANAGER_TAG}": "false"},
+                },
+            },
+            {
+                "Sid": "FindInstancesInterfacesVolumes",
+                "Effect": "Allow",
+                "Action": [
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVolumes",
+                ],
                 "Resource": "*",
             },
             {
-                "Sid": "PassWorkerRole",
+                "Sid": "PassWorkerAndManagerRoles",
                 "Effect": "Allow",
                 "Action": "iam:PassRole",
-                "Resource": worker_role_arn,
+                "Resource": [worker_role_arn, manager_role_arn],
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
             },
             {

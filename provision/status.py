@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from node.scaling.backends.ec2 import ROLE_TAG
+from node.scaling.backends.managers import MANAGER_TAG
 from provision import aws
 from provision.aws import Clients
-from provision.deployment import HTTP_PORT, MANAGER_TAG, Deployment
+from provision.deployment import HTTP_PORT, Deployment
 from provision.health import probe
 
 
@@ -28,6 +29,23 @@ def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
     for m, iface in sorted(aws.interfaces(c, d).items()):
         rows.append(
             ("network interface", iface["NetworkInterfaceId"], f"{m} {iface['PrivateIpAddress']}")
+        )
+    for m, volume in sorted(aws.volumes(c, d).items()):
+        held = ",".join(a["InstanceId"] for a in volume.get("Attachments", [])) or "not attached"
+        rows.append(
+            (
+                "data volume",
+                volume["VolumeId"],
+                f"{m} {volume['Size']} GiB {volume['VolumeType']} {volume['State']} {held}",
+            )
+        )
+    for m, template in sorted(aws.templates(c, d).items()):
+        rows.append(
+            (
+                "launch template",
+                template["LaunchTemplateName"],
+                f"{m} version {template['DefaultVersionNumber']}",
+            )
         )
     for m, address in sorted(aws.addresses(c, d).items()):
         rows.append(("elastic IP", address["AllocationId"], f"{m} {address['PublicIp']}"))

@@ -2,12 +2,15 @@
 
 Each step first looks for its resource (by the deployment's tag or derived name) and creates
 it only when missing, so running `up` again creates nothing twice and repairs what is gone:
-a terminated manager is launched again onto its own network interface, with the same private
-address and therefore the same Raft identity.
+a terminated manager is launched again from its launch template onto its own network
+interface (the same private address, therefore the same Raft identity) and its own data
+volume (its Raft log and store). A template whose contents changed (another package, image
+or instance type) gets a new default version, used by managers launched from then on.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import tempfile
@@ -17,14 +20,14 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from node.scaling.backends.ec2 import ROLE_TAG
-from node.scaling.backends.userdata import PACKAGE_URL_SECONDS, manager_script
+from node.scaling.backends.managers import MANAGER_TAG, launch_manager
+from node.scaling.backends.userdata import manager_script
 from provision import aws, policies
 from provision.aws import Clients, error_code, say
 from provision.deployment import (
     AMI_PARAMETER,
     HTTP_PORT,
     INTERNAL_PORT,
-    MANAGER_TAG,
     RAFT_PORT,
     Deployment,
     manager_id,
@@ -45,7 +48,26 @@ def up(c: Clients, d: Deployment) -> dict[str, dict]:
     ensure_roles(c, d, subnet=subnet["SubnetId"], group=group, images=images)
     ifaces = ensure_interfaces(c, d, subnet["SubnetId"], group)
     ensure_addresses(c, d, ifaces)
-    ensure_managers(c, d, ifaces, subnet=subnet["SubnetId"], group=group, ami=ami, package=package)
+    volumes = ensure_volumes(c, d, subnet["AvailabilityZone"])
+    ensure_templates(
+        c,
+        d,
+        {
+            m: template_data(
+                c,
+                d,
+                m,
+                ifaces,
+                volumes[m]["VolumeId"],
+                subnet=subnet["SubnetId"],
+                group=group,
+                ami=ami,
+                package=package,
+            )
+            for m in ifaces
+        },
+    )
+    ensure_managers(c, d, ifaces)
     return ifaces
 
 
@@ -235,6 +257,7 @@ def ensure_roles(c: Clients, d: Deployment, *, subnet: str, group: str, images: 
             security_group=group,
             images=images,
             worker_role_arn=worker_arn,
+            manager_role_arn=f"arn:aws:iam::{c.account}:role/{d.manager_role}",
             bucket=d.bucket(c.account),
             parameters=[d.secret_parameter, d.api_key_parameter],
         ),
@@ -326,6 +349,32 @@ def ensure_addresses(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None
             say("attached", f"elastic IP {address['PublicIp']} to {m}")
 
 
+def ensure_volumes(c: Clients, d: Deployment, zone: str) -> dict[str, dict]:
+    """One data volume per manager, in the subnet's zone: the node's data directory, kept
+    across replacements of its instance, so a relaunched manager keeps its Raft log."""
+    found = aws.volumes(c, d)
+    for i in range(d.managers):
+        m = manager_id(i)
+        if m in found:
+            v = found[m]
+            say("found", f"data volume {v['VolumeId']} ({m}, {v['Size']} GiB)")
+            continue
+        found[m] = c.ec2.create_volume(
+            AvailabilityZone=zone,
+            Size=d.data_volume_gb,
+            VolumeType="gp3",
+            Encrypted=True,
+            TagSpecifications=[
+                {
+                    "ResourceType": "volume",
+                    "Tags": d.tags(**{MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}-data"}),
+                }
+            ],
+        )
+        say("created", f"data volume {found[m]['VolumeId']} ({m}, {d.data_volume_gb} GiB)")
+    return {manager_id(i): found[manager_id(i)] for i in range(d.managers)}
+
+
 def node_env(
     d: Deployment,
     m: str,
@@ -355,6 +404,7 @@ def node_env(
         "WQ_API_KEY_FILE": "$WQ_ROOT/api-key",
         "WQ_BACKEND": "ec2",
         "WQ_CLUSTER_NAME": d.name,
+        "WQ_EC2_RELAUNCH_MANAGERS": "on",
         "WQ_MIN_WORKERS": str(d.min_workers),
         "WQ_MAX_WORKERS": str(d.max_workers),
         "WQ_EC2_REGION": d.region,
@@ -363,91 +413,128 @@ def node_env(
         "WQ_EC2_INSTANCE_PROFILE": d.worker_role,
         "WQ_EC2_SUBNET": subnet,
         "WQ_EC2_SECURITY_GROUPS": group,
-        "WQ_EC2_PACKAGE": f"s3://{d.bucket(account)}/{package.key}",
+        "WQ_EC2_PACKAGE": package_url(d, account, package),
         "WQ_EC2_SECRET_PARAMETER": d.secret_parameter,
     }
 
 
-def ensure_managers(
-    c: Clients,
-    d: Deployment,
-    ifaces: dict[str, dict],
-    *,
-    subnet: str,
-    group: str,
-    ami: str,
-    package: Package,
-) -> None:
-    running = {
-        aws.tags_of(i).get(MANAGER_TAG): i
-        for i in aws.instances(c, d, role="manager", states=aws.LIVE)
-    }
-    for m in ifaces:
-        instance = running.get(m)
-        if instance is not None:
-            say(
-                "found",
-                f"manager {m} instance {instance['InstanceId']} ({instance['State']['Name']})",
-            )
-        else:
-            instance = _launch_manager(
-                c, d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package
-            )
-        _ensure_recovery_alarms(c, d, m, instance["InstanceId"])
+def package_url(d: Deployment, account: str, package: Package) -> str:
+    return f"s3://{d.bucket(account)}/{package.key}"
 
 
-def _launch_manager(
+def template_data(
     c: Clients,
     d: Deployment,
     m: str,
     ifaces: dict[str, dict],
+    volume: str,
     *,
     subnet: str,
     group: str,
     ami: str,
     package: Package,
 ) -> dict:
-    iface = ifaces[m]
-    # The interface of a manager being terminated stays attached until it is gone.
-    aws.free_interface(c, iface["NetworkInterfaceId"])
-    bucket = d.bucket(c.account)
-    url = c.s3.generate_presigned_url(
-        "get_object", Params={"Bucket": bucket, "Key": package.key}, ExpiresIn=PACKAGE_URL_SECONDS
-    )
-    user_data = manager_script(
-        package_url=url,
-        package=package.path.name,
+    """What every instance of manager `m` is launched with; its interface and tags are given
+    at launch (`launch_manager`)."""
+    script = manager_script(
+        package=package_url(d, c.account, package),
         region=d.region,
         secret_parameter=d.secret_parameter,
         api_key_parameter=d.api_key_parameter,
+        volume=volume,
         node_env=node_env(
             d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package, account=c.account
         ),
     )
-    params = dict(
-        ImageId=ami,
-        InstanceType=d.manager_type,
-        MinCount=1,
-        MaxCount=1,
-        UserData=user_data,
-        NetworkInterfaces=[{"DeviceIndex": 0, "NetworkInterfaceId": iface["NetworkInterfaceId"]}],
-        IamInstanceProfile={"Name": d.manager_role},
-        MetadataOptions={"HttpTokens": "required"},
-        TagSpecifications=[
-            {
-                "ResourceType": "instance",
-                "Tags": d.tags(**{ROLE_TAG: "manager", MANAGER_TAG: m, "Name": f"wq-{d.name}-{m}"}),
-            }
-        ],
-    )
+    return {
+        "ImageId": ami,
+        "InstanceType": d.manager_type,
+        "IamInstanceProfile": {"Name": d.manager_role},
+        "MetadataOptions": {"HttpTokens": "required"},
+        "UserData": base64.b64encode(script.encode()).decode(),
+    }
+
+
+def ensure_templates(c: Clients, d: Deployment, wanted: dict[str, dict]) -> dict[str, bool]:
+    """Each manager's launch template holding `wanted[m]`; a template that differs gets a new
+    default version. Returns, by manager, whether its template changed."""
+    found = aws.templates(c, d)
+    changed = {}
+    for m, data in wanted.items():
+        name = d.template(m)
+        if m not in found:
+            c.ec2.create_launch_template(
+                LaunchTemplateName=name,
+                LaunchTemplateData=data,
+                TagSpecifications=[
+                    {"ResourceType": "launch-template", "Tags": d.tags(**{MANAGER_TAG: m})}
+                ],
+            )
+            say("created", f"launch template {name}")
+            changed[m] = True
+            continue
+        (current,) = c.ec2.describe_launch_template_versions(
+            LaunchTemplateName=name, Versions=["$Default"]
+        )["LaunchTemplateVersions"]
+        if _same_template(current["LaunchTemplateData"], data):
+            say("found", f"launch template {name} (version {current['VersionNumber']})")
+            changed[m] = False
+            continue
+        version = c.ec2.create_launch_template_version(
+            LaunchTemplateName=name, LaunchTemplateData=data
+        )["LaunchTemplateVersion"]["VersionNumber"]
+        c.ec2.modify_launch_template(LaunchTemplateName=name, DefaultVersion=str(version))
+        say("updated", f"launch template {name} (version {version})")
+        changed[m] = True
+    return changed
+
+
+def _same_template(current: object, wanted: object) -> bool:
+    """Whether `current` holds every value of `wanted` (EC2 may add defaults of its own)."""
+    if isinstance(wanted, dict):
+        return isinstance(current, dict) and all(
+            _same_template(current.get(k), v) for k, v in wanted.items()
+        )
+    return current == wanted
+
+
+def ensure_managers(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None:
+    present = {
+        aws.tags_of(i).get(MANAGER_TAG): i
+        for i in aws.instances(c, d, role="manager", states=aws.LIVE)
+    }
+    for m in ifaces:
+        instance = present.get(m)
+        if instance is not None:
+            say(
+                "found",
+                f"manager {m} instance {instance['InstanceId']} ({instance['State']['Name']})",
+            )
+        else:
+            instance = _launch_manager(c, d, m, ifaces[m])
+        _ensure_recovery_alarms(c, d, m, instance["InstanceId"])
+
+
+def _launch_manager(c: Clients, d: Deployment, m: str, iface: dict) -> dict:
+    # The interface of a manager being terminated stays attached until it is gone.
+    aws.free_interface(c, iface["NetworkInterfaceId"])
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         try:
-            instance = c.ec2.run_instances(**params)["Instances"][0]
+            instance = launch_manager(c.ec2, d.name, m, iface["NetworkInterfaceId"])
             break
         except ClientError as e:
             # A new instance profile takes a few seconds to become usable by EC2, and the
-            # interface of a just-terminated manager a few seconds to be released.
+            # interface of a just-terminated manager a few seconds to be released. The leader
+            # may have relaunched the manager meanwhile: then it is found.
+            relaunched = [
+                i
+                for i in aws.instances(c, d, role="manager", states=aws.LIVE)
+                if aws.tags_of(i).get(MANAGER_TAG) == m
+            ]
+            if relaunched:
+                say("found", f"manager {m} instance {relaunched[0]['InstanceId']} (relaunched)")
+                return relaunched[0]
             settling = error_code(e) == "InvalidNetworkInterface.InUse" or (
                 error_code(e) == "InvalidParameterValue" and "profile" in str(e).lower()
             )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from node.config import NodeConfig
 from node.scaling.backends.base import Backend
 from node.scaling.policy import DEFAULT_TARGET, Limits
+
+if TYPE_CHECKING:
+    from node.scaling.backends.managers import ManagerSlots
 
 
 def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
@@ -34,6 +39,17 @@ def make_backend(cfg: NodeConfig, manager_urls: list[str]) -> Backend:
     from node.scaling.backends.local import LocalBackend
 
     return LocalBackend(manager_urls, cfg.secret, cfg.node_id, cfg.worker_idle_timeout)
+
+
+def make_manager_slots(cfg: NodeConfig) -> ManagerSlots | None:
+    """The cluster's EC2 manager slots, when this node is to relaunch missing managers."""
+    if cfg.ec2_relaunch_managers != "on":
+        return None
+    import boto3
+
+    from node.scaling.backends.managers import ManagerSlots
+
+    return ManagerSlots(boto3.client("ec2", region_name=cfg.ec2_region or None), cfg.cluster_name)
 
 
 def scaling_limits(cfg: NodeConfig, backend: Backend) -> Limits:

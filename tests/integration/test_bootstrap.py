@@ -1,8 +1,10 @@
-"""The EC2 worker's user data, run on this machine: the script the EC2 backend hands to
-run_instances (read back from a moto server) installs the source archive packed from this
+"""The EC2 user data, run on this machine. The worker's, as the EC2 backend hands it to
+run_instances (read back from a moto server), installs the source archive packed from this
 checkout from a presigned S3 URL, reads the cluster secret from SSM, and starts a worker that
-completes a job on a local cluster; then it powers off. Only the OS-level steps (installing Python,
-powering off) and the install directory are replaced, through WQ_BOOT_OVERRIDES."""
+completes a job on a local cluster; then it powers off. The manager's installs the archive,
+attaches its data volume (on the moto server) and starts the node. Only the OS-level steps
+(installing Python, the AWS CLI, the instance's id, mounting, systemd, powering off) and the
+install directory are replaced, through WQ_BOOT_OVERRIDES."""
 
 import base64
 import json
@@ -23,6 +25,8 @@ from tests.integration.moto import aws_env, moto_server
 from tests.integration.moto import clients as moto_clients
 
 PARAMETER = "/wq/boot/secret"
+API_KEY_PARAMETER = "/wq/boot/api-key"
+API_KEY = "k" * 43
 # The worker's idle timeout. An idle worker checks it each time a lease poll comes back empty,
 # every 4 s here (0.8 of the cluster's 5 s request timeout): it exits on the second empty poll,
 # after 8 s, which leaves the test ample time to enqueue once the worker has registered.
@@ -41,6 +45,7 @@ def aws(tmp_path_factory):
         clients["s3"].create_bucket(Bucket="wq-boot")
         clients["s3"].upload_file(str(package.path), "wq-boot", package.key)
         clients["ssm"].put_parameter(Name=PARAMETER, Type="SecureString", Value=SECRET)
+        clients["ssm"].put_parameter(Name=API_KEY_PARAMETER, Type="SecureString", Value=API_KEY)
         # Listing moto's images takes it a second or two: once.
         image = clients["ec2"].describe_images()["Images"][0]["ImageId"]
         yield {**clients, "env": env, "package": f"s3://wq-boot/{package.key}", "image": image}
@@ -71,7 +76,7 @@ def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
     return worker_id, base64.b64decode(data["UserData"]["Value"]).decode()
 
 
-def run_boot(script: str, tmp: Path, aws) -> tuple[subprocess.Popen, Path]:
+def run_boot(script: str, tmp: Path, aws, overrides: str = "") -> tuple[subprocess.Popen, Path]:
     """Start the script as cloud-init would (as a file run by bash), OS steps replaced."""
     (tmp / "user-data").write_text(script)
     marker = tmp / "powered-off"
@@ -81,6 +86,7 @@ WQ_LOG={tmp}/bootstrap.log
 WQ_CONSOLE={tmp}/console
 install_python() {{ echo {sys.base_prefix}/bin/python3; }}
 power_off() {{ echo "exit status $?" > {marker}; }}
+{overrides}
 """)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "WQ_"))},
@@ -154,3 +160,67 @@ def test_a_failed_step_still_powers_the_instance_off(aws, tmp_path):
     assert "wq-bootstrap: downloading the package\n" in console
     assert "installing the package" not in console
     assert console.rstrip().splitlines()[-1].startswith("wq-bootstrap: curl: (22)"), console
+
+
+def test_the_manager_bootstrap_reads_the_package_attaches_its_volume_and_starts_the_node(
+    aws, tmp_path
+):
+    """The manager's user data as `provision up` renders it: the package read from S3 with the
+    instance role (here boto3 stands in for the AWS CLI), the secret and API key from SSM, the
+    slot's volume attached by `provision.volume` to this instance (on the moto server), then
+    mounted and the node started (those two only recorded)."""
+    from node.scaling.backends.userdata import manager_script
+
+    ec2 = aws["ec2"]
+    zone = ec2.describe_subnets()["Subnets"][0]["AvailabilityZone"]
+    volume = ec2.create_volume(AvailabilityZone=zone, Size=1, VolumeType="gp3")["VolumeId"]
+    (instance,) = ec2.run_instances(ImageId=aws["image"], MinCount=1, MaxCount=1)["Instances"]
+    script = manager_script(
+        package=aws["package"],
+        region="us-east-1",
+        secret_parameter=PARAMETER,
+        api_key_parameter=API_KEY_PARAMETER,
+        volume=volume,
+        node_env={"WQ_NODE_ID": "m0", "WQ_DATA_DIR": "$WQ_ROOT/data"},
+    )
+    done = tmp_path / "done"
+    fetch = (
+        "import boto3, sys; b, _, k = sys.argv[1][5:].partition('/'); "
+        "boto3.client('s3').download_file(b, k, sys.argv[2])"
+    )
+    proc, _ = run_boot(
+        script,
+        tmp_path,
+        aws,
+        f"""
+fetch_package() {{ {sys.executable} -c "{fetch}" "$1" "$2"; }}
+instance_id() {{ echo {instance["InstanceId"]}; }}
+mount_data() {{ mkdir -p "$2"; echo "mount $1 $2" >> {done}; }}
+start_node() {{ echo "start $(grep WQ_NODE_ID "$WQ_ROOT/node.env")" >> {done}; }}
+""",
+    )
+    try:
+        assert proc.wait(timeout=240) == 0, (tmp_path / "bootstrap.log").read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    (attached,) = ec2.describe_volumes(VolumeIds=[volume])["Volumes"][0]["Attachments"]
+    assert attached["InstanceId"] == instance["InstanceId"] and attached["Device"] == "/dev/sdf"
+    root = tmp_path / "root"
+    assert done.read_text().splitlines() == [
+        f"mount {volume} {root}/data",
+        "start WQ_NODE_ID=m0",
+    ]
+    assert (root / "api-key").read_text() == API_KEY and (root / "secret").read_text() == SECRET
+    # The node's data directory is where the volume is mounted.
+    assert (root / "node.env").read_text() == f"WQ_NODE_ID=m0\nWQ_DATA_DIR={root}/data\n"
+    console = (tmp_path / "console").read_text().splitlines()
+    assert [line.split(" 20")[0] for line in console] == [
+        "wq-bootstrap: bootstrap started",
+        "wq-bootstrap: installing Python",
+        "wq-bootstrap: downloading the package",
+        "wq-bootstrap: installing the package",
+        "wq-bootstrap: reading the cluster secret",
+        f"wq-bootstrap: attaching the data volume {volume}",
+        "wq-bootstrap: node started",
+    ]

@@ -10,6 +10,8 @@ import sys
 import pytest
 
 from bench.cluster import wait_until
+from node.scaling.backends.managers import ManagerSlots
+from provision.volume import attach
 from tests.integration.moto import aws_env, clients, moto_server
 from tests.unit.test_deployment import assert_least_privilege
 
@@ -72,6 +74,8 @@ def ours(aws):
         "groups": ec2.describe_security_groups(Filters=f)["SecurityGroups"],
         "interfaces": ec2.describe_network_interfaces(Filters=f)["NetworkInterfaces"],
         "addresses": ec2.describe_addresses(Filters=f)["Addresses"],
+        "volumes": ec2.describe_volumes(Filters=f)["Volumes"],
+        "templates": ec2.describe_launch_templates(Filters=f)["LaunchTemplates"],
         "instances": instances,
         "parameters": aws["ssm"].describe_parameters(
             ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{NAME}/"]}]
@@ -96,6 +100,8 @@ def ids(found) -> dict:
         "groups": "GroupId",
         "interfaces": "NetworkInterfaceId",
         "addresses": "AllocationId",
+        "volumes": "VolumeId",
+        "templates": "LaunchTemplateName",
         "instances": "InstanceId",
         "parameters": "Name",
         "alarms": "AlarmName",
@@ -114,6 +120,8 @@ def test_up_status_up_repair_down(env, aws):
         "groups": 1,
         "interfaces": 3,
         "addresses": 3,
+        "volumes": 3,
+        "templates": 3,
         "instances": 3,
         "parameters": 2,
         "alarms": 6,
@@ -121,10 +129,11 @@ def test_up_status_up_repair_down(env, aws):
         "profiles": 2,
         "buckets": 1,
     }
-    for kind in ("groups", "interfaces", "addresses", "instances"):
+    for kind in ("groups", "interfaces", "addresses", "volumes", "templates", "instances"):
         assert all(tags(r)["wq-cluster"] == NAME for r in found[kind]), kind
     (group,) = found["groups"]
     check_rules(group, CIDR)
+    check_volumes(found, found["interfaces"][0]["AvailabilityZone"])
     check_managers(aws, found)
     check_roles(aws)
     check_secrets_stay_secret(env, aws, first)
@@ -170,6 +179,7 @@ def test_up_status_up_repair_down(env, aws):
         0
     ]
     assert alarm["Dimensions"] == [{"Name": "InstanceId", "Value": new_m1["InstanceId"]}]
+    check_relaunches_keep_the_volumes(aws, found, after)
 
     # A worker the leader launched (tagged by the node's EC2 backend) goes down with the rest.
     aws["ec2"].run_instances(
@@ -197,6 +207,50 @@ def test_up_status_up_repair_down(env, aws):
     assert second.stderr.strip() == ""
 
 
+def check_relaunches_keep_the_volumes(aws, found, after):
+    """A relaunched manager gets its slot's volume back, whether `up` relaunched it or, with
+    nobody running `up`, the leader did (`ManagerSlots`, as the node runs it)."""
+    ec2 = aws["ec2"]
+    volume = {tags(v)["wq-manager"]: v["VolumeId"] for v in found["volumes"]}
+    manager = {tags(i)["wq-manager"]: i for i in after["instances"]}
+
+    def attached_to(slot):
+        (v,) = ec2.describe_volumes(VolumeIds=[volume[slot]])["Volumes"]
+        return [a["InstanceId"] for a in v["Attachments"]]
+
+    # Each manager's boot attaches its slot's volume; m1 is the one `up` relaunched above.
+    for slot in ("m0", "m1", "m2"):
+        assert volume[slot] in user_data(aws, manager[slot])
+        attach(ec2, volume[slot], manager[slot]["InstanceId"], timeout=30, interval=0.2)
+        assert attached_to(slot) == [manager[slot]["InstanceId"]]
+    # A volume still held by a live manager is never taken: the boot gives up, saying so.
+    with pytest.raises(SystemExit, match=manager["m0"]["InstanceId"]):
+        attach(ec2, volume["m0"], manager["m2"]["InstanceId"], timeout=0.5, interval=0.2)
+
+    slots = ManagerSlots(ec2, NAME)
+    assert slots.step() == []  # every slot has its manager
+    old = manager["m2"]
+    ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[old["InstanceId"]])
+    assert attached_to("m2") == []
+    (started,) = slots.step()
+    (reservation,) = ec2.describe_instances(InstanceIds=[started])["Reservations"]
+    (new,) = reservation["Instances"]
+    assert {k: v for k, v in tags(new).items() if k.startswith("wq-")} == {
+        "wq-cluster": NAME,
+        "wq-role": "manager",
+        "wq-manager": "m2",
+    }
+    assert [n["NetworkInterfaceId"] for n in new["NetworkInterfaces"]] == [
+        n["NetworkInterfaceId"] for n in old["NetworkInterfaces"]
+    ]
+    assert new["PrivateIpAddress"] == old["PrivateIpAddress"]
+    assert launched_from(aws, new) == launched_from(aws, old)
+    attach(ec2, volume["m2"], started, timeout=30, interval=0.2)
+    assert attached_to("m2") == [started]
+    assert slots.step() == []
+
+
 def check_rules(group, cidr=CIDR):
     rules = {
         (p["FromPort"], src): p
@@ -212,7 +266,33 @@ def check_rules(group, cidr=CIDR):
     )
 
 
+def user_data(aws, inst) -> str:
+    data = aws["ec2"].describe_instance_attribute(
+        InstanceId=inst["InstanceId"], Attribute="userData"
+    )
+    return base64.b64decode(data["UserData"]["Value"]).decode()
+
+
+def launched_from(aws, inst) -> dict:
+    """The launch template version the instance was launched from (EC2 tags it so)."""
+    t = tags(inst)
+    (version,) = aws["ec2"].describe_launch_template_versions(
+        LaunchTemplateId=t["aws:ec2launchtemplate:id"],
+        Versions=[t["aws:ec2launchtemplate:version"]],
+    )["LaunchTemplateVersions"]
+    assert version["LaunchTemplateName"] == f"wq-{NAME}-{t['wq-manager']}"
+    return version["LaunchTemplateData"]
+
+
+def check_volumes(found, zone):
+    for v in found["volumes"]:
+        assert v["Encrypted"] and v["VolumeType"] == "gp3" and v["Size"] == 20, v
+        assert v["AvailabilityZone"] == zone
+    assert sorted(tags(v)["wq-manager"] for v in found["volumes"]) == ["m0", "m1", "m2"]
+
+
 def check_managers(aws, found):
+    volumes = {tags(v)["wq-manager"]: v for v in found["volumes"]}
     by_iface = {i["NetworkInterfaceId"]: i for i in found["interfaces"]}
     addresses = {a["NetworkInterfaceId"]: a for a in found["addresses"]}
     ips = sorted(i["PrivateIpAddress"] for i in found["interfaces"])
@@ -223,13 +303,21 @@ def check_managers(aws, found):
         iface = by_iface[eni["NetworkInterfaceId"]]
         assert tags(iface)["wq-manager"] == t["wq-manager"]
         assert eni["NetworkInterfaceId"] in addresses
-        assert inst["IamInstanceProfile"]["Arn"].endswith(f"/wq-{NAME}-manager")
-        assert inst["MetadataOptions"]["HttpTokens"] == "required"
-        data = aws["ec2"].describe_instance_attribute(
-            InstanceId=inst["InstanceId"], Attribute="userData"
-        )
-        script = base64.b64decode(data["UserData"]["Value"]).decode()
+        template = launched_from(aws, inst)
+        assert template["IamInstanceProfile"] == {"Name": f"wq-{NAME}-manager"}
+        assert template["MetadataOptions"] == {"HttpTokens": "required"}
+        assert template["InstanceType"] == "t3.small"
+        script = user_data(aws, inst)
+        assert script == base64.b64decode(template["UserData"]).decode()
         me = iface["PrivateIpAddress"]
+        # Its slot's data volume: attached at boot, mounted as the data directory.
+        volume = volumes[t["wq-manager"]]
+        assert f"-m provision.volume --region us-east-1 {volume['VolumeId']} " in script
+        assert f'mount_data {volume["VolumeId"]} "$WQ_ROOT/data"' in script
+        assert "WQ_DATA_DIR=$WQ_ROOT/data\n" in script and "RequiresMountsFor=" in script
+        # The package is read with the instance role: no presigned URL that would expire.
+        assert f"fetch_package s3://wq-{NAME}-" in script and "X-Amz-" not in script
+        assert "WQ_EC2_RELAUNCH_MANAGERS=on\n" in script
         assert f"WQ_NODE_ID={t['wq-manager']}\n" in script
         assert f"WQ_RAFT={me}:7000\n" in script
         (peers,) = [

@@ -101,6 +101,7 @@ def test_the_secret_never_shows_in_the_repr():
             {"WQ_SECRET": SECRET},
             "ec2_secret_parameter",
         ),
+        (BASE + ["--ec2-relaunch-managers", "on"], {"WQ_SECRET": SECRET}, "ec2_relaunch_managers"),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_field(argv, env, field):
@@ -276,6 +277,12 @@ NAMES = [
         "--ec2-secret-parameter",
         "ec2_secret_parameter",
         "WQ_EC2_SECRET_PARAMETER",
+    ),
+    (
+        "ec2_relaunch_managers",
+        "--ec2-relaunch-managers",
+        "ec2_relaunch_managers",
+        "WQ_EC2_RELAUNCH_MANAGERS",
     ),
     ("ec2_start_cost", "--ec2-start-cost", "ec2_start_cost", "WQ_EC2_START_COST"),
     (

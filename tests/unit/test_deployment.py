@@ -8,6 +8,7 @@ from provision.policies import EC2_TRUST, manager_policy, worker_policy
 
 NAME = "demo"
 WORKER_ROLE = "arn:aws:iam::123456789012:role/wq-demo-worker"
+MANAGER_ROLE = "arn:aws:iam::123456789012:role/wq-demo-manager"
 
 
 def manager(**overrides) -> dict:
@@ -19,6 +20,7 @@ def manager(**overrides) -> dict:
         security_group="sg-1",
         images=["ami-1"],
         worker_role_arn=WORKER_ROLE,
+        manager_role_arn=MANAGER_ROLE,
         bucket="wq-demo-b",
         parameters=["/wq/demo/secret", "/wq/demo/api-key"],
     )
@@ -31,7 +33,8 @@ def as_list(value) -> list:
 
 def assert_least_privilege(doc: dict, name: str) -> None:
     """No wildcard action; `*` resources only for EC2 describe calls (which support nothing
-    narrower); instance actions bound to the deployment's tag; PassRole to one role."""
+    narrower); instance, template and volume actions bound to the deployment's tags; PassRole
+    to its two roles."""
     for st in doc["Statement"]:
         assert st["Effect"] == "Allow"
         actions = as_list(st["Action"])
@@ -45,11 +48,18 @@ def assert_least_privilege(doc: dict, name: str) -> None:
             assert tag_condition.get("ec2:ResourceTag/wq-role") == "worker", st
         if "ec2:RunInstances" in actions and any(":instance/" in r for r in resources):
             assert tag_condition.get("aws:RequestTag/wq-cluster") == name, st
-            assert tag_condition.get("aws:RequestTag/wq-role") == "worker", st
+            assert tag_condition.get("aws:RequestTag/wq-role") in ("worker", "manager"), st
+        if "ec2:RunInstances" in actions and any(":launch-template/" in r for r in resources):
+            assert tag_condition.get("ec2:ResourceTag/wq-cluster") == name, st
+        if "ec2:AttachVolume" in actions:
+            assert tag_condition.get("ec2:ResourceTag/wq-cluster") == name, st
+            assert st["Condition"].get("Null") == {"ec2:ResourceTag/wq-manager": "false"}, st
         if "ec2:CreateTags" in actions:
             assert tag_condition == {"ec2:CreateAction": "RunInstances"}, st
         if "iam:PassRole" in actions:
-            assert resources == [f"arn:aws:iam::123456789012:role/wq-{name}-worker"], st
+            assert set(resources) <= {
+                f"arn:aws:iam::123456789012:role/wq-{name}-{role}" for role in ("worker", "manager")
+            }, st
         for r in resources:
             if r != "*":
                 assert not r.endswith(":*") and r.count("*") <= 1, st
@@ -104,6 +114,19 @@ def test_the_manager_launches_only_into_its_network_from_its_image():
             "Resource": "arn:aws:ec2:us-east-1:123456789012:instance/*",
         },
         {"Sid": "x", "Effect": "Allow", "Action": "iam:PassRole", "Resource": "*"},
+        {
+            "Sid": "x",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": "arn:aws:ec2:us-east-1:123456789012:launch-template/*",
+        },
+        {
+            "Sid": "x",
+            "Effect": "Allow",
+            "Action": "ec2:AttachVolume",
+            "Resource": "arn:aws:ec2:us-east-1:123456789012:volume/*",
+            "Condition": {"StringEquals": {"ec2:ResourceTag/wq-cluster": "demo"}},
+        },
         {"Sid": "x", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::*"},
     ],
 )
@@ -134,6 +157,8 @@ def test_only_ec2_may_assume_the_roles():
         (dict(min_workers=3, max_workers=2), "min_workers"),
         (dict(max_workers=1001), "min_workers"),
         (dict(worker_type="big"), "worker_type"),
+        (dict(data_volume_gb=0), "data_volume_gb"),
+        (dict(data_volume_gb=16385), "data_volume_gb"),
     ],
 )
 def test_bad_deployment_settings_name_the_field(settings, field):
@@ -178,11 +203,11 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
         account="123456789012",
     )
     script = manager_script(
-        package_url="https://b.s3/x?sig=1",
-        package=package.path.name,
+        package=env["WQ_EC2_PACKAGE"],
         region=d.region,
         secret_parameter=d.secret_parameter,
         api_key_parameter=d.api_key_parameter,
+        volume="vol-0123456789abcdef0",
         node_env=env,
     )
     written = script.split("<<ENV\n", 1)[1].split("\nENV\n", 1)[0]
@@ -197,6 +222,7 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
     assert cfg.backend == "ec2" and cfg.api_key == "k" * 43 and cfg.cluster_name == "demo"
     assert cfg.ec2_package == f"s3://wq-demo-123456789012-us-east-1/{package.key}"
     assert cfg.ec2_secret_parameter == "/wq/demo/secret"
+    assert cfg.ec2_relaunch_managers == "on"
 
 
 def test_the_package_is_a_deterministic_source_archive(tmp_path):

@@ -1,17 +1,21 @@
 """User data (cloud-init shell scripts) for manager and worker instances.
 
 Both scripts install Python 3.11 and a C compiler, make a virtual environment, download the
-project's source archive from a presigned S3 URL, build and install it (the C kernel is
-compiled for the instance itself), and copy the cluster secret from SSM Parameter Store
-into a private file with the instance role's credentials. No secret and no AWS key is in the
-user data itself. Then a worker runs `python -m worker` and powers the instance off when it
-exits (the instance is launched with shutdown behaviour "terminate", so nothing is left
-billing, also when a step fails); a manager writes its node configuration and runs the node
-under systemd, restarted whenever it stops.
+project's source archive, build and install it (the C kernel is compiled for the instance
+itself), and copy the cluster secret from SSM Parameter Store into a private file with the
+instance role's credentials. No secret and no AWS key is in the user data itself. A worker
+downloads the archive from a presigned S3 URL its manager signed at launch, runs `python -m
+worker` and powers the instance off when it exits (the instance is launched with shutdown
+behaviour "terminate", so nothing is left billing, also when a step fails). A manager reads
+the archive from S3 with its instance role (its user data lives in a launch template and may
+run days after `provision up`, long after any URL would have expired), attaches its slot's
+data volume and mounts it as the node's data directory, writes its node configuration and
+runs the node under systemd, restarted whenever it stops.
 
-The steps that touch the operating system (installing Python, systemd, power-off) are small
-shell functions at the top. A test replaces them by pointing WQ_BOOT_OVERRIDES at a file
-that redefines them, and runs the rest of the script as it runs on an instance.
+The steps that touch the operating system or the instance (installing Python, the AWS CLI,
+the instance's id, mounting, systemd, power-off) are small shell functions at the top. A test
+replaces them by pointing WQ_BOOT_OVERRIDES at a file that redefines them, and runs the rest
+of the script as it runs on an instance.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ step "installing Python"
 PYTHON=$(install_python)
 "$PYTHON" -m venv "$WQ_ROOT/venv"
 step "downloading the package"
-curl -fsSL --retry 8 --retry-connrefused -o "$WQ_ROOT/{package}" {package_url}
+{download}
 step "installing the package"
 "$WQ_ROOT/venv/bin/pip" install --quiet --disable-pip-version-check "$WQ_ROOT/{package}"
 "$WQ_ROOT/venv/bin/python" -c 'import worker.compute as c; print("SHA-512 kernel:", c.KERNEL)'
@@ -78,7 +82,40 @@ WQ_SECRET_FILE="$WQ_ROOT/secret" WQ_WORKER_BACKEND=ec2 "$WQ_ROOT/venv/bin/python
 step "worker exited $(date -u +%FT%TZ)"
 """
 
-MANAGER = r"""start_node() {
+MANAGER = r"""fetch_package() {
+    # $1 s3://BUCKET/KEY, $2 file: with the instance role (Amazon Linux has the AWS CLI).
+    aws s3 cp --only-show-errors "$1" "$2"
+}
+instance_id() {
+    local token
+    token=$(curl -fsS -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+        http://169.254.169.254/latest/api/token)
+    curl -fsS -H "X-aws-ec2-metadata-token: $token" \
+        http://169.254.169.254/latest/meta-data/instance-id
+}
+mount_data() {
+    # $1 volume id, $2 directory: mount the attached volume there, making a file system only
+    # on a volume that has none (a new slot's); mounted again at every boot.
+    local dev="" found
+    for _ in $(seq 90); do
+        for d in "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${1/-/}" /dev/sdf /dev/xvdf; do
+            if [ -b "$d" ]; then dev=$d; break 2; fi
+        done
+        sleep 2
+    done
+    if [ -z "$dev" ]; then echo "volume $1 attached but no device appeared"; return 1; fi
+    set +e; blkid -p "$dev" >/dev/null; found=$?; set -e
+    case $found in
+        0) ;;
+        2) mkfs.xfs -q -L wq-data "$dev" ;;
+        *) echo "blkid $dev failed ($found)"; return 1 ;;
+    esac
+    mkdir -p "$2"
+    mountpoint -q "$2" || mount "$dev" "$2"
+    grep -q " $2 " /etc/fstab ||
+        echo "UUID=$(blkid -s UUID -o value "$dev") $2 xfs defaults,nofail 0 2" >>/etc/fstab
+}
+start_node() {
     id -u wq >/dev/null 2>&1 || useradd --system --home-dir "$WQ_ROOT" --shell /sbin/nologin wq
     chown -R wq "$WQ_ROOT/data" "$WQ_ROOT/secret" "$WQ_ROOT/api-key"
     cat >/etc/systemd/system/wq-node.service <<UNIT
@@ -86,6 +123,7 @@ MANAGER = r"""start_node() {
 Description=Replicated work queue manager
 After=network-online.target
 Wants=network-online.target
+RequiresMountsFor=$WQ_ROOT/data
 
 [Service]
 User=wq
@@ -104,7 +142,9 @@ UNIT
 """
 
 MANAGER_MAIN = r""""$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {api_key_parameter} "$WQ_ROOT/api-key"
-mkdir -p "$WQ_ROOT/data"
+step "attaching the data volume {volume}"
+"$WQ_ROOT/venv/bin/python" -m provision.volume --region {region} {volume} "$(instance_id)"
+mount_data {volume} "$WQ_ROOT/data"
 cat >"$WQ_ROOT/node.env" <<ENV
 {env}
 ENV
@@ -124,7 +164,7 @@ def _prelude(
     functions: str,
     on_exit: str,
     *,
-    package_url: str,
+    download: str,
     package: str,
     region: str,
     secret_parameter: str,
@@ -134,7 +174,7 @@ def _prelude(
         title=title,
         functions=functions,
         on_exit=on_exit,
-        package_url=shlex.quote(package_url),
+        download=download,
         package=package,
         region=region,
         secret_parameter=secret_parameter,
@@ -151,6 +191,7 @@ def worker_script(
     worker_id: str,
     idle_timeout: float,
 ) -> str:
+    """`package_url`: a presigned URL of the package, which the worker downloads with curl."""
     managers = ",".join(manager_urls)
     _check(managers=managers, worker_id=worker_id)
     return _prelude(
@@ -159,7 +200,8 @@ def worker_script(
         # Failed: the log's tail to the console first; power_off still sees the status.
         """trap 'status=$?; set +e; [ "$status" -eq 0 ] || console_tail; (exit "$status"); """
         """power_off' EXIT""",
-        package_url=package_url,
+        download=f'curl -fsSL --retry 8 --retry-connrefused -o "$WQ_ROOT/{package}" '
+        f"{shlex.quote(package_url)}",
         package=package,
         region=region,
         secret_parameter=secret_parameter,
@@ -168,25 +210,36 @@ def worker_script(
 
 def manager_script(
     *,
-    package_url: str,
     package: str,
     region: str,
     secret_parameter: str,
     api_key_parameter: str,
+    volume: str,
     node_env: dict[str, str],
 ) -> str:
-    """`node_env` holds the node's WQ_* settings; paths may use $WQ_ROOT."""
+    """`package`: s3://BUCKET/KEY, read with the instance role, so a manager launched any time
+    later (a relaunch) still gets it. `volume`: the slot's data volume, attached at boot and
+    mounted as the node's data directory. `node_env` holds the node's WQ_* settings; paths may
+    use $WQ_ROOT."""
     _check(
+        package=package,
         api_key_parameter=api_key_parameter,
+        volume=volume,
         **{k: v.replace("$WQ_ROOT", "") for k, v in node_env.items()},
     )
-    env = "\n".join(f"{k}={v}" for k, v in node_env.items())
+    name = package.rsplit("/", 1)[-1]
     return _prelude(
-        "Manager bootstrap: install the package, configure the node, run it under systemd.",
+        "Manager bootstrap: install the package, mount the data volume, configure the node, "
+        "run it under systemd.",
         MANAGER,
         """trap 'status=$?; set +e; [ "$status" -eq 0 ] || console_tail' EXIT""",
-        package_url=package_url,
-        package=package,
+        download=f'fetch_package {package} "$WQ_ROOT/{name}"',
+        package=name,
         region=region,
         secret_parameter=secret_parameter,
-    ) + MANAGER_MAIN.format(region=region, api_key_parameter=api_key_parameter, env=env)
+    ) + MANAGER_MAIN.format(
+        region=region,
+        api_key_parameter=api_key_parameter,
+        volume=volume,
+        env="\n".join(f"{k}={v}" for k, v in node_env.items()),
+    )
