@@ -38,6 +38,33 @@ Row = dict[str, Any]
 # Healthy while this node's applied index is at most this far behind the leader's commit index.
 HEALTHY_LAG = 1000
 FINISHED = ("completed", "failed")
+ELECTING = "electing a new leader (the last one was heard from just now)"
+# How often a request waiting out such an election looks for its end.
+ELECTION_POLL = 0.005
+
+
+def quorum_problem(
+    *,
+    leader_known: bool,
+    is_leader: bool,
+    majority_answers: bool,
+    hears_leader: bool,
+    leader_just_heard: bool,
+) -> str | None:
+    """Why a node cannot commit anything right now, or None.
+
+    ELECTING when no leader is known but one was heard from within the minimum election
+    timeout: no node stands for election that soon after a heartbeat on its own, so this is
+    a hand-over (Raft's TimeoutNow) or a leader that just stepped down, and the next leader
+    follows within milliseconds. A node cut off from the leader stands only after at least
+    the minimum timeout, so it is never taken for this."""
+    if not leader_known:
+        return ELECTING if leader_just_heard else "no leader known"
+    if is_leader:
+        return None if majority_answers else "leader without a majority of answering followers"
+    if not hears_leader:
+        return "no heartbeat from the leader within the election timeout"
+    return None
 
 
 class NodeService:
@@ -118,7 +145,7 @@ class NodeService:
             raise QueueFull(
                 f"queue: at its capacity of {self.cfg.max_queued} queued jobs; retry later"
             )
-        self._check_quorum()
+        await self._check_quorum()
         job_id = new_job_id()
         await self._payloads.replicate(job_id, data, digest)
         (result,) = await self._proposer.propose(
@@ -167,7 +194,7 @@ class NodeService:
                 f"queue: {n} more jobs would pass its capacity of {self.cfg.max_queued} queued "
                 "jobs; retry later"
             )
-        self._check_quorum()
+        await self._check_quorum()
         ids = [new_job_id() for _ in items]
         copies = await asyncio.gather(
             *(
@@ -274,6 +301,8 @@ class NodeService:
 
     def health(self) -> tuple[bool, str]:
         problem = self._quorum_problem()
+        if problem == ELECTING:
+            return True, problem
         if problem is not None:
             return False, problem
         raft = self._raft
@@ -432,20 +461,25 @@ class NodeService:
         }
 
     def _quorum_problem(self) -> str | None:
-        """Why this node cannot commit anything right now, if it knows; None otherwise."""
+        """Why this node cannot commit anything right now, if it knows; None otherwise
+        (ELECTING: in an election that will most likely end within milliseconds)."""
         raft = self._raft
-        if raft.leader is None:
-            return "no leader known"
-        if raft.is_leader():
-            if not raft.leader_has_majority(2 * self.cfg.raft_max_timeout):
-                return "leader without a majority of answering followers"
-        elif not raft.hears_leader():
-            return "no heartbeat from the leader within the election timeout"
-        return None
+        return quorum_problem(
+            leader_known=raft.leader is not None,
+            is_leader=raft.is_leader(),
+            majority_answers=raft.leader_has_majority(2 * self.cfg.raft_max_timeout),
+            hears_leader=raft.hears_leader(),
+            leader_just_heard=raft.heard_leader_within(self.cfg.raft_min_timeout),
+        )
 
-    def _check_quorum(self) -> None:
-        """Fail fast (503) instead of letting a request wait out its timeout."""
-        problem = self._quorum_problem()
+    async def _check_quorum(self) -> None:
+        """Fail fast (503) instead of letting a request wait out its timeout; but wait out an
+        election that began while the leader was still heard (a leadership hand-over), which
+        ends within milliseconds or else within the election timeout's minimum."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.raft_min_timeout
+        while (problem := self._quorum_problem()) == ELECTING and loop.time() < deadline:
+            await asyncio.sleep(ELECTION_POLL)
         if problem is not None:
             raise NoQuorum(f"this node cannot reach a majority ({problem}); retry on another node")
 

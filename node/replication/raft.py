@@ -313,6 +313,12 @@ class RaftNode(SyncObj):  # type: ignore[misc]  # SyncObj is untyped (Any)
         deadline: float = getattr(self, "_SyncObj__raftElectionDeadline", 0)
         return deadline > monotonic()
 
+    def heard_leader_within(self, seconds: float) -> bool:
+        """As follower: did an append-entries message from a leader arrive in the last
+        `seconds`? (The leader it came from may since have handed over.)"""
+        heard: float = getattr(self, "_SyncObj__lastLeaderContact", 0.0)
+        return monotonic() - heard <= seconds
+
     def _state_changed(self, old: int, new: int) -> None:
         log.info(
             "raft role %s -> %s (term %d)", _ROLES.get(old), _ROLES.get(new), self.raftCurrentTerm

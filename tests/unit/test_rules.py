@@ -1,4 +1,5 @@
-"""Pure leader rules: lease expiry, worker count, idle timeout, the worker roster."""
+"""Pure node rules: lease expiry, worker count, idle timeout, the worker roster, and when a node
+counts itself able to reach a majority."""
 
 from dataclasses import replace
 
@@ -14,6 +15,7 @@ from node.scaling.policy import (
 )
 from node.scheduling.leases import LeaseDeadline, expired_leases
 from node.scheduling.roster import Roster
+from node.service import ELECTING, quorum_problem
 
 
 @pytest.mark.parametrize(
@@ -195,3 +197,42 @@ def test_roster_forgets_a_worker_whose_process_exited_at_once():
 )
 def test_workers_at_the_minimum_are_not_asked_to_leave(live, lo, expected):
     assert idle_timeout_told(live, lo, 60.0) == expected
+
+
+@pytest.mark.parametrize(
+    "leader_known, is_leader, majority, hears, just_heard, expected",
+    [
+        # A follower hearing its leader, a leader with a majority answering.
+        (True, False, False, True, True, None),
+        (True, True, True, False, False, None),
+        # A leader whose followers stopped answering.
+        (True, True, False, False, False, "leader without a majority of answering followers"),
+        # A follower whose leader went silent (cut off, or the leader died).
+        (
+            True,
+            False,
+            False,
+            False,
+            False,
+            "no heartbeat from the leader within the election timeout",
+        ),
+        # No leader, none heard lately: an election after a timeout, or a node cut off.
+        (False, False, False, False, False, "no leader known"),
+        (False, False, False, True, False, "no leader known"),
+        # No leader, but one was heard within the minimum election timeout: a hand-over, whose
+        # successor follows within milliseconds.
+        (False, False, False, True, True, ELECTING),
+        (False, False, False, False, True, ELECTING),
+    ],
+)
+def test_quorum_problem(leader_known, is_leader, majority, hears, just_heard, expected):
+    assert (
+        quorum_problem(
+            leader_known=leader_known,
+            is_leader=is_leader,
+            majority_answers=majority,
+            hears_leader=hears,
+            leader_just_heard=just_heard,
+        )
+        == expected
+    )
