@@ -1,4 +1,5 @@
-"""`python -m provision up|down|status|api-key`: deploy the managers to AWS and remove them."""
+"""`python -m provision up|upgrade|down|status|api-key`: deploy the managers to AWS, upgrade
+them one at a time, and remove them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provision.deployment import HTTP_PORT, Deployment, SettingsError
+from provision.upgrade import STEP_TIMEOUT
 
 DEFAULTS = Deployment()
 
@@ -101,6 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for every manager's /healthz; 0: do not wait [default: 900]",
     )
 
+    upgrade = sub.add_parser(
+        "upgrade",
+        parents=[common],
+        help="move the managers onto this checkout's package one at a time, followers first",
+        description="Apply the settings of the last `up` again with this checkout's package, "
+        "then replace each manager not running it, one at a time: followers first, the leader "
+        "last; each replacement keeps its address and data volume and must be healthy and "
+        "caught up with the leader before the next. Stops, saying why, at a step that does "
+        "not get there, with the other managers serving. With nothing new it does nothing.",
+    )
+    upgrade.add_argument(
+        "--step-timeout",
+        type=float,
+        default=STEP_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds one manager may take to come back healthy and caught up "
+        f"[default: {STEP_TIMEOUT:g}]",
+    )
+
     down = sub.add_parser(
         "down",
         parents=[common],
@@ -149,6 +170,17 @@ def run(args: argparse.Namespace, d: Deployment) -> int:
     c = Clients.connect(d.region)
     if args.command == "up":
         return _up(c, d, args.wait)
+    if args.command == "upgrade":
+        from provision.rolling import RollStopped
+        from provision.upgrade import upgrade
+
+        try:
+            replaced = upgrade(c, d, step_timeout=args.step_timeout)
+        except RollStopped as e:
+            print(f"error: upgrade stopped: {e}", file=sys.stderr)
+            return 1
+        print(f"upgraded: {', '.join(replaced) or 'nothing, every manager was current'}")
+        return 0
     if args.command == "down":
         from provision.down import down
 

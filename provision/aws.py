@@ -132,13 +132,14 @@ def bucket_exists(c: Clients, name: str) -> bool:
         raise
 
 
-def parameters(c: Clients, d: Deployment) -> list[str]:
-    names = []
+def parameters(c: Clients, d: Deployment) -> dict[str, str]:
+    """The deployment's parameters' types by name."""
+    found = {}
     for page in c.ssm.get_paginator("describe_parameters").paginate(
         ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{d.name}/"]}]
     ):
-        names += [p["Name"] for p in page["Parameters"]]
-    return names
+        found.update({p["Name"]: p["Type"] for p in page["Parameters"]})
+    return found
 
 
 def alarms(c: Clients, d: Deployment) -> list[str]:

@@ -93,6 +93,17 @@ class Deployment:
         return f"/wq/{self.name}/api-key"
 
     @property
+    def settings_parameter(self) -> str:
+        """Where `up` keeps the settings it was given, for `upgrade` to apply again."""
+        return f"/wq/{self.name}/settings"
+
+    def settings(self) -> dict:
+        """The settings `up` was given, other than the name and region that locate them."""
+        return {
+            k: getattr(self, k) for k in self.__dataclass_fields__ if k not in ("name", "region")
+        }
+
+    @property
     def alarm_prefix(self) -> str:
         # Dots cannot occur in a name, so one deployment's prefix never matches another's.
         return f"wq.{self.name}."

@@ -16,8 +16,8 @@ def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
     group = aws.security_group(c, d)
     if group is not None:
         rows.append(("security group", group["GroupId"], d.security_group))
-    for name in aws.parameters(c, d):
-        rows.append(("parameter", name, "SecureString"))
+    for name, kind in aws.parameters(c, d).items():
+        rows.append(("parameter", name, kind))
     bucket = d.bucket(c.account)
     if aws.bucket_exists(c, bucket):
         rows.append(("bucket", bucket, ""))

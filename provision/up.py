@@ -32,18 +32,20 @@ from provision.deployment import (
     Deployment,
     manager_id,
 )
-from provision.package import Package, build_sdist
+from provision.package import ROOT, Package, build_sdist
 
 SETTLE_SECONDS = 120
 
 
-def up(c: Clients, d: Deployment) -> dict[str, dict]:
-    """Bring the deployment to its full shape; returns the managers' interfaces by id."""
+def up(c: Clients, d: Deployment, source: Path = ROOT) -> dict[str, dict]:
+    """Bring the deployment to its full shape, with the package packed from `source`; returns
+    the managers' interfaces by id. Running managers are left as they are."""
     subnet = find_subnet(c, d)
     group = ensure_security_group(c, d, subnet["VpcId"])
     ensure_parameters(c, d)
+    ensure_settings(c, d)
     with tempfile.TemporaryDirectory(prefix="wq-package-") as tmp:
-        package = ensure_package(c, d, build_sdist(Path(tmp)))
+        package = ensure_package(c, d, build_sdist(Path(tmp), source))
     ami, images = choose_image(c, d)
     ensure_roles(c, d, subnet=subnet["SubnetId"], group=group, images=images)
     ifaces = ensure_interfaces(c, d, subnet["SubnetId"], group)
@@ -199,6 +201,44 @@ def ensure_parameters(c: Clients, d: Deployment) -> None:
             if error_code(e) != "ParameterAlreadyExists":
                 raise
             say("found", f"parameter {name}")
+
+
+def ensure_settings(c: Clients, d: Deployment) -> None:
+    """The settings of this `up`, kept as a parameter: `upgrade` applies the same again."""
+    value = json.dumps(d.settings(), sort_keys=True)
+    try:
+        found = c.ssm.get_parameter(Name=d.settings_parameter)["Parameter"]["Value"]
+    except ClientError as e:
+        if error_code(e) != "ParameterNotFound":
+            raise
+        c.ssm.put_parameter(
+            Name=d.settings_parameter,
+            Type="String",
+            Value=value,
+            Tags=d.tags(),
+            Description=f"work queue {d.name}: the settings of the last provision up",
+        )
+        say("created", f"parameter {d.settings_parameter}")
+        return
+    if found == value:
+        say("found", f"parameter {d.settings_parameter}")
+    else:
+        c.ssm.put_parameter(Name=d.settings_parameter, Type="String", Value=value, Overwrite=True)
+        say("updated", f"parameter {d.settings_parameter}")
+
+
+def load_settings(c: Clients, d: Deployment) -> Deployment:
+    """The deployment as the last `up` set it up."""
+    try:
+        found = c.ssm.get_parameter(Name=d.settings_parameter)["Parameter"]["Value"]
+    except ClientError as e:
+        if error_code(e) != "ParameterNotFound":
+            raise
+        raise SystemExit(
+            f"deployment {d.name} in {d.region} has no settings parameter "
+            f"{d.settings_parameter}: run `provision up` first"
+        ) from None
+    return Deployment(name=d.name, region=d.region, **json.loads(found)).validate(for_up=True)
 
 
 def ensure_package(c: Clients, d: Deployment, package: Package) -> Package:
@@ -511,11 +551,11 @@ def ensure_managers(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None:
                 f"manager {m} instance {instance['InstanceId']} ({instance['State']['Name']})",
             )
         else:
-            instance = _launch_manager(c, d, m, ifaces[m])
-        _ensure_recovery_alarms(c, d, m, instance["InstanceId"])
+            instance = start_manager(c, d, m, ifaces[m])
+        ensure_recovery_alarms(c, d, m, instance["InstanceId"])
 
 
-def _launch_manager(c: Clients, d: Deployment, m: str, iface: dict) -> dict:
+def start_manager(c: Clients, d: Deployment, m: str, iface: dict) -> dict:
     # The interface of a manager being terminated stays attached until it is gone.
     aws.free_interface(c, iface["NetworkInterfaceId"])
     deadline = time.monotonic() + SETTLE_SECONDS
@@ -545,7 +585,7 @@ def _launch_manager(c: Clients, d: Deployment, m: str, iface: dict) -> dict:
     return instance
 
 
-def _ensure_recovery_alarms(c: Clients, d: Deployment, m: str, instance_id: str) -> None:
+def ensure_recovery_alarms(c: Clients, d: Deployment, m: str, instance_id: str) -> None:
     """Hardware failure: EC2 recovers the instance (same id, addresses, disk). A hung OS: reboot."""
     for action, metric in (
         ("recover", "StatusCheckFailed_System"),

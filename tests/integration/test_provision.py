@@ -4,6 +4,7 @@ repair after a manager is terminated, down, down again."""
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,8 +12,15 @@ import pytest
 
 from bench.cluster import wait_until
 from node.scaling.backends.managers import ManagerSlots
+from provision import aws as aws_finders
+from provision.aws import Clients
+from provision.deployment import Deployment
+from provision.down import down
+from provision.package import ROOT, SOURCES
+from provision.up import up
+from provision.upgrade import EC2Fleet, upgrade
 from provision.volume import attach
-from tests.integration.moto import aws_env, clients, moto_server
+from tests.integration.moto import apply_env, aws_env, clients, moto_server
 from tests.unit.test_deployment import assert_least_privilege
 
 NAME = "ptest"
@@ -123,7 +131,7 @@ def test_up_status_up_repair_down(env, aws):
         "volumes": 3,
         "templates": 3,
         "instances": 3,
-        "parameters": 2,
+        "parameters": 3,
         "alarms": 6,
         "roles": 2,
         "profiles": 2,
@@ -137,6 +145,9 @@ def test_up_status_up_repair_down(env, aws):
     check_managers(aws, found)
     check_roles(aws)
     check_secrets_stay_secret(env, aws, first)
+    settings = aws["ssm"].get_parameter(Name=f"/wq/{NAME}/settings")["Parameter"]
+    assert settings["Type"] == "String"  # no secret in it: what `upgrade` applies again
+    assert json.loads(settings["Value"])["max_workers"] == 6
     bucket = found["buckets"][0]["Name"]
     assert tags(aws["s3"].get_bucket_tagging(Bucket=bucket))["wq-cluster"] == NAME
     block = aws["s3"].get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
@@ -267,10 +278,7 @@ def check_rules(group, cidr=CIDR):
 
 
 def user_data(aws, inst) -> str:
-    data = aws["ec2"].describe_instance_attribute(
-        InstanceId=inst["InstanceId"], Attribute="userData"
-    )
-    return base64.b64decode(data["UserData"]["Value"]).decode()
+    return user_data_of(aws["ec2"], inst)
 
 
 def launched_from(aws, inst) -> dict:
@@ -406,3 +414,72 @@ def test_waiting_for_health_reports_each_manager(make_cluster):
         30,
         "the node left alone to report itself unhealthy",
     )
+
+
+def test_upgrade_replaces_followers_then_the_leader_keeping_volumes_and_interfaces(
+    moto_url, make_cluster, tmp_path, monkeypatch, capsys
+):
+    """`upgrade` against the moto server, with three local nodes standing in for the
+    managers' public URLs (they answer /healthz and /status; moto's addresses answer nothing)."""
+    apply_env(monkeypatch, moto_url)
+    c = Clients.connect("us-east-1")
+    d = Deployment(name="uptest", client_cidr=CIDR, max_workers=6).validate(for_up=True)
+    up(c, d)
+    cluster = make_cluster()
+    leader = f"m{cluster.wait_leader()}"
+    urls = {f"m{i}": cluster.url(i) for i in range(3)}.__getitem__
+    fleet = EC2Fleet(c, d, urls)
+    before = {m: fleet.instance(m) for m in fleet.members()}
+    volumes = {m: v["VolumeId"] for m, v in aws_finders.volumes(c, d).items()}
+    interfaces = {m: i["NetworkInterfaceId"] for m, i in aws_finders.interfaces(c, d).items()}
+
+    # The same checkout: nothing to do.
+    assert upgrade(c, d, step_timeout=30, urls=urls) == []
+
+    # Another checkout: the followers are replaced first, then the leader.
+    source = tmp_path / "checkout"
+    for name in SOURCES:
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, source / name)
+    with open(source / "README.md", "a") as f:
+        f.write("\nA change.\n")
+    capsys.readouterr()
+    order = upgrade(c, d, step_timeout=30, source=source, urls=urls)
+    followers = sorted(m for m in before if m != leader)
+    assert order == followers + [leader]
+    terminated = [
+        line.split()[2]
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("terminated manager")
+    ]
+    assert terminated == order
+    templates = aws_finders.templates(c, d)
+    after = {m: fleet.instance(m) for m in fleet.members()}
+    for m, new in after.items():
+        old = before[m]
+        assert new["InstanceId"] != old["InstanceId"]
+        assert [n["NetworkInterfaceId"] for n in new["NetworkInterfaces"]] == [interfaces[m]]
+        assert new["PrivateIpAddress"] == old["PrivateIpAddress"]
+        assert templates[m]["DefaultVersionNumber"] == 2
+        assert fleet.current(m)
+        script = user_data_of(c.ec2, new)
+        assert script != user_data_of(c.ec2, old)
+        assert volumes[m] in script and "WQ_MAX_WORKERS=6\n" in script  # the `up` settings
+        (gone,) = c.ec2.describe_instances(InstanceIds=[old["InstanceId"]])["Reservations"]
+        assert gone["Instances"][0]["State"]["Name"] == "terminated"
+    assert {m: v["VolumeId"] for m, v in aws_finders.volumes(c, d).items()} == volumes
+    assert {m: i["NetworkInterfaceId"] for m, i in aws_finders.interfaces(c, d).items()} == (
+        interfaces
+    )
+
+    # Again with nothing new: nothing replaced.
+    assert upgrade(c, d, step_timeout=30, source=source, urls=urls) == []
+    assert {m: fleet.instance(m)["InstanceId"] for m in after} == {
+        m: i["InstanceId"] for m, i in after.items()
+    }
+    down(c, d)
+    assert aws_finders.volumes(c, d) == {} and aws_finders.templates(c, d) == {}
+
+
+def user_data_of(ec2, inst) -> str:
+    data = ec2.describe_instance_attribute(InstanceId=inst["InstanceId"], Attribute="userData")
+    return base64.b64decode(data["UserData"]["Value"]).decode()
