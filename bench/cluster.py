@@ -106,10 +106,12 @@ class Cluster:
         max_workers: int = 0,
         network=None,
         separate_internal: bool = False,
+        cacert: str | None = None,
         **options,
     ):
         """`network`: a tests.chaos.netns.Network to run each node in its own namespace.
-        `separate_internal`: serve internal routes on their own ports (`--internal-http`)."""
+        `separate_internal`: serve internal routes on their own ports (`--internal-http`).
+        With `tls_cert` among the options the public API is HTTPS, verified with `cacert`."""
         self.root = root
         self.size = size
         self.network = network
@@ -121,6 +123,9 @@ class Cluster:
             self.hosts = list(network.hosts)
             self.http, self.raft = [8001] * size, [7001] * size
         self.max_workers = max_workers
+        self.scheme = "https" if options.get("tls_cert") else "http"
+        # How requests checks the nodes' certificates: the CA's file.
+        self.verify: str | bool = cacert or True
         self.internal = free_ports(size) if separate_internal else None
         self.options = {
             "request_timeout": 5,
@@ -134,7 +139,7 @@ class Cluster:
         self.extra_env: dict[str, str] = {}
 
     def url(self, i: int) -> str:
-        return f"http://{self.hosts[i]}:{self.http[i]}"
+        return f"{self.scheme}://{self.hosts[i]}:{self.http[i]}"
 
     def raft_addr(self, i: int) -> str:
         return f"{self.hosts[i]}:{self.raft[i]}"
@@ -223,7 +228,9 @@ class Cluster:
         return {"X-API-Key": key} if key else {}
 
     def status(self, i: int) -> dict:
-        return requests.get(self.url(i) + "/status", headers=self.headers, timeout=2).json()
+        return requests.get(
+            self.url(i) + "/status", headers=self.headers, timeout=2, verify=self.verify
+        ).json()
 
     def wait_leader(self, timeout: float = 20.0) -> int:
         """Index of the leader once every live node agrees on it, it is alive, and all are
@@ -232,7 +239,8 @@ class Cluster:
         def agreed():
             leaders = set()
             for i in self.alive():
-                if requests.get(self.url(i) + "/healthz", timeout=2).status_code != 200:
+                health = requests.get(self.url(i) + "/healthz", timeout=2, verify=self.verify)
+                if health.status_code != 200:
                     return None
                 leaders.add(self.status(i)["leader"])
             if len(leaders) == 1 and None not in leaders:
@@ -300,14 +308,21 @@ class Cluster:
             data=payload,
             headers=self.headers,
             timeout=timeout,
+            verify=self.verify,
         )
 
     def job(self, i: int, job_id: str) -> dict:
-        return requests.get(f"{self.url(i)}/work/{job_id}", headers=self.headers, timeout=5).json()
+        return requests.get(
+            f"{self.url(i)}/work/{job_id}", headers=self.headers, timeout=5, verify=self.verify
+        ).json()
 
     def completed(self, i: int, top: int = 1000) -> list[dict]:
         return requests.post(
-            f"{self.url(i)}/pullCompleted", params={"top": top}, headers=self.headers, timeout=5
+            f"{self.url(i)}/pullCompleted",
+            params={"top": top},
+            headers=self.headers,
+            timeout=5,
+            verify=self.verify,
         ).json()
 
     def wait_completed(self, i: int, expected: dict[str, str], timeout: float = 60) -> None:

@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-key-file", help="file holding the API key (or set WQ_API_KEY)")
     p.add_argument(
+        "--cacert",
+        help="PEM file of the CA that signed the nodes' certificates, for https:// URLs "
+        "(`python -m provision ca`, or .cluster/tls/ca.pem of `TLS=1 ./run_local.sh`; or set "
+        "WQ_CACERT) [default: the system's CAs]",
+    )
+    p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per HTTP request [default: 30]"
     )
     p.add_argument(
@@ -150,6 +156,7 @@ async def run(args: argparse.Namespace, out: IO[str]) -> int:
         async with AsyncClient(
             _urls(args),
             api_key=_api_key(args),
+            cacert=args.cacert,
             timeout=args.timeout,
             deadline=args.deadline,
             concurrency=args.concurrency,
@@ -175,7 +182,7 @@ async def run(args: argparse.Namespace, out: IO[str]) -> int:
                 )
             return await commands.follow(client, args.after, args.count, out)
     async with Nodes(
-        _urls(args), _api_key(args), args.timeout, args.deadline, args.concurrency
+        _urls(args), _api_key(args), args.timeout, args.deadline, args.concurrency, args.cacert
     ) as nodes:
         if args.command == "pull":
             return await commands.pull(nodes, args.top, out)

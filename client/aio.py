@@ -119,7 +119,8 @@ def _outcome(job_id: str, job: Mapping[str, Any]) -> str:
 
 class AsyncClient:
     """A connection to the cluster. `urls`: the nodes' base URLs (default: WQ_URLS, else the
-    three nodes of ./run_local.sh); `api_key`: default WQ_API_KEY. `timeout` bounds each HTTP
+    three nodes of ./run_local.sh); `api_key`: default WQ_API_KEY; `cacert`: the PEM file of
+    the CA that signed the nodes' certificates, default WQ_CACERT. `timeout` bounds each HTTP
     request (plus its wait), `deadline` each call's failing over and retrying. `max_wait`
     (at most the nodes' --max-wait) is how long one request waits on the server."""
 
@@ -128,6 +129,7 @@ class AsyncClient:
         urls: Iterable[str] | str | None = None,
         *,
         api_key: str | None = None,
+        cacert: str | None = None,
         timeout: float = 30.0,
         deadline: float = 120.0,
         concurrency: int = 8,
@@ -144,7 +146,7 @@ class AsyncClient:
         self.max_wait = max_wait
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
-        self._nodes = Nodes(chosen, key, timeout, deadline, concurrency)
+        self._nodes = Nodes(chosen, key, timeout, deadline, concurrency, cacert)
         self._open = False
 
     async def __aenter__(self) -> AsyncClient:

@@ -4,6 +4,7 @@ between the nodes until a deadline (protocol.failover), the API key on every req
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Mapping
 
 import aiohttp
@@ -30,7 +31,10 @@ class Nodes:
         timeout: float = 30.0,
         deadline: float = 120.0,
         concurrency: int = 8,
+        cacert: str | None = None,
     ):
+        """`cacert`: a PEM file of the CA that signed the nodes' certificates (https:// URLs
+        of a deployment with its own CA); default WQ_CACERT, else the system's CAs."""
         if not urls:
             raise ValueError("at least one node URL is required")
         self.urls = urls
@@ -38,12 +42,21 @@ class Nodes:
         self.timeout = timeout
         self.deadline = deadline
         self.concurrency = concurrency
+        cafile = cacert if cacert is not None else os.environ.get("WQ_CACERT", "")
+        self.tls = None
+        if cafile:  # loaded now: a missing or broken file is an error here, not at a call
+            try:
+                self.tls = ssl.create_default_context(cafile=cafile)
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"cacert: cannot load {cafile}: {e}") from None
         self._session: aiohttp.ClientSession | None = None
         self._failover: Failover | None = None
 
     async def __aenter__(self) -> Nodes:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.concurrency * 2),
+            connector=aiohttp.TCPConnector(
+                limit=self.concurrency * 2, ssl=self.tls if self.tls is not None else True
+            ),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
         self._failover = Failover(

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"python -m node: configuration error: {e}", file=sys.stderr)
         return 2
-    logs.setup(cfg.log_level, cfg.log_format, cfg.node_id)
+    logs.setup(cfg.log_level, cfg.log_format, cfg.node_id, cfg.log_file)
     raise_open_files_limit()
     try:
         node = Node(cfg)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import ssl
 from dataclasses import MISSING, Field, dataclass, field, fields
 from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
@@ -164,6 +165,14 @@ class NodeConfig:
         form=HOSTPORT,
         default_help="both on --http",
     )
+    tls_cert: str = option(
+        "",
+        help="PEM file with the certificate (and its chain) for the public API, which is then "
+        "served over HTTPS; needs --tls-key and --internal-http (internal routes stay plain "
+        "HTTP on their own listener)",
+        default_help="plain HTTP",
+    )
+    tls_key: str = option("", help="PEM file with the private key of --tls-cert")
     max_iterations: int = option(
         10_000_000, help="largest accepted `iterations`", range=(1, 2**31 - 1)
     )
@@ -312,6 +321,12 @@ class NodeConfig:
         help="text (readable lines) or json (one object per line)",
         choices=("text", "json"),
     )
+    log_file: str = option(
+        "",
+        help="also write the log to this file (its directory is made), rotated at 64 MiB with "
+        "5 rotated files kept",
+        default_help="stderr only",
+    )
 
     @cached_property
     def members(self) -> dict[str, str]:
@@ -330,7 +345,14 @@ class NodeConfig:
         """Raise ConfigError naming the first bad field and what it allows."""
         for f in fields(self):
             _check_option(f, getattr(self, f.name))
-        for rule in (_check_secrets, _check_addresses, _check_workers, _check_raft, _check_ec2):
+        for rule in (
+            _check_secrets,
+            _check_addresses,
+            _check_tls,
+            _check_workers,
+            _check_raft,
+            _check_ec2,
+        ):
             rule(self)
         return self
 
@@ -420,6 +442,32 @@ def _check_addresses(cfg: NodeConfig) -> None:
             raise ConfigError(f"peers: {peer.raft} is this node's own Raft address")
     if len({p.raft for p in cfg.peers}) != len(cfg.peers):
         raise ConfigError("peers: each peer Raft address may appear only once")
+
+
+def _check_tls(cfg: NodeConfig) -> None:
+    if not cfg.tls_cert and not cfg.tls_key:
+        return
+    if not (cfg.tls_cert and cfg.tls_key):
+        raise ConfigError("tls_cert: --tls-cert and --tls-key go together")
+    if not cfg.internal_http:
+        raise ConfigError(
+            "tls_cert: needs --internal-http (the internal routes stay plain HTTP on their own "
+            "listener, for peers and workers)"
+        )
+    try:
+        tls_context(cfg)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"tls_cert: cannot load {cfg.tls_cert} with {cfg.tls_key}: {e}") from None
+
+
+def tls_context(cfg: NodeConfig) -> ssl.SSLContext | None:
+    """The public listener's TLS context, or None for plain HTTP."""
+    if not cfg.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+    return context
 
 
 def _check_workers(cfg: NodeConfig) -> None:

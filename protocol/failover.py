@@ -61,6 +61,10 @@ class Answer:
         return f"{self.node} answered {self.status}: {self.error()}"
 
 
+# How a TLS failure (an untrusted or mismatched certificate) is reported.
+UNTRUSTED = "TLS: "
+
+
 class Failover:
     def __init__(
         self,
@@ -117,10 +121,18 @@ class Failover:
                             return answer
                         failures[url] = f"{resp.status} {answer.error()}"
                         retry_after = max(retry_after, _seconds(resp.headers.get("Retry-After")))
+                except aiohttp.ClientSSLError as e:
+                    failures[url] = f"{UNTRUSTED}{e}"
                 except (TimeoutError, aiohttp.ClientError, OSError) as e:
                     failures[url] = type(e).__name__
                 log.debug("%s %s%s failed: %s", method, url, path, failures[url])
                 self._current = (self._current + 1) % len(self.urls)
+            if len(failures) == len(self.urls) and all(
+                why.startswith(UNTRUSTED) for why in failures.values()
+            ):
+                # Waiting does not make a certificate trusted: say so now.
+                said = "; ".join(f"{u}: {why}" for u, why in failures.items())
+                raise NoNodeAnswers(f"no node's certificate is trusted ({said})")
             if time.monotonic() + delay > give_up:
                 said = "; ".join(f"{u}: {why}" for u, why in failures.items())
                 within = f" within {self.deadline:g}s" if self.deadline else ""

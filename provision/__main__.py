@@ -1,4 +1,4 @@
-"""`python -m provision up|upgrade|down|status|api-key`: deploy the managers to AWS, upgrade
+"""`python -m provision up|upgrade|down|status|ca|api-key`: deploy the managers to AWS, upgrade
 them one at a time, and remove them."""
 
 from __future__ import annotations
@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         "status", parents=[common], help="list the deployment's resources and its managers' health"
     )
     sub.add_parser(
+        "ca",
+        parents=[common],
+        help="print the deployment's CA certificate, which clients verify the managers' "
+        "HTTPS with, e.g. python -m provision ca > wq-ca.pem; wq --cacert wq-ca.pem ...",
+    )
+    sub.add_parser(
         "api-key",
         parents=[common],
         help="print the public API key (clients send "
@@ -186,6 +192,9 @@ def run(args: argparse.Namespace, d: Deployment) -> int:
 
         down(c, d)
         return 0
+    if args.command == "ca":
+        print(c.ssm.get_parameter(Name=d.ca_cert_parameter)["Parameter"]["Value"].rstrip("\n"))
+        return 0
     if args.command == "api-key":
         print(
             c.ssm.get_parameter(Name=d.api_key_parameter, WithDecryption=True)["Parameter"]["Value"]
@@ -212,10 +221,11 @@ def run(args: argparse.Namespace, d: Deployment) -> int:
 
 def _up(c, d: Deployment, wait: float) -> int:
     from provision.health import wait_healthy
-    from provision.status import managers
+    from provision.status import managers, tls_context
     from provision.up import up
 
     up(c, d)
+    context = tls_context(c, d)
     urls = [m["url"] for m in managers(c, d)]
     if wait > 0:
         print(
@@ -223,18 +233,21 @@ def _up(c, d: Deployment, wait: float) -> int:
             "(a new deployment takes a few minutes)",
             file=sys.stderr,
         )
-        states = wait_healthy(urls, wait)
+        states = wait_healthy(urls, wait, context=context)
     else:
         states = {url: "not checked" for url in urls}
     print("managers:")
     for url in urls:
         print(f"  {url}  {states[url]}")
+    where = f"--name {d.name} --region {d.region}"
     print(
         "\ntry it:\n"
-        f"  export WQ_API_KEY=$(python -m provision api-key --name {d.name} --region {d.region})\n"
-        f'  curl -H "X-API-Key: $WQ_API_KEY" -X PUT --data-binary @FILE '
+        f"  export WQ_API_KEY=$(python -m provision api-key {where})\n"
+        f"  python -m provision ca {where} > wq-ca.pem\n"
+        f'  curl --cacert wq-ca.pem -H "X-API-Key: $WQ_API_KEY" -X PUT --data-binary @FILE '
         f"'{urls[0]}/enqueue?iterations=1000'\n"
-        f"  curl -H \"X-API-Key: $WQ_API_KEY\" -X POST '{urls[0]}/pullCompleted?top=10'"
+        f'  curl --cacert wq-ca.pem -H "X-API-Key: $WQ_API_KEY" -X POST '
+        f"'{urls[0]}/pullCompleted?top=10'"
     )
     healthy = all(s == "healthy" for s in states.values())
     if wait > 0 and not healthy:

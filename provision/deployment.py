@@ -93,6 +93,18 @@ class Deployment:
         return f"/wq/{self.name}/api-key"
 
     @property
+    def ca_key_parameter(self) -> str:
+        return f"/wq/{self.name}/ca-key"
+
+    @property
+    def ca_cert_parameter(self) -> str:
+        return f"/wq/{self.name}/ca-cert"
+
+    def tls_parameters(self, manager: str) -> tuple[str, str]:
+        """The manager's certificate (String) and private key (SecureString) parameters."""
+        return f"/wq/{self.name}/{manager}/tls-cert", f"/wq/{self.name}/{manager}/tls-key"
+
+    @property
     def settings_parameter(self) -> str:
         """Where `up` keeps the settings it was given, for `upgrade` to apply again."""
         return f"/wq/{self.name}/settings"

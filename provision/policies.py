@@ -5,8 +5,8 @@ Least privilege:
   managers, only into the deployment's subnet and security group, from its AMIs and (for a
   manager) its launch templates; they may tag only at launch, terminate only instances tagged
   as this deployment's workers, pass only the worker and manager roles, attach only the
-  deployment's data volumes to its managers, read only the packages in the deployment's bucket
-  and its two parameters. Three EC2 describe actions are the only ones on `*`: they do not
+  deployment's data volumes to its managers, read only the packages in the deployment's bucket,
+  its two secrets and its managers' TLS certificates and keys (never the CA's key). Three EC2 describe actions are the only ones on `*`: they do not
   support resource-level permissions.
 - Workers may read the cluster secret and nothing else (the package reaches them through a
   short-lived presigned URL that the manager puts in their user data).

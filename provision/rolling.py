@@ -20,6 +20,7 @@ runs what the roll installs, and replaces one. `roll` decides the order and when
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -54,14 +55,21 @@ class Probe:
 
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 3.0
+    # Verifies https URLs (the deployment's CA). A member whose https fails at the handshake
+    # is asked over plain HTTP: a manager of a version from before HTTPS, being upgraded.
+    context: ssl.SSLContext | None = None
 
     def _get(self, url: str) -> tuple[int, bytes]:
         request = urllib.request.Request(url, headers=self.headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                return reply.status, reply.read()
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as r:
+                return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, ssl.SSLError) and url.startswith("https://"):
+                return self._get("http://" + url.removeprefix("https://"))
+            return 0, b""
         except (OSError, ValueError):
             return 0, b""
 

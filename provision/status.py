@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+
+from botocore.exceptions import ClientError
+
 from node.scaling.backends.ec2 import ROLE_TAG
 from node.scaling.backends.managers import MANAGER_TAG
 from provision import aws
-from provision.aws import Clients
+from provision.aws import Clients, error_code
 from provision.deployment import HTTP_PORT, Deployment
 from provision.health import probe
 
@@ -66,12 +70,13 @@ def resources(c: Clients, d: Deployment) -> list[tuple[str, str, str]]:
 
 def managers(c: Clients, d: Deployment) -> list[dict]:
     """Each manager's public URL, private address, instance and health."""
+    context = tls_context(c, d)
     addresses = aws.addresses(c, d)
     instances = {aws.tags_of(i).get(MANAGER_TAG): i for i in aws.instances(c, d, role="manager")}
     out = []
     for m, iface in sorted(aws.interfaces(c, d).items()):
         public = addresses.get(m, {}).get("PublicIp")
-        url = f"http://{public}:{HTTP_PORT}" if public else ""
+        url = f"https://{public}:{HTTP_PORT}" if public else ""
         inst = instances.get(m)
         out.append(
             {
@@ -79,10 +84,21 @@ def managers(c: Clients, d: Deployment) -> list[dict]:
                 "url": url,
                 "private": iface["PrivateIpAddress"],
                 "instance": f"{inst['InstanceId']} {inst['State']['Name']}" if inst else "none",
-                "health": probe(url) if url else "no address",
+                "health": probe(url, context=context) if url else "no address",
             }
         )
     return out
+
+
+def tls_context(c: Clients, d: Deployment) -> ssl.SSLContext | None:
+    """A context that trusts the deployment's CA; None when it has none (yet)."""
+    try:
+        pem = c.ssm.get_parameter(Name=d.ca_cert_parameter)["Parameter"]["Value"]
+    except ClientError as e:
+        if error_code(e) != "ParameterNotFound":
+            raise
+        return None
+    return ssl.create_default_context(cadata=pem)
 
 
 def table(rows: list[tuple | list], header: tuple) -> str:

@@ -11,6 +11,7 @@ or instance type) gets a new default version, used by managers launched from the
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import tempfile
@@ -24,6 +25,7 @@ from node.scaling.backends.managers import MANAGER_TAG, launch_manager
 from node.scaling.backends.userdata import manager_script
 from provision import aws, policies
 from provision.aws import Clients, error_code, say
+from provision.ca import Pem, issue, needs_new, new_ca
 from provision.deployment import (
     AMI_PARAMETER,
     HTTP_PORT,
@@ -49,7 +51,8 @@ def up(c: Clients, d: Deployment, source: Path = ROOT) -> dict[str, dict]:
     ami, images = choose_image(c, d)
     ensure_roles(c, d, subnet=subnet["SubnetId"], group=group, images=images)
     ifaces = ensure_interfaces(c, d, subnet["SubnetId"], group)
-    ensure_addresses(c, d, ifaces)
+    addresses = ensure_addresses(c, d, ifaces)
+    fingerprints = ensure_certificates(c, d, ifaces, addresses)
     volumes = ensure_volumes(c, d, subnet["AvailabilityZone"])
     ensure_templates(
         c,
@@ -61,6 +64,7 @@ def up(c: Clients, d: Deployment, source: Path = ROOT) -> dict[str, dict]:
                 m,
                 ifaces,
                 volumes[m]["VolumeId"],
+                fingerprints[m],
                 subnet=subnet["SubnetId"],
                 group=group,
                 ami=ami,
@@ -299,7 +303,11 @@ def ensure_roles(c: Clients, d: Deployment, *, subnet: str, group: str, images: 
             worker_role_arn=worker_arn,
             manager_role_arn=f"arn:aws:iam::{c.account}:role/{d.manager_role}",
             bucket=d.bucket(c.account),
-            parameters=[d.secret_parameter, d.api_key_parameter],
+            parameters=[
+                d.secret_parameter,
+                d.api_key_parameter,
+                *[p for i in range(d.managers) for p in d.tls_parameters(manager_id(i))],
+            ],
         ),
     )
 
@@ -364,8 +372,10 @@ def ensure_interfaces(c: Clients, d: Deployment, subnet: str, group: str) -> dic
     return {manager_id(i): found[manager_id(i)] for i in range(d.managers)}
 
 
-def ensure_addresses(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None:
-    """An Elastic IP per manager, so its public URL stays the same across replacements."""
+def ensure_addresses(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> dict[str, str]:
+    """An Elastic IP per manager, so its public URL stays the same across replacements; the
+    public addresses by manager."""
+    public = {}
     found = aws.addresses(c, d)
     for m, iface in ifaces.items():
         address = found.get(m)
@@ -382,11 +392,76 @@ def ensure_addresses(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None
             say("created", f"elastic IP {address['PublicIp']} ({m})")
         else:
             say("found", f"elastic IP {address['PublicIp']} ({m})")
+        public[m] = address["PublicIp"]
         if address.get("NetworkInterfaceId") != iface["NetworkInterfaceId"]:
             c.ec2.associate_address(
                 AllocationId=address["AllocationId"], NetworkInterfaceId=iface["NetworkInterfaceId"]
             )
             say("attached", f"elastic IP {address['PublicIp']} to {m}")
+    return public
+
+
+def ensure_certificates(
+    c: Clients, d: Deployment, ifaces: dict[str, dict], public: dict[str, str]
+) -> dict[str, str]:
+    """The deployment's CA (its key only in a SecureString) and a certificate per manager for
+    its public and private addresses, issued again when it would expire within 30 days or its
+    addresses changed. Returns each certificate's SHA-256, by manager."""
+    try:
+        ca = ca_pem(c, d, with_key=True)
+        say("found", f"certificate authority {d.ca_cert_parameter}")
+    except ClientError as e:
+        if error_code(e) != "ParameterNotFound":
+            raise
+        ca = new_ca(d.name)
+        _put(c, d, d.ca_key_parameter, ca.key, secure=True)
+        _put(c, d, d.ca_cert_parameter, ca.cert, secure=False)
+        say("created", f"certificate authority {d.ca_cert_parameter}")
+    fingerprints = {}
+    for m, iface in ifaces.items():
+        names = [public[m], iface["PrivateIpAddress"]]
+        cert_parameter, key_parameter = d.tls_parameters(m)
+        try:
+            cert = c.ssm.get_parameter(Name=cert_parameter)["Parameter"]["Value"]
+            why = needs_new(cert, ca.cert, names)
+        except ClientError as e:
+            if error_code(e) != "ParameterNotFound":
+                raise
+            cert, why = "", "none yet"
+        if why is None:
+            say("found", f"certificate of {m} ({', '.join(names)})")
+        else:
+            issued = issue(ca, f"work queue {d.name} manager {m}", names)
+            _put(c, d, key_parameter, issued.key, secure=True)
+            _put(c, d, cert_parameter, issued.cert, secure=False)
+            cert = issued.cert
+            say("issued", f"certificate of {m} ({', '.join(names)}): {why}")
+        fingerprints[m] = "sha256:" + hashlib.sha256(cert.encode()).hexdigest()
+    return fingerprints
+
+
+def ca_pem(c: Clients, d: Deployment, *, with_key: bool = False) -> Pem:
+    """The deployment's CA certificate (and its key only when asked for)."""
+    cert = c.ssm.get_parameter(Name=d.ca_cert_parameter)["Parameter"]["Value"]
+    key = ""
+    if with_key:
+        key = c.ssm.get_parameter(Name=d.ca_key_parameter, WithDecryption=True)["Parameter"][
+            "Value"
+        ]
+    return Pem(cert, key)
+
+
+def _put(c: Clients, d: Deployment, name: str, value: str, *, secure: bool) -> None:
+    """Create or overwrite a parameter (tags only on creation, as SSM requires)."""
+    kind = "SecureString" if secure else "String"
+    try:
+        c.ssm.put_parameter(
+            Name=name, Type=kind, Value=value, Tags=d.tags(), Description=f"work queue {d.name}"
+        )
+    except ClientError as e:
+        if error_code(e) != "ParameterAlreadyExists":
+            raise
+        c.ssm.put_parameter(Name=name, Type=kind, Value=value, Overwrite=True)
 
 
 def ensure_volumes(c: Clients, d: Deployment, zone: str) -> dict[str, dict]:
@@ -437,9 +512,13 @@ def node_env(
         "WQ_RAFT": f"{ip}:{RAFT_PORT}",
         "WQ_HTTP": f"0.0.0.0:{HTTP_PORT}",
         "WQ_INTERNAL_HTTP": f"{ip}:{INTERNAL_PORT}",
+        "WQ_TLS_CERT": "$WQ_ROOT/tls.pem",
+        "WQ_TLS_KEY": "$WQ_ROOT/tls.key",
         "WQ_URL": f"http://{ip}:{INTERNAL_PORT}",
         "WQ_PEERS": peers,
         "WQ_DATA_DIR": "$WQ_ROOT/data",
+        # On the data volume: the log outlives the instance.
+        "WQ_LOG_FILE": "$WQ_ROOT/data/logs/node.log",
         "WQ_SECRET_FILE": "$WQ_ROOT/secret",
         "WQ_API_KEY_FILE": "$WQ_ROOT/api-key",
         "WQ_BACKEND": "ec2",
@@ -468,6 +547,7 @@ def template_data(
     m: str,
     ifaces: dict[str, dict],
     volume: str,
+    fingerprint: str,
     *,
     subnet: str,
     group: str,
@@ -481,6 +561,8 @@ def template_data(
         region=d.region,
         secret_parameter=d.secret_parameter,
         api_key_parameter=d.api_key_parameter,
+        tls_parameters=d.tls_parameters(m),
+        tls_fingerprint=fingerprint,
         volume=volume,
         node_env=node_env(
             d, m, ifaces, subnet=subnet, group=group, ami=ami, package=package, account=c.account

@@ -21,6 +21,7 @@ from provision.aws import Clients, say
 from provision.deployment import HTTP_PORT, Deployment
 from provision.package import ROOT
 from provision.rolling import Probe, roll
+from provision.status import tls_context
 from provision.up import ensure_recovery_alarms, load_settings, start_manager, up
 
 # A manager's boot installs Python and builds the package: minutes.
@@ -35,7 +36,7 @@ class EC2Fleet:
         self.c, self.d = c, d
         self.interfaces = aws.interfaces(c, d)
         addresses = aws.addresses(c, d)
-        self._url = urls or (lambda m: f"http://{addresses[m]['PublicIp']}:{HTTP_PORT}")
+        self._url = urls or (lambda m: f"https://{addresses[m]['PublicIp']}:{HTTP_PORT}")
 
     def members(self) -> list[str]:
         return sorted(m for m in self.interfaces if m.startswith("m"))
@@ -90,7 +91,7 @@ def upgrade(
     ]
     return roll(
         EC2Fleet(c, d, urls),
-        Probe(headers={"X-API-Key": api_key}),
+        Probe(headers={"X-API-Key": api_key}, context=tls_context(c, d)),
         step_timeout=step_timeout,
         say=say,
         interval=5.0,

@@ -4,12 +4,13 @@ on an address of their own (`--internal-http`), each behind the error and auth m
 from __future__ import annotations
 
 import logging
+import ssl
 
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node.config import NodeConfig
+from node.config import NodeConfig, tls_context
 from node.http import dashboard, internal, public
 from node.http.middleware import (
     INTERNAL_ERROR,
@@ -33,14 +34,18 @@ async def serve(
     """Start listening; the runners to clean up at shutdown."""
     outside = public.routes(service, cfg) + dashboard.routes(service, cfg, session)
     inside = internal.InternalRoutes(service, cfg, session).routes()
+    # The public API over TLS when configured; internal routes then on their own listener.
+    tls = tls_context(cfg)
     if cfg.internal_http:
-        listeners = [(cfg.http, outside), (cfg.internal_http, inside)]
+        listeners = [(cfg.http, outside, tls), (cfg.internal_http, inside, None)]
     else:
-        listeners = [(cfg.http, outside + inside)]
-    return [await _listen(cfg, address, routes) for address, routes in listeners]
+        listeners = [(cfg.http, outside + inside, None)]
+    return [await _listen(cfg, address, routes, tls) for address, routes, tls in listeners]
 
 
-async def _listen(cfg: NodeConfig, address: str, routes: list[web.RouteDef]) -> web.AppRunner:
+async def _listen(
+    cfg: NodeConfig, address: str, routes: list[web.RouteDef], tls: ssl.SSLContext | None
+) -> web.AppRunner:
     app = web.Application(
         client_max_size=cfg.max_body_bytes + 1,
         middlewares=[
@@ -62,7 +67,7 @@ async def _listen(cfg: NodeConfig, address: str, routes: list[web.RouteDef]) -> 
     assert runner.server is not None  # set up
     runner.server.__class__ = _JsonErrorServer
     host, port = address.rsplit(":", 1)
-    await web.TCPSite(runner, host, int(port), backlog=BACKLOG).start()
+    await web.TCPSite(runner, host, int(port), backlog=BACKLOG, ssl_context=tls).start()
     return runner
 
 

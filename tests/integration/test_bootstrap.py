@@ -27,6 +27,7 @@ from tests.integration.moto import clients as moto_clients
 PARAMETER = "/wq/boot/secret"
 API_KEY_PARAMETER = "/wq/boot/api-key"
 API_KEY = "k" * 43
+TLS_PARAMETERS = ("/wq/boot/m0/tls-cert", "/wq/boot/m0/tls-key")
 # The worker's idle timeout. An idle worker checks it each time a lease poll comes back empty,
 # every 4 s here (0.8 of the cluster's 5 s request timeout): it exits on the second empty poll,
 # after 8 s, which leaves the test ample time to enqueue once the worker has registered.
@@ -46,6 +47,8 @@ def aws(tmp_path_factory):
         clients["s3"].upload_file(str(package.path), "wq-boot", package.key)
         clients["ssm"].put_parameter(Name=PARAMETER, Type="SecureString", Value=SECRET)
         clients["ssm"].put_parameter(Name=API_KEY_PARAMETER, Type="SecureString", Value=API_KEY)
+        clients["ssm"].put_parameter(Name=TLS_PARAMETERS[0], Type="String", Value="CERT")
+        clients["ssm"].put_parameter(Name=TLS_PARAMETERS[1], Type="SecureString", Value="KEY")
         # Listing moto's images takes it a second or two: once.
         image = clients["ec2"].describe_images()["Images"][0]["ImageId"]
         yield {**clients, "env": env, "package": f"s3://wq-boot/{package.key}", "image": image}
@@ -180,6 +183,8 @@ def test_the_manager_bootstrap_reads_the_package_attaches_its_volume_and_starts_
         region="us-east-1",
         secret_parameter=PARAMETER,
         api_key_parameter=API_KEY_PARAMETER,
+        tls_parameters=TLS_PARAMETERS,
+        tls_fingerprint="sha256:" + "0" * 64,
         volume=volume,
         node_env={"WQ_NODE_ID": "m0", "WQ_DATA_DIR": "$WQ_ROOT/data"},
     )
@@ -212,6 +217,8 @@ start_node() {{ echo "start $(grep WQ_NODE_ID "$WQ_ROOT/node.env")" >> {done}; }
         "start WQ_NODE_ID=m0",
     ]
     assert (root / "api-key").read_text() == API_KEY and (root / "secret").read_text() == SECRET
+    assert (root / "tls.pem").read_text() == "CERT" and (root / "tls.key").read_text() == "KEY"
+    assert stat.S_IMODE((root / "tls.key").stat().st_mode) == 0o600
     # The node's data directory is where the volume is mounted.
     assert (root / "node.env").read_text() == f"WQ_NODE_ID=m0\nWQ_DATA_DIR={root}/data\n"
     console = (tmp_path / "console").read_text().splitlines()
@@ -221,6 +228,7 @@ start_node() {{ echo "start $(grep WQ_NODE_ID "$WQ_ROOT/node.env")" >> {done}; }
         "wq-bootstrap: downloading the package",
         "wq-bootstrap: installing the package",
         "wq-bootstrap: reading the cluster secret",
+        "wq-bootstrap: reading the TLS certificate",
         f"wq-bootstrap: attaching the data volume {volume}",
         "wq-bootstrap: node started",
     ]

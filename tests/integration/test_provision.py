@@ -85,9 +85,17 @@ def ours(aws):
         "volumes": ec2.describe_volumes(Filters=f)["Volumes"],
         "templates": ec2.describe_launch_templates(Filters=f)["LaunchTemplates"],
         "instances": instances,
-        "parameters": aws["ssm"].describe_parameters(
-            ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{NAME}/"]}]
-        )["Parameters"],
+        "parameters": [
+            p
+            for page in aws["ssm"]
+            .get_paginator("describe_parameters")
+            .paginate(
+                ParameterFilters=[
+                    {"Key": "Name", "Option": "BeginsWith", "Values": [f"/wq/{NAME}/"]}
+                ]
+            )
+            for p in page["Parameters"]
+        ],
         "alarms": aws["cloudwatch"].describe_alarms(AlarmNamePrefix=f"wq.{NAME}.")["MetricAlarms"],
         "roles": [
             r for r in aws["iam"].list_roles()["Roles"] if r["RoleName"].startswith(f"wq-{NAME}-")
@@ -131,7 +139,7 @@ def test_up_status_up_repair_down(env, aws):
         "volumes": 3,
         "templates": 3,
         "instances": 3,
-        "parameters": 3,
+        "parameters": 11,  # secret, API key, settings, CA key and certificate, 3 x (key, cert)
         "alarms": 6,
         "roles": 2,
         "profiles": 2,
@@ -154,8 +162,10 @@ def test_up_status_up_repair_down(env, aws):
     assert all(block.values())
     (package,) = aws["s3"].list_objects_v2(Bucket=bucket)["Contents"]
     assert package["Key"].endswith("/replicated_work_queue-0.1.0.tar.gz")
-    urls = [line.split()[0] for line in first.stdout.splitlines() if line.startswith("  http://")]
+    urls = [line.split()[0] for line in first.stdout.splitlines() if line.startswith("  https://")]
     assert len(urls) == 3 and all(u.endswith(":8000") for u in urls)
+    assert "curl --cacert wq-ca.pem" in first.stdout
+    check_certificates(env, aws, found)
 
     status = provision(env, "status").stdout
     for kind_ids in ids(found).values():
@@ -262,6 +272,29 @@ def check_relaunches_keep_the_volumes(aws, found, after):
     assert slots.step() == []
 
 
+def check_certificates(env, aws, found):
+    """`provision ca` prints the CA; each manager's certificate, signed by it, names its
+    public and private addresses; the CA's and the managers' keys are SecureStrings."""
+    from cryptography import x509
+
+    ca_pem = provision(env, "ca").stdout
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    public = {a["NetworkInterfaceId"]: a["PublicIp"] for a in found["addresses"]}
+    ssm = aws["ssm"]
+    for iface in found["interfaces"]:
+        m = tags(iface)["wq-manager"]
+        cert_pem = ssm.get_parameter(Name=f"/wq/{NAME}/{m}/tls-cert")["Parameter"]["Value"]
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        cert.verify_directly_issued_by(ca)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert sorted(str(ip) for ip in names.get_values_for_type(x509.IPAddress)) == sorted(
+            [public[iface["NetworkInterfaceId"]], iface["PrivateIpAddress"]]
+        )
+    for name in ("ca-key", "m0/tls-key", "m1/tls-key", "m2/tls-key"):
+        assert ssm.get_parameter(Name=f"/wq/{NAME}/{name}")["Parameter"]["Type"] == "SecureString"
+
+
 def check_rules(group, cidr=CIDR):
     rules = {
         (p["FromPort"], src): p
@@ -326,6 +359,8 @@ def check_managers(aws, found):
         # The package is read with the instance role: no presigned URL that would expire.
         assert f"fetch_package s3://wq-{NAME}-" in script and "X-Amz-" not in script
         assert "WQ_EC2_RELAUNCH_MANAGERS=on\n" in script
+        assert "WQ_TLS_CERT=$WQ_ROOT/tls.pem\n" in script
+        assert f"/wq/{NAME}/{t['wq-manager']}/tls-key" in script
         assert f"WQ_NODE_ID={t['wq-manager']}\n" in script
         assert f"WQ_RAFT={me}:7000\n" in script
         (peers,) = [
@@ -365,7 +400,7 @@ def check_roles(aws):
 def check_secrets_stay_secret(env, aws, first):
     values = [
         aws["ssm"].get_parameter(Name=f"/wq/{NAME}/{p}", WithDecryption=True)["Parameter"]
-        for p in ("secret", "api-key")
+        for p in ("secret", "api-key", "ca-key", "m0/tls-key", "m1/tls-key", "m2/tls-key")
     ]
     assert all(v["Type"] == "SecureString" and len(v["Value"]) >= 32 for v in values)
     for v in values:

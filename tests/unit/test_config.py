@@ -102,6 +102,13 @@ def test_the_secret_never_shows_in_the_repr():
             "ec2_secret_parameter",
         ),
         (BASE + ["--ec2-relaunch-managers", "on"], {"WQ_SECRET": SECRET}, "ec2_relaunch_managers"),
+        (BASE + ["--tls-cert", "/x.pem"], {"WQ_SECRET": SECRET}, "tls_cert"),
+        (BASE + ["--tls-cert", "/x.pem", "--tls-key", "/x.key"], {"WQ_SECRET": SECRET}, "tls_cert"),
+        (
+            BASE + ["--tls-cert", "/x.pem", "--tls-key", "/x.key", "--internal-http", "h:9"],
+            {"WQ_SECRET": SECRET},
+            "tls_cert",
+        ),
     ],
 )
 def test_invalid_settings_are_refused_naming_the_field(argv, env, field):
@@ -215,6 +222,8 @@ NAMES = [
     ("api_key", "--api-key-file", "api_key_file", "WQ_API_KEY_FILE"),
     ("url", "--url", "url", "WQ_URL"),
     ("internal_http", "--internal-http", "internal_http", "WQ_INTERNAL_HTTP"),
+    ("tls_cert", "--tls-cert", "tls_cert", "WQ_TLS_CERT"),
+    ("tls_key", "--tls-key", "tls_key", "WQ_TLS_KEY"),
     ("max_iterations", "--max-iterations", "max_iterations", "WQ_MAX_ITERATIONS"),
     ("max_body_bytes", "--max-body-bytes", "max_body_bytes", "WQ_MAX_BODY_BYTES"),
     ("max_batch_jobs", "--max-batch-jobs", "max_batch_jobs", "WQ_MAX_BATCH_JOBS"),
@@ -296,6 +305,7 @@ NAMES = [
     ("fsync", "--fsync", "fsync", "WQ_FSYNC"),
     ("log_level", "--log-level", "log_level", "WQ_LOG_LEVEL"),
     ("log_format", "--log-format", "log_format", "WQ_LOG_FORMAT"),
+    ("log_file", "--log-file", "log_file", "WQ_LOG_FILE"),
 ]
 
 # (field, allowed range, values just inside, values just outside, other flags the inside values
@@ -543,3 +553,42 @@ def test_a_batch_of_the_most_jobs_allowed_fits_one_proposal():
 
     (field,) = [f for f in fields(NodeConfig) if f.name == "max_batch_jobs"]
     assert field.metadata["option"].range[1] == MAX_PROPOSAL_ITEMS
+
+
+def test_tls_takes_a_certificate_and_its_key_and_loads_them(tmp_path):
+    from provision.ca import issue, new_ca
+
+    tls = issue(new_ca("t"), "node", ["127.0.0.1"])
+    (tmp_path / "c.pem").write_text(tls.cert)
+    (tmp_path / "k.pem").write_text(tls.key)
+    args = ["--tls-cert", str(tmp_path / "c.pem"), "--internal-http", "127.0.0.1:8101"]
+    cfg = load_config(BASE + args + ["--tls-key", str(tmp_path / "k.pem")], {"WQ_SECRET": SECRET})
+    assert cfg.tls_cert == str(tmp_path / "c.pem")
+    # A key that is not the certificate's is refused at start, naming the field.
+    (tmp_path / "other.pem").write_text(issue(new_ca("t"), "node", ["127.0.0.1"]).key)
+    with pytest.raises(ConfigError, match="^tls_cert: cannot load"):
+        load_config(BASE + args + ["--tls-key", str(tmp_path / "other.pem")], {"WQ_SECRET": SECRET})
+
+
+def test_a_log_file_gets_the_log_too(tmp_path):
+    import logging
+
+    from node.observability import logs
+
+    file = tmp_path / "logs" / "node.log"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.setup("INFO", "text", "n9", str(file))
+        logging.getLogger("x").info("hello file")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        assert " n9 INFO x: hello file" in file.read_text()
+        (rotating,) = [
+            h for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)
+        ]
+        assert (rotating.maxBytes, rotating.backupCount) == (64 << 20, 5)
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:], root.level = saved

@@ -186,6 +186,7 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
 
     from node.config import load_config
     from node.scaling.backends.userdata import manager_script
+    from provision.ca import issue, new_ca
     from provision.package import Package
     from provision.up import node_env
 
@@ -207,15 +208,24 @@ def test_the_manager_user_data_configures_a_valid_node(tmp_path):
         region=d.region,
         secret_parameter=d.secret_parameter,
         api_key_parameter=d.api_key_parameter,
+        tls_parameters=d.tls_parameters("m1"),
+        tls_fingerprint="sha256:" + "0" * 64,
         volume="vol-0123456789abcdef0",
         node_env=env,
     )
+    assert "# sha256:" + "0" * 64 in script
     written = script.split("<<ENV\n", 1)[1].split("\nENV\n", 1)[0]
     environ = dict(line.split("=", 1) for line in written.splitlines())
     environ = {k: v.replace("$WQ_ROOT", str(tmp_path)) for k, v in environ.items()}
     (tmp_path / "secret").write_text("s" * 43)
     (tmp_path / "api-key").write_text("k" * 43)
+    # The certificate `up` issues for the manager's public and private addresses.
+    tls = issue(new_ca("demo"), "m1", ["198.51.100.1", "10.0.0.11"])
+    (tmp_path / "tls.pem").write_text(tls.cert)
+    (tmp_path / "tls.key").write_text(tls.key)
     cfg = load_config([], environ)
+    assert cfg.tls_cert == f"{tmp_path}/tls.pem" and cfg.tls_key == f"{tmp_path}/tls.key"
+    assert cfg.log_file == f"{tmp_path}/data/logs/node.log"  # on the data volume
     assert cfg.raft == "10.0.0.11:7000" and cfg.url == "http://10.0.0.11:8100"
     assert cfg.http == "0.0.0.0:8000" and cfg.internal_http == "10.0.0.11:8100"
     assert sorted(p.raft for p in cfg.peers) == ["10.0.0.10:7000", "10.0.0.12:7000"]
@@ -255,3 +265,17 @@ def test_the_package_is_a_deterministic_source_archive(tmp_path):
     ):
         assert top + needed in names
     assert not [n for n in names if n.endswith((".so", ".pyc")) or "__pycache__" in n]
+
+
+def test_a_manager_certificate_is_issued_again_only_when_it_must(monkeypatch):
+    import provision.ca
+    from provision.ca import issue, needs_new, new_ca
+
+    ca, other = new_ca("demo"), new_ca("demo")  # the same name, another key
+    names = ["198.51.100.1", "10.0.0.10"]
+    cert = issue(ca, "m0", names).cert
+    assert needs_new(cert, ca.cert, list(reversed(names))) is None
+    assert needs_new(cert, other.cert, names) == "signed by another CA"
+    assert needs_new(cert, ca.cert, ["198.51.100.2", "10.0.0.10"]) == "its addresses changed"
+    monkeypatch.setattr(provision.ca, "RENEW_DAYS", provision.ca.CERT_DAYS + 1)
+    assert needs_new(cert, ca.cert, names) == f"it expires within {provision.ca.CERT_DAYS + 1} days"

@@ -117,7 +117,8 @@ mount_data() {
 }
 start_node() {
     id -u wq >/dev/null 2>&1 || useradd --system --home-dir "$WQ_ROOT" --shell /sbin/nologin wq
-    chown -R wq "$WQ_ROOT/data" "$WQ_ROOT/secret" "$WQ_ROOT/api-key"
+    chown -R wq "$WQ_ROOT/data" "$WQ_ROOT/secret" "$WQ_ROOT/api-key" "$WQ_ROOT/tls.pem" \
+        "$WQ_ROOT/tls.key"
     cat >/etc/systemd/system/wq-node.service <<UNIT
 [Unit]
 Description=Replicated work queue manager
@@ -142,6 +143,11 @@ UNIT
 """
 
 MANAGER_MAIN = r""""$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {api_key_parameter} "$WQ_ROOT/api-key"
+step "reading the TLS certificate"
+# The certificate's SHA-256, so that a new certificate is a new launch template version:
+# {tls_fingerprint}
+"$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {tls_cert_parameter} "$WQ_ROOT/tls.pem"
+"$WQ_ROOT/venv/bin/python" -m provision.parameter --region {region} {tls_key_parameter} "$WQ_ROOT/tls.key"
 step "attaching the data volume {volume}"
 "$WQ_ROOT/venv/bin/python" -m provision.volume --region {region} {volume} "$(instance_id)"
 mount_data {volume} "$WQ_ROOT/data"
@@ -214,16 +220,23 @@ def manager_script(
     region: str,
     secret_parameter: str,
     api_key_parameter: str,
+    tls_parameters: tuple[str, str],
+    tls_fingerprint: str,
     volume: str,
     node_env: dict[str, str],
 ) -> str:
     """`package`: s3://BUCKET/KEY, read with the instance role, so a manager launched any time
     later (a relaunch) still gets it. `volume`: the slot's data volume, attached at boot and
-    mounted as the node's data directory. `node_env` holds the node's WQ_* settings; paths may
-    use $WQ_ROOT."""
+    mounted as the node's data directory. `tls_parameters`: the SSM parameters of its
+    certificate and key, written to $WQ_ROOT/tls.pem and tls.key; `tls_fingerprint` names the
+    certificate in the script. `node_env` holds the node's WQ_* settings; paths may use
+    $WQ_ROOT."""
     _check(
         package=package,
         api_key_parameter=api_key_parameter,
+        tls_cert_parameter=tls_parameters[0],
+        tls_key_parameter=tls_parameters[1],
+        tls_fingerprint=tls_fingerprint,
         volume=volume,
         **{k: v.replace("$WQ_ROOT", "") for k, v in node_env.items()},
     )
@@ -240,6 +253,9 @@ def manager_script(
     ) + MANAGER_MAIN.format(
         region=region,
         api_key_parameter=api_key_parameter,
+        tls_cert_parameter=tls_parameters[0],
+        tls_key_parameter=tls_parameters[1],
+        tls_fingerprint=tls_fingerprint,
         volume=volume,
         env="\n".join(f"{k}={v}" for k, v in node_env.items()),
     )
