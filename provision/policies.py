@@ -6,8 +6,8 @@ Least privilege:
   manager) its launch templates; they may tag only at launch, terminate only instances tagged
   as this deployment's workers, pass only the worker and manager roles, attach only the
   deployment's data volumes to its managers, read only the packages in the deployment's bucket,
-  its two secrets and its managers' TLS certificates and keys (never the CA's key). Three EC2 describe actions are the only ones on `*`: they do not
-  support resource-level permissions.
+  its two secrets and its managers' TLS certificates and keys (never the CA's key). Three EC2
+  describe actions are the only ones on `*`: they do not support resource-level permissions.
 - Workers may read the cluster secret and nothing else (the package reaches them through a
   short-lived presigned URL that the manager puts in their user data).
 No statement uses a wildcard action.

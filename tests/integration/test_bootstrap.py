@@ -79,6 +79,21 @@ def user_data(aws, managers: list[str], package: str) -> tuple[str, str]:
     return worker_id, base64.b64decode(data["UserData"]["Value"]).decode()
 
 
+# The steps both scripts write to the console first, in order.
+FIRST_STEPS = [
+    "wq-bootstrap: bootstrap started",
+    "wq-bootstrap: installing Python",
+    "wq-bootstrap: downloading the package",
+    "wq-bootstrap: installing the package",
+    "wq-bootstrap: reading the cluster secret",
+]
+
+
+def console_steps(tmp: Path) -> list[str]:
+    """The console's lines, without the times some of them end with."""
+    return [line.split(" 20")[0] for line in (tmp / "console").read_text().splitlines()]
+
+
 def run_boot(script: str, tmp: Path, aws, overrides: str = "") -> tuple[subprocess.Popen, Path]:
     """Start the script as cloud-init would (as a file run by bash), OS steps replaced."""
     (tmp / "user-data").write_text(script)
@@ -131,13 +146,8 @@ def test_the_worker_bootstrap_installs_the_package_and_completes_a_job(make_clus
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     log = (tmp_path / "bootstrap.log").read_text()
     assert "worker exited" in log and SECRET not in log
-    console = (tmp_path / "console").read_text().splitlines()
-    assert [line.split(" 20")[0] for line in console] == [
-        "wq-bootstrap: bootstrap started",
-        "wq-bootstrap: installing Python",
-        "wq-bootstrap: downloading the package",
-        "wq-bootstrap: installing the package",
-        "wq-bootstrap: reading the cluster secret",
+    assert console_steps(tmp_path) == [
+        *FIRST_STEPS,
         "wq-bootstrap: starting the worker",
         "wq-bootstrap: worker exited",
     ]
@@ -221,13 +231,8 @@ start_node() {{ echo "start $(grep WQ_NODE_ID "$WQ_ROOT/node.env")" >> {done}; }
     assert stat.S_IMODE((root / "tls.key").stat().st_mode) == 0o600
     # The node's data directory is where the volume is mounted.
     assert (root / "node.env").read_text() == f"WQ_NODE_ID=m0\nWQ_DATA_DIR={root}/data\n"
-    console = (tmp_path / "console").read_text().splitlines()
-    assert [line.split(" 20")[0] for line in console] == [
-        "wq-bootstrap: bootstrap started",
-        "wq-bootstrap: installing Python",
-        "wq-bootstrap: downloading the package",
-        "wq-bootstrap: installing the package",
-        "wq-bootstrap: reading the cluster secret",
+    assert console_steps(tmp_path) == [
+        *FIRST_STEPS,
         "wq-bootstrap: reading the TLS certificate",
         f"wq-bootstrap: attaching the data volume {volume}",
         "wq-bootstrap: node started",

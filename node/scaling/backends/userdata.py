@@ -231,13 +231,16 @@ def manager_script(
     certificate and key, written to $WQ_ROOT/tls.pem and tls.key; `tls_fingerprint` names the
     certificate in the script. `node_env` holds the node's WQ_* settings; paths may use
     $WQ_ROOT."""
-    _check(
-        package=package,
+    values = dict(
         api_key_parameter=api_key_parameter,
         tls_cert_parameter=tls_parameters[0],
         tls_key_parameter=tls_parameters[1],
         tls_fingerprint=tls_fingerprint,
         volume=volume,
+    )
+    _check(
+        package=package,
+        **values,
         **{k: v.replace("$WQ_ROOT", "") for k, v in node_env.items()},
     )
     name = package.rsplit("/", 1)[-1]
@@ -251,11 +254,5 @@ def manager_script(
         region=region,
         secret_parameter=secret_parameter,
     ) + MANAGER_MAIN.format(
-        region=region,
-        api_key_parameter=api_key_parameter,
-        tls_cert_parameter=tls_parameters[0],
-        tls_key_parameter=tls_parameters[1],
-        tls_fingerprint=tls_fingerprint,
-        volume=volume,
-        env="\n".join(f"{k}={v}" for k, v in node_env.items()),
+        region=region, env="\n".join(f"{k}={v}" for k, v in node_env.items()), **values
     )
