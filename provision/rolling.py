@@ -5,7 +5,7 @@ upgrade test): a `Fleet` says which members there are, where each answers, wheth
 runs what the roll installs, and replaces one. `roll` decides the order and when to go on.
 
 - Followers first, the leader last (and before them a member that is down, which only its
-  replacement can bring back). A node stopped with SIGTERM hands leadership to a caught-up
+  replacement can bring back), chosen again before each step. A node stopped with SIGTERM hands leadership to a caught-up
   follower before it exits (Raft's TimeoutNow), so replacing the leader costs no election
   timeout.
 - Before each step every other member must be healthy: taking one member out then still
@@ -116,13 +116,14 @@ def roll(
     if not todo:
         say("current", f"all {len(members)} managers already run this version")
         return []
-    leader, _ = find_leader(fleet, probe)
-    # A member that is down first (replacing it can only help), then followers, the leader last.
-    down = [m for m in todo if probe.health(fleet.url(m)) != "ok"]
-    order = down + [m for m in todo if m not in down and m != leader]
-    order += [m for m in todo if m == leader and m not in down]
     done: list[str] = []
-    for m in order:
+    while todo:
+        # Chosen again at each step, as leadership may have moved: a member that is down first
+        # (replacing it can only help), then followers, the leader last.
+        leader, _ = find_leader(fleet, probe)
+        down = [m for m in todo if probe.health(fleet.url(m)) != "ok"]
+        m = (down or [m for m in todo if m != leader] or todo)[0]
+        todo.remove(m)
         others = {o: probe.health(fleet.url(o)) for o in members if o != m}
         sick = {o: why for o, why in others.items() if why != "ok"}
         if sick:
