@@ -5,9 +5,9 @@ upgrade test): a `Fleet` says which members there are, where each answers, wheth
 runs what the roll installs, and replaces one. `roll` decides the order and when to go on.
 
 - Followers first, the leader last (and before them a member that is down, which only its
-  replacement can bring back), chosen again before each step. A node stopped with SIGTERM hands leadership to a caught-up
-  follower before it exits (Raft's TimeoutNow), so replacing the leader costs no election
-  timeout.
+  replacement can bring back), chosen again before each step. A node stopped with SIGTERM
+  hands leadership to a caught-up follower before it exits (Raft's TimeoutNow), so replacing
+  the leader costs no election timeout.
 - Before each step every other member must be healthy: taking one member out then still
   leaves a majority.
 - After each step the replaced member must answer `/healthz` and have applied everything the
