@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m provision",
         description="Deploy the work queue's managers to AWS (EC2, with workers started on "
-        "demand by the leader), list what a deployment owns, or remove it all. "
+        "demand by the leader), upgrade them one at a time, list what a deployment owns, or "
+        "remove it all. "
         "Credentials and region come from the usual AWS configuration "
         "(`aws configure`, AWS_PROFILE, ...); every resource is tagged "
         "wq-cluster=NAME.",
