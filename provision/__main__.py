@@ -193,13 +193,17 @@ def run(args: argparse.Namespace, d: Deployment) -> int:
 
         down(c, d)
         return 0
-    if args.command == "ca":
-        print(c.ssm.get_parameter(Name=d.ca_cert_parameter)["Parameter"]["Value"].rstrip("\n"))
-        return 0
-    if args.command == "api-key":
-        print(
-            c.ssm.get_parameter(Name=d.api_key_parameter, WithDecryption=True)["Parameter"]["Value"]
-        )
+    if args.command in ("ca", "api-key"):
+        from provision.aws import parameter
+
+        name = d.ca_cert_parameter if args.command == "ca" else d.api_key_parameter
+        value = parameter(c, name)
+        if value is None:
+            print(
+                f"error: no parameter {name}: run `python -m provision up` first", file=sys.stderr
+            )
+            return 1
+        print(value.rstrip("\n"))
         return 0
     from provision.status import managers, resources, table
 

@@ -142,6 +142,36 @@ def parameters(c: Clients, d: Deployment) -> dict[str, str]:
     return found
 
 
+def parameter(c: Clients, name: str) -> str | None:
+    """An SSM parameter's value (decrypted), or None when there is none."""
+    try:
+        value: str = c.ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        return value
+    except ClientError as e:
+        if error_code(e) != "ParameterNotFound":
+            raise
+        return None
+
+
+def put_parameter(
+    c: Clients, d: Deployment, name: str, value: str, *, secure: bool, description: str = ""
+) -> None:
+    """Create or overwrite a parameter (tags only on creation, as SSM requires)."""
+    kind = "SecureString" if secure else "String"
+    try:
+        c.ssm.put_parameter(
+            Name=name,
+            Type=kind,
+            Value=value,
+            Tags=d.tags(),
+            Description=description or f"work queue {d.name}",
+        )
+    except ClientError as e:
+        if error_code(e) != "ParameterAlreadyExists":
+            raise
+        c.ssm.put_parameter(Name=name, Type=kind, Value=value, Overwrite=True)
+
+
 def alarms(c: Clients, d: Deployment) -> list[str]:
     names = []
     for page in c.cloudwatch.get_paginator("describe_alarms").paginate(

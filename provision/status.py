@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import ssl
 
-from botocore.exceptions import ClientError
-
 from node.scaling.backends.ec2 import ROLE_TAG
 from node.scaling.backends.managers import MANAGER_TAG
 from provision import aws
-from provision.aws import Clients, error_code
+from provision.aws import Clients
 from provision.deployment import HTTP_PORT, Deployment
 from provision.health import probe
 
@@ -92,13 +90,8 @@ def managers(c: Clients, d: Deployment) -> list[dict]:
 
 def tls_context(c: Clients, d: Deployment) -> ssl.SSLContext | None:
     """A context that trusts the deployment's CA; None when it has none (yet)."""
-    try:
-        pem = c.ssm.get_parameter(Name=d.ca_cert_parameter)["Parameter"]["Value"]
-    except ClientError as e:
-        if error_code(e) != "ParameterNotFound":
-            raise
-        return None
-    return ssl.create_default_context(cadata=pem)
+    pem = aws.parameter(c, d.ca_cert_parameter)
+    return None if pem is None else ssl.create_default_context(cadata=pem)
 
 
 def table(rows: list[tuple | list], header: tuple) -> str:

@@ -210,38 +210,29 @@ def ensure_parameters(c: Clients, d: Deployment) -> None:
 def ensure_settings(c: Clients, d: Deployment) -> None:
     """The settings of this `up`, kept as a parameter: `upgrade` applies the same again."""
     value = json.dumps(d.settings(), sort_keys=True)
-    try:
-        found = c.ssm.get_parameter(Name=d.settings_parameter)["Parameter"]["Value"]
-    except ClientError as e:
-        if error_code(e) != "ParameterNotFound":
-            raise
-        c.ssm.put_parameter(
-            Name=d.settings_parameter,
-            Type="String",
-            Value=value,
-            Tags=d.tags(),
-            Description=f"work queue {d.name}: the settings of the last provision up",
-        )
-        say("created", f"parameter {d.settings_parameter}")
-        return
+    found = aws.parameter(c, d.settings_parameter)
     if found == value:
         say("found", f"parameter {d.settings_parameter}")
-    else:
-        c.ssm.put_parameter(Name=d.settings_parameter, Type="String", Value=value, Overwrite=True)
-        say("updated", f"parameter {d.settings_parameter}")
+        return
+    aws.put_parameter(
+        c,
+        d,
+        d.settings_parameter,
+        value,
+        secure=False,
+        description=f"work queue {d.name}: the settings of the last provision up",
+    )
+    say("created" if found is None else "updated", f"parameter {d.settings_parameter}")
 
 
 def load_settings(c: Clients, d: Deployment) -> Deployment:
     """The deployment as the last `up` set it up."""
-    try:
-        found = c.ssm.get_parameter(Name=d.settings_parameter)["Parameter"]["Value"]
-    except ClientError as e:
-        if error_code(e) != "ParameterNotFound":
-            raise
+    found = aws.parameter(c, d.settings_parameter)
+    if found is None:
         raise SystemExit(
             f"deployment {d.name} in {d.region} has no settings parameter "
             f"{d.settings_parameter}: run `provision up` first"
-        ) from None
+        )
     return Deployment(name=d.name, region=d.region, **json.loads(found)).validate(for_up=True)
 
 
@@ -407,61 +398,31 @@ def ensure_certificates(
     """The deployment's CA (its key only in a SecureString) and a certificate per manager for
     its public and private addresses, issued again when it would expire within 30 days or its
     addresses changed. Returns each certificate's SHA-256, by manager."""
-    try:
-        ca = ca_pem(c, d, with_key=True)
+    cert, key = aws.parameter(c, d.ca_cert_parameter), aws.parameter(c, d.ca_key_parameter)
+    if cert is not None and key is not None:
+        ca = Pem(cert, key)
         say("found", f"certificate authority {d.ca_cert_parameter}")
-    except ClientError as e:
-        if error_code(e) != "ParameterNotFound":
-            raise
+    else:
         ca = new_ca(d.name)
-        _put(c, d, d.ca_key_parameter, ca.key, secure=True)
-        _put(c, d, d.ca_cert_parameter, ca.cert, secure=False)
+        aws.put_parameter(c, d, d.ca_key_parameter, ca.key, secure=True)
+        aws.put_parameter(c, d, d.ca_cert_parameter, ca.cert, secure=False)
         say("created", f"certificate authority {d.ca_cert_parameter}")
     fingerprints = {}
     for m, iface in ifaces.items():
         names = [public[m], iface["PrivateIpAddress"]]
         cert_parameter, key_parameter = d.tls_parameters(m)
-        try:
-            cert = c.ssm.get_parameter(Name=cert_parameter)["Parameter"]["Value"]
-            why = needs_new(cert, ca.cert, names)
-        except ClientError as e:
-            if error_code(e) != "ParameterNotFound":
-                raise
-            cert, why = "", "none yet"
-        if why is None:
+        cert = aws.parameter(c, cert_parameter)
+        why = "none yet" if cert is None else needs_new(cert, ca.cert, names)
+        if cert is not None and why is None:
             say("found", f"certificate of {m} ({', '.join(names)})")
         else:
             issued = issue(ca, f"work queue {d.name} manager {m}", names)
-            _put(c, d, key_parameter, issued.key, secure=True)
-            _put(c, d, cert_parameter, issued.cert, secure=False)
+            aws.put_parameter(c, d, key_parameter, issued.key, secure=True)
+            aws.put_parameter(c, d, cert_parameter, issued.cert, secure=False)
             cert = issued.cert
             say("issued", f"certificate of {m} ({', '.join(names)}): {why}")
         fingerprints[m] = "sha256:" + hashlib.sha256(cert.encode()).hexdigest()
     return fingerprints
-
-
-def ca_pem(c: Clients, d: Deployment, *, with_key: bool = False) -> Pem:
-    """The deployment's CA certificate (and its key only when asked for)."""
-    cert = c.ssm.get_parameter(Name=d.ca_cert_parameter)["Parameter"]["Value"]
-    key = ""
-    if with_key:
-        key = c.ssm.get_parameter(Name=d.ca_key_parameter, WithDecryption=True)["Parameter"][
-            "Value"
-        ]
-    return Pem(cert, key)
-
-
-def _put(c: Clients, d: Deployment, name: str, value: str, *, secure: bool) -> None:
-    """Create or overwrite a parameter (tags only on creation, as SSM requires)."""
-    kind = "SecureString" if secure else "String"
-    try:
-        c.ssm.put_parameter(
-            Name=name, Type=kind, Value=value, Tags=d.tags(), Description=f"work queue {d.name}"
-        )
-    except ClientError as e:
-        if error_code(e) != "ParameterAlreadyExists":
-            raise
-        c.ssm.put_parameter(Name=name, Type=kind, Value=value, Overwrite=True)
 
 
 def ensure_volumes(c: Clients, d: Deployment, zone: str) -> dict[str, dict]:

@@ -86,9 +86,9 @@ def upgrade(
     """The managers replaced, in order; raises `rolling.RollStopped` when a step fails."""
     d = load_settings(c, d)
     up(c, d, source)
-    api_key = c.ssm.get_parameter(Name=d.api_key_parameter, WithDecryption=True)["Parameter"][
-        "Value"
-    ]
+    api_key = aws.parameter(c, d.api_key_parameter)
+    if api_key is None:  # `up` has just made it
+        raise SystemExit(f"no parameter {d.api_key_parameter}")
     return roll(
         EC2Fleet(c, d, urls),
         Probe(headers={"X-API-Key": api_key}, context=tls_context(c, d)),
