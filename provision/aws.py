@@ -71,6 +71,11 @@ def instances(
     return found
 
 
+def managers(c: Clients, d: Deployment, states: list[str] = LIVE) -> dict[str, dict]:
+    """The managers' instances in these states, by manager id."""
+    return {tags_of(i).get(MANAGER_TAG, ""): i for i in instances(c, d, "manager", states)}
+
+
 def security_group(c: Clients, d: Deployment) -> dict | None:
     groups = c.ec2.describe_security_groups(
         Filters=_ours(d) + [{"Name": "group-name", "Values": [d.security_group]}]

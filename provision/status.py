@@ -70,7 +70,7 @@ def managers(c: Clients, d: Deployment) -> list[dict]:
     """Each manager's public URL, private address, instance and health."""
     context = tls_context(c, d)
     addresses = aws.addresses(c, d)
-    instances = {aws.tags_of(i).get(MANAGER_TAG): i for i in aws.instances(c, d, role="manager")}
+    instances = aws.managers(c, d, aws.NOT_TERMINATED)
     out = []
     for m, iface in sorted(aws.interfaces(c, d).items()):
         public = addresses.get(m, {}).get("PublicIp")

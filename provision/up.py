@@ -582,10 +582,7 @@ def _same_template(current: object, wanted: object) -> bool:
 
 
 def ensure_managers(c: Clients, d: Deployment, ifaces: dict[str, dict]) -> None:
-    present = {
-        aws.tags_of(i).get(MANAGER_TAG): i
-        for i in aws.instances(c, d, role="manager", states=aws.LIVE)
-    }
+    present = aws.managers(c, d)
     for m in ifaces:
         instance = present.get(m)
         if instance is not None:
@@ -610,14 +607,10 @@ def start_manager(c: Clients, d: Deployment, m: str, iface: dict) -> dict:
             # A new instance profile takes a few seconds to become usable by EC2, and the
             # interface of a just-terminated manager a few seconds to be released. The leader
             # may have relaunched the manager meanwhile: then it is found.
-            relaunched = [
-                i
-                for i in aws.instances(c, d, role="manager", states=aws.LIVE)
-                if aws.tags_of(i).get(MANAGER_TAG) == m
-            ]
-            if relaunched:
-                say("found", f"manager {m} instance {relaunched[0]['InstanceId']} (relaunched)")
-                return relaunched[0]
+            relaunched = aws.managers(c, d).get(m)
+            if relaunched is not None:
+                say("found", f"manager {m} instance {relaunched['InstanceId']} (relaunched)")
+                return relaunched
             settling = error_code(e) == "InvalidNetworkInterface.InUse" or (
                 error_code(e) == "InvalidParameterValue" and "profile" in str(e).lower()
             )

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from node.scaling.backends.managers import MANAGER_TAG
 from provision import aws
 from provision.aws import Clients, say
 from provision.deployment import HTTP_PORT, Deployment
@@ -45,12 +44,7 @@ class EC2Fleet:
         return self._url(member)
 
     def instance(self, member: str) -> dict | None:
-        found = [
-            i
-            for i in aws.instances(self.c, self.d, role="manager", states=aws.LIVE)
-            if aws.tags_of(i).get(MANAGER_TAG) == member
-        ]
-        return found[0] if found else None
+        return aws.managers(self.c, self.d).get(member)
 
     def current(self, member: str) -> bool:
         """Launched from its template's default version (EC2 tags instances with it)."""
