@@ -1,4 +1,5 @@
-"""Probe managers' /healthz from the operator's machine."""
+"""Ask managers over their public API from the operator's machine: /healthz here, and
+/status for the rolling replacement (provision.rolling)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,40 @@ import time
 import urllib.error
 import urllib.request
 
+# How an https URL whose handshake failed is reported.
+TLS_FAILED = "TLS failed"
 
-def probe(url: str, timeout: float = 3.0, context: ssl.SSLContext | None = None) -> str:
-    """ "healthy", "unhealthy (HTTP n)" or "unreachable". `context` verifies an https URL
-    (the deployment's CA)."""
+
+def get(
+    url: str,
+    *,
+    timeout: float = 3.0,
+    context: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, str]:
+    """GET `url`: (HTTP status, body, ""), or (0, b"", why) when no HTTP answer came:
+    "unreachable", or "TLS failed (...)". `context` verifies an https URL (the deployment's
+    CA)."""
+    request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=timeout, context=context) as reply:
-            return "healthy" if reply.status == 200 else f"unhealthy (HTTP {reply.status})"
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
+            return reply.status, reply.read(), ""
     except urllib.error.HTTPError as e:
-        return f"unhealthy (HTTP {e.code})"
+        return e.code, e.read(), ""
     except urllib.error.URLError as e:
         if isinstance(e.reason, ssl.SSLError):
-            return f"TLS failed ({e.reason.reason or e.reason})"
-        return "unreachable"
+            return 0, b"", f"{TLS_FAILED} ({e.reason.reason or e.reason})"
+        return 0, b"", "unreachable"
     except (OSError, ValueError):
-        return "unreachable"
+        return 0, b"", "unreachable"
+
+
+def probe(url: str, timeout: float = 3.0, context: ssl.SSLContext | None = None) -> str:
+    """ "healthy", "unhealthy (HTTP n)", "unreachable" or "TLS failed (...)"."""
+    code, _, why = get(f"{url}/healthz", timeout=timeout, context=context)
+    if code == 0:
+        return why
+    return "healthy" if code == 200 else f"unhealthy (HTTP {code})"
 
 
 def wait_healthy(

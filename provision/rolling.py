@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import ssl
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
+
+from provision.health import TLS_FAILED, get
 
 
 class Fleet(Protocol):
@@ -60,18 +60,10 @@ class Probe:
     context: ssl.SSLContext | None = None
 
     def _get(self, url: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(url, headers=self.headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout, context=self.context) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, ssl.SSLError) and url.startswith("https://"):
-                return self._get("http://" + url.removeprefix("https://"))
-            return 0, b""
-        except (OSError, ValueError):
-            return 0, b""
+        code, body, why = get(url, timeout=self.timeout, context=self.context, headers=self.headers)
+        if why.startswith(TLS_FAILED) and url.startswith("https://"):
+            return self._get("http://" + url.removeprefix("https://"))
+        return code, body
 
     def health(self, url: str) -> str:
         """ "ok", or why not."""
@@ -121,11 +113,11 @@ def roll(
         # Chosen again at each step, as leadership may have moved: a member that is down first
         # (replacing it can only help), then followers, the leader last.
         leader, _ = find_leader(fleet, probe)
-        down = [m for m in todo if probe.health(fleet.url(m)) != "ok"]
+        health = {o: probe.health(fleet.url(o)) for o in members}
+        down = [m for m in todo if health[m] != "ok"]
         m = (down or [m for m in todo if m != leader] or todo)[0]
         todo.remove(m)
-        others = {o: probe.health(fleet.url(o)) for o in members if o != m}
-        sick = {o: why for o, why in others.items() if why != "ok"}
+        sick = {o: why for o, why in health.items() if o != m and why != "ok"}
         if sick:
             raise RollStopped(
                 f"not replacing {m}: {_listed(sick)}; every other manager must be healthy "
