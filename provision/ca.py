@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import ipaddress
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provision.parameter import write_private
 
 CA_DAYS = 3650
 CERT_DAYS = 365
@@ -135,12 +136,6 @@ def needs_new(cert_pem: str, ca_cert_pem: str, addresses: list[str]) -> str | No
     return None
 
 
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
 def local(directory: Path, addresses: list[str]) -> None:
     """A CA and one certificate for this machine's nodes in `directory`, made once: ca.pem
     (give it to clients), ca.key, node.pem, node.key (the keys readable by their owner only)."""
@@ -149,13 +144,13 @@ def local(directory: Path, addresses: list[str]) -> None:
         ca = Pem((directory / "ca.pem").read_text(), (directory / "ca.key").read_text())
     else:
         ca = new_ca(f"local {directory.resolve().name}")
-        write_private(directory / "ca.key", ca.key)
+        write_private(str(directory / "ca.key"), ca.key)
         (directory / "ca.pem").write_text(ca.cert)
     node = directory / "node.pem"
     if node.exists() and needs_new(node.read_text(), ca.cert, addresses) is None:
         return
     issued = issue(ca, "work queue node", addresses)
-    write_private(directory / "node.key", issued.key)
+    write_private(str(directory / "node.key"), issued.key)
     node.write_text(issued.cert)
 
 

@@ -12,7 +12,8 @@ import requests
 from bench.cluster import expected_digest
 from client import Client
 from client.errors import WorkQueueError
-from provision.ca import issue, new_ca, write_private
+from provision.ca import issue, new_ca
+from provision.parameter import write_private
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def pki(tmp_path_factory):
     (root / "ca.pem").write_text(ca.cert)
     node = issue(ca, "work queue node", ["127.0.0.1"])
     (root / "node.pem").write_text(node.cert)
-    write_private(root / "node.key", node.key)
+    write_private(str(root / "node.key"), node.key)
     (root / "other-ca.pem").write_text(new_ca("other").cert)
     return root
 
