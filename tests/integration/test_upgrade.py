@@ -3,7 +3,6 @@ member is stopped with SIGTERM and started again on its data directory, follower
 while clients keep enqueueing. Every acknowledged job completes with the right result, and a
 majority answered /healthz at every moment."""
 
-import os
 import signal
 import threading
 import time
@@ -12,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from bench.cluster import expected_digest, wait_until
 from provision.rolling import Probe, RollStopped, roll
+from tests.chaos.harness import LoadGenerator
 
 
 class LocalFleet:
@@ -98,45 +97,6 @@ class Watch:
         self._pool.shutdown()
 
 
-class Load:
-    """Clients enqueueing all the time, each to the next node; the acknowledged jobs."""
-
-    def __init__(self, cluster, clients: int = 4):
-        self.cluster = cluster
-        self.acked: dict[str, str] = {}
-        self.refused = 0
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, args=(c,), daemon=True) for c in range(clients)
-        ]
-
-    def _run(self, client: int) -> None:
-        n = client
-        while not self._stop.is_set():
-            payload = os.urandom(512)
-            iterations = 1 + n % 50
-            try:
-                r = self.cluster.enqueue(n % self.cluster.size, payload, iterations, timeout=5)
-            except requests.RequestException:
-                r = None
-            if r is not None and r.status_code == 200:
-                self.acked[r.json()["id"]] = expected_digest(payload, iterations)
-            else:
-                self.refused += 1
-            n += 1
-            self._stop.wait(0.02)
-
-    def __enter__(self):
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-
 def test_a_rolling_upgrade_under_load_loses_nothing_and_keeps_a_majority(make_cluster):
     # A lease whose reply a stopping node never delivered waits out the lease timeout before
     # its job runs again: 5 s here rather than 30.
@@ -147,16 +107,20 @@ def test_a_rolling_upgrade_under_load_loses_nothing_and_keeps_a_majority(make_cl
     leader = leader_member(cluster)
     fleet = LocalFleet(cluster, "v2")
     said = []
-    with Watch(cluster) as watch, Load(cluster) as load:
-        wait_until(lambda: len(load.acked) >= 20, 30, "the load to start")
-        order = roll(fleet, probe, step_timeout=60, say=lambda *a: said.append(a))
-        settled = len(load.acked)
-        wait_until(lambda: len(load.acked) >= settled + 20, 30, "enqueues after the roll")
+    # Four clients enqueueing all the time, each retrying with its key until acknowledged.
+    load = LoadGenerator(cluster, seed=17, threads=4, iterations=(1, 10, 50), sizes=(512, 512))
+    try:
+        with Watch(cluster) as watch:
+            load.start().wait_acks(20, 30)
+            order = roll(fleet, probe, step_timeout=60, say=lambda *a: said.append(a))
+            load.wait_acks(20, 30)
+    finally:
+        load.stop()
     assert order == fleet.replaced and sorted(order) == ["n0", "n1", "n2"]
     assert order[-1] == leader, "the leader goes last"
     assert [verb for verb, _ in said] == ["replacing", "upgraded"] * 3
     assert watch.samples > 20 and watch.low == [], f"below a majority: {watch.low}"
-    acked = dict(load.acked)
+    acked = {a.job_id: a.digest for a in load.acked.values()}
     assert len(acked) > 60
     i = cluster.wait_leader()
     cluster.wait_completed(i, acked, timeout=120)
